@@ -1,0 +1,190 @@
+"""A batch-normalized MLP as two pure functions, with width and depth masking.
+
+    x -> [W, (b)] -> z -> BN -> g -> dropout -> ... -> [W, b] -> logits
+
+`hidden_sizes` fixes the array shapes. Optional traced `widths` (real units
+per hidden layer) and `depth` (real number of hidden layers) let trials of
+different architectures share those shapes, which is how a search puts them
+in one `vmap`: units past a layer's width are zeroed after the activation (so
+they feed nothing forward and get no gradient), their weights start at zero
+(so they add nothing to L2 and stay zero under every optimizer here), and
+layers past `depth` pass their input through. The init fan-in uses the real
+width. A masked network computes what the unpadded one with the same weights
+computes; `tests/test_masking.py` proves it.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from bnjax import stable_random
+from bnjax.batch_norm import batch_norm as bn_apply
+from bnjax.batch_norm import bn_init
+
+ACTIVATIONS = {'relu': jax.nn.relu, 'tanh': jnp.tanh, 'sigmoid': jax.nn.sigmoid}
+# Weight variance is gain / fan_in: He for ReLU, the notes' Xavier for tanh.
+INIT_GAINS = {'he': 2.0, 'xavier': 1.0}
+PLACEMENTS = ('before', 'after')
+
+
+def _check(hidden_sizes, activation=None, bn_placement='before', depth=None):
+  if not hidden_sizes or any(int(h) < 1 for h in hidden_sizes):
+    raise ValueError(f'hidden_sizes must be a non-empty list of positive ints; got {hidden_sizes}.')
+  if activation is not None and activation not in ACTIVATIONS:
+    raise ValueError(f'unknown activation {activation!r}; choose one of {tuple(ACTIVATIONS)}.')
+  if bn_placement not in PLACEMENTS:
+    raise ValueError(f'bn_placement must be one of {PLACEMENTS}; got {bn_placement!r}.')
+  if depth is not None and len(set(hidden_sizes)) > 1:
+    raise ValueError('depth masking passes activations through skipped layers, so every '
+                     f'hidden size must be equal (pad them); got {tuple(hidden_sizes)}.')
+
+
+def _unit_masks(hidden_sizes, widths):
+  """Per hidden layer, a float mask of its real units, or None when unmasked."""
+  if widths is None:
+    return [None] * len(hidden_sizes)
+  widths = jnp.asarray(widths)
+  return [(jnp.arange(size) < widths[i]).astype(jnp.float32)
+          for i, size in enumerate(hidden_sizes)]
+
+
+def mlp_init(key: jax.Array, in_features: int, hidden_sizes, num_classes: int, *,
+             batch_norm: bool = True, bn_placement: str = 'before', init: Any = 'he',
+             widths: jax.typing.ArrayLike | None = None,
+             depth: jax.typing.ArrayLike | None = None,
+             dtype: Any = jnp.float32) -> tuple[dict, dict]:
+  """Initial `(params, state)` of the MLP.
+
+  Args:
+    key: PRNG key.
+    in_features: input width.
+    hidden_sizes: units of each hidden layer (the padded shapes).
+    num_classes: output width.
+    batch_norm: put a BN in every hidden layer.
+    bn_placement: 'before' (z -> BN -> g) or 'after' (g -> BN) the activation.
+      A linear layer that feeds a BN has no bias: BN's offset replaces it.
+    init: 'he' (variance 2/fan_in, for ReLU), 'xavier' (1/fan_in, for
+      tanh/sigmoid), or a traceable gain (variance gain/fan_in).
+    widths: optional traced `[len(hidden_sizes)]` real widths.
+    depth: optional traced number of real hidden layers (>= 1).
+    dtype: parameter dtype.
+
+  Returns:
+    `params = {'layers': [{'w', 'b' | 'bn'}...], 'output': {'w', 'b'}}` and
+    `state = {'layers': [{'mean', 'var'} | {}...]}`.
+  """
+  hidden_sizes = tuple(int(h) for h in hidden_sizes)
+  _check(hidden_sizes, bn_placement=bn_placement, depth=depth)
+  if isinstance(init, str):
+    if init not in INIT_GAINS:
+      raise ValueError(f'unknown init {init!r}; choose one of {tuple(INIT_GAINS)} or a gain.')
+    init = INIT_GAINS[init]
+  unit_masks = _unit_masks(hidden_sizes, widths)
+  real = (jnp.asarray(widths, jnp.float32) if widths is not None
+          else jnp.asarray(hidden_sizes, jnp.float32))
+
+  def dense(layer_key, fan_in_real, shape, row_mask, col_mask):
+    w = stable_random.normal(layer_key, shape) * jnp.sqrt(init / fan_in_real)
+    if row_mask is not None:
+      w = w * row_mask[:, None]
+    if col_mask is not None:
+      w = w * col_mask
+    return w.astype(dtype)
+
+  layers, states = [], []
+  fan_in, row_mask, fan_in_real = in_features, None, float(in_features)
+  for i, size in enumerate(hidden_sizes):
+    col_mask = unit_masks[i]
+    if depth is not None:  # Skipped layers start (and so stay) at zero.
+      active = (i < jnp.asarray(depth)).astype(jnp.float32)
+      col_mask = active * (jnp.ones(size) if col_mask is None else col_mask)
+    layer = {'w': dense(jax.random.fold_in(key, i), fan_in_real, (fan_in, size), row_mask,
+                        col_mask)}
+    if batch_norm:
+      layer['bn'], bn_state = bn_init(size, dtype)
+      states.append(bn_state)
+    else:
+      states.append({})
+    if not (batch_norm and bn_placement == 'before'):
+      layer['b'] = jnp.zeros((size,), dtype)
+    layers.append(layer)
+    fan_in, row_mask, fan_in_real = size, unit_masks[i], real[i]
+
+  if depth is not None:  # The output reads the last real layer.
+    last = jnp.asarray(depth) - 1
+    fan_in_real = real[last]
+    if widths is not None:
+      row_mask = (jnp.arange(fan_in) < real[last]).astype(jnp.float32)
+  output = {'w': dense(jax.random.fold_in(key, len(hidden_sizes)), fan_in_real,
+                       (fan_in, num_classes), row_mask, None),
+            'b': jnp.zeros((num_classes,), dtype)}
+  return {'layers': layers, 'output': output}, {'layers': states}
+
+
+def dropout(key: jax.Array, x: jax.Array, keep_prob: jax.typing.ArrayLike) -> jax.Array:
+  """Inverted dropout on `[batch, units]`: keep with `keep_prob`, divide by it.
+
+  Dividing by `keep_prob` keeps the expected activation unchanged, so test
+  time needs no rescaling. `keep_prob = 1` returns `x` exactly.
+  """
+  keep = stable_random.uniform(key, x.shape) < keep_prob
+  return jnp.where(keep, x / keep_prob, 0.0).astype(x.dtype)
+
+
+def mlp_apply(params: dict, state: dict, x: jax.Array, *, training: bool,
+              key: jax.Array | None = None, activation: str = 'relu',
+              bn_placement: str = 'before', bn_momentum: jax.typing.ArrayLike = 0.99,
+              bn_eps: jax.typing.ArrayLike = 1e-5, keep_prob: jax.typing.ArrayLike = 1.0,
+              widths: jax.typing.ArrayLike | None = None,
+              depth: jax.typing.ArrayLike | None = None, mask: jax.Array | None = None,
+              axis_name: str | None = None) -> tuple[jax.Array, dict]:
+  """Forward pass: returns `(logits [batch, C], new_state)`.
+
+  Args:
+    params, state: from `mlp_init`.
+    x: `[batch, in_features]`.
+    training: mini-batch BN statistics (and updated running averages) and
+      dropout if True; running averages and no dropout if False.
+    key: PRNG key for dropout; needed when training with `keep_prob < 1`.
+    activation: 'relu', 'tanh' or 'sigmoid' for the hidden layers.
+    bn_placement: as given to `mlp_init`.
+    bn_momentum, bn_eps: BN running-average momentum and epsilon (traceable).
+    keep_prob: dropout keep probability of hidden units (traceable).
+    widths, depth: the masks given to `mlp_init` (traceable).
+    mask: optional `[batch]` bool; False rows stay out of BN statistics.
+    axis_name: pool BN statistics over this named axis.
+  """
+  hidden_sizes = [layer['w'].shape[1] for layer in params['layers']]
+  _check(hidden_sizes, activation, bn_placement, depth)
+  if training and key is None and isinstance(keep_prob, int | float) and keep_prob < 1:
+    raise ValueError('dropout with keep_prob < 1 needs a PRNG key: pass key=...')
+  act = ACTIVATIONS[activation]
+  unit_masks = _unit_masks(hidden_sizes, widths)
+  new_states = []
+  a = x
+  for i, (layer, layer_state) in enumerate(zip(params['layers'], state['layers'], strict=True)):
+    h = a @ layer['w']
+    if 'b' in layer:
+      h = h + layer['b']
+    new_state = layer_state
+    norm = lambda v: bn_apply(layer['bn'], layer_state, v, training=training,
+                              momentum=bn_momentum, eps=bn_eps, mask=mask, axis_name=axis_name)
+    if 'bn' in layer and bn_placement == 'before':
+      h, new_state = norm(h)
+    h = act(h)
+    if 'bn' in layer and bn_placement == 'after':
+      h, new_state = norm(h)
+    if training and key is not None:
+      h = dropout(jax.random.fold_in(key, i), h, keep_prob)
+    if unit_masks[i] is not None:
+      h = h * unit_masks[i].astype(h.dtype)
+    if depth is not None and i > 0:  # Layer 0 is always real: depth >= 1.
+      active = i < jnp.asarray(depth)
+      h = jnp.where(active, h, a)
+      new_state = jax.tree.map(lambda new, old, active=active: jnp.where(active, new, old),
+                               new_state, layer_state)
+    new_states.append(new_state)
+    a = h
+  logits = a @ params['output']['w'] + params['output']['b']
+  return logits, {'layers': new_states}
