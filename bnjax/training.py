@@ -25,7 +25,7 @@ DEFAULTS = {
     'lr_schedule': 'constant', 'lr_decay': 0.0, 'l2': 0.0, 'keep_prob': 1.0,
     'bn_momentum': 0.99, 'init': 'he',
 }
-_CATEGORIES = {'optimizer': FAMILIES, 'lr_schedule': schedules.SCHEDULES,
+CATEGORIES = {'optimizer': FAMILIES, 'lr_schedule': schedules.SCHEDULES,
                'init': tuple(INIT_GAINS)}
 
 
@@ -83,11 +83,11 @@ def hparams(**values) -> dict:
   merged = {**DEFAULTS, **values}
   out = {}
   for name, value in merged.items():
-    if name in _CATEGORIES and isinstance(value, str):
-      if value not in _CATEGORIES[name]:
-        raise ValueError(f'{name} must be one of {_CATEGORIES[name]}; got {value!r}.')
-      value = _CATEGORIES[name].index(value)
-    integer = name in _CATEGORIES or name in ('widths', 'depth')
+    if name in CATEGORIES and isinstance(value, str):
+      if value not in CATEGORIES[name]:
+        raise ValueError(f'{name} must be one of {CATEGORIES[name]}; got {value!r}.')
+      value = CATEGORIES[name].index(value)
+    integer = name in CATEGORIES or name in ('widths', 'depth')
     out[name] = jnp.asarray(value, jnp.int32 if integer else jnp.float32)
   return out
 
@@ -106,7 +106,7 @@ def _optimizer(config: TrainConfig, hp: dict, steps_per_epoch: int):
 def init_trial(config: TrainConfig, hp: dict, key: jax.Array, in_features: int,
                steps_per_epoch: int) -> TrialState:
   """Initial params (He/Xavier by `hp['init']`), BN state and optimizer state."""
-  gain = jnp.asarray([INIT_GAINS[name] for name in _CATEGORIES['init']])[hp['init']]
+  gain = jnp.asarray([INIT_GAINS[name] for name in CATEGORIES['init']])[hp['init']]
   params, model_state = mlp_init(
       key, in_features, config.hidden_sizes, config.num_classes, batch_norm=config.batch_norm,
       bn_placement=config.bn_placement, init=gain, widths=hp.get('widths'),

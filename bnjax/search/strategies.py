@@ -1,0 +1,93 @@
+"""Random, grid and coarse-to-fine search: ways to fill the trial table.
+
+Each returns a `Results`; all share `engine.run_trials`, so a grid trial and
+a random trial with the same values and id train identically.
+"""
+
+import jax
+import numpy as np
+
+from bnjax.data import Splits
+from bnjax.search.engine import run_trials, test_top_k
+from bnjax.search.results import Results, concatenate
+from bnjax.space import Space
+from bnjax.space_spec import load_space
+
+# Sampling keys fold in ids from the top of the uint32 range; trial keys fold in
+# trial ids from 0 up, so the two streams never meet.
+_SAMPLING_STREAM = 2**32 - 1
+
+
+def as_space(space) -> Space:
+  """A `Space` from a `Space`, a dict, a spec string or a JSON file path."""
+  if isinstance(space, Space):
+    return space
+  if isinstance(space, dict):
+    return Space(space)
+  return load_space(space)
+
+
+def random_search(space, splits: Splits, num_trials: int, *, seed: int = 0,
+                  **engine_options) -> Results:
+  """`num_trials` configurations drawn at random from `space`, trained at once.
+
+  Args:
+    space: a `Space`, a dict of distributions, a spec string or a JSON path.
+    splits: the data.
+    num_trials: how many configurations to sample.
+    seed: drives both the sampling and every trial's key.
+    **engine_options: passed to `run_trials` (epochs, executions_per_trial,
+      select, top_k, chunk_size, devices, progress, ...).
+  """
+  space = as_space(space)
+  if num_trials < 1:
+    raise ValueError(f'num_trials must be >= 1; got {num_trials}.')
+  table = space.sample(_sampling_key(seed, 0), num_trials)
+  return run_trials(table, splits, seed=seed, hyperparameters=space.names, **engine_options)
+
+
+def grid_search(space, splits: Splits, points_per_axis: int = 3, *, seed: int = 0,
+                **engine_options) -> Results:
+  """Every combination of `points_per_axis` values per axis, each on its own scale.
+
+  The notes' point: with the same budget, a grid tries only `points_per_axis`
+  distinct values of the one hyperparameter that matters; random search tries
+  as many as it has trials.
+  """
+  space = as_space(space)
+  table = space.grid(points_per_axis)
+  return run_trials(table, splits, seed=seed, hyperparameters=space.names, **engine_options)
+
+
+def coarse_to_fine(space, splits: Splits, num_trials: int, *, rounds: int = 2,
+                   keep: float = 0.1, shrink: float = 0.5, seed: int = 0, top_k: int = 5,
+                   **engine_options) -> Results:
+  """Random search in rounds, each range shrunk around the previous bests.
+
+  Round `r + 1` samples `num_trials` new configurations from `space` refined
+  (on each axis' own scale) around the best `keep` fraction of all trials so
+  far. Trial ids continue across rounds; a `round` column says which round a
+  trial belongs to. The test split is seen once, at the end.
+  """
+  space = as_space(space)
+  if rounds < 1 or not 0 < keep <= 1:
+    raise ValueError(f'need rounds >= 1 and keep in (0, 1]; got rounds={rounds}, keep={keep}.')
+  parts = []
+  for round_index in range(rounds):
+    table = space.sample(_sampling_key(seed, round_index), num_trials)
+    part = run_trials(table, splits, seed=seed, first_trial_id=round_index * num_trials,
+                      hyperparameters=space.names, top_k=0, **engine_options)
+    for row in part.rows:
+      row['round'] = round_index
+    part.searched = (*part.searched, 'round')
+    parts.append(part)
+    results = concatenate(parts)
+    best = results.best(max(1, int(round(keep * len(results)))))
+    best = [row for row in best if row['status'] == 'ok'] or best
+    space = space.refine({name: np.asarray([row[name] for row in best]) for name in space.names},
+                         shrink=shrink)
+  return test_top_k(results, splits, top_k)
+
+
+def _sampling_key(seed: int, round_index: int) -> jax.Array:
+  return jax.random.fold_in(jax.random.key(seed), _SAMPLING_STREAM - round_index)

@@ -1,0 +1,90 @@
+"""From a table of sampled hyperparameters to buckets of traced arrays.
+
+A *bucket* is one compiled program: the trials that share every static
+setting (batch size, activation, BN on/off and placement). Everything else
+is traced: numbers as float32, categories (optimizer, schedule, init) as
+int32 indices, and the architecture as `widths [layers]` and `depth`, padded
+to the bucket's widest and deepest trial.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from bnjax.space import with_defaults
+from bnjax.training import CATEGORIES, TrainConfig
+
+STATIC = ('batch_size', 'activation', 'batch_norm', 'bn_placement')
+TRACED = ('learning_rate', 'optimizer', 'beta1', 'beta2', 'eps', 'lr_schedule', 'lr_decay',
+          'l2', 'keep_prob', 'bn_momentum', 'init')
+
+
+class Bucket(NamedTuple):
+  static: dict  # the static hyperparameter values its trials share
+  trial_ids: np.ndarray  # [n] int, positions in the trial table
+  config: TrainConfig
+
+
+def complete(columns: dict, num_trials: int) -> dict[str, np.ndarray]:
+  """Fills every canonical name the space left out with its default."""
+  return with_defaults(columns, num_trials)
+
+
+def layer_widths(table: dict[str, np.ndarray]) -> np.ndarray:
+  """`[trials, max layers]` real widths: `hidden_units_k` overrides `hidden_units`.
+
+  Layers past a trial's depth get width 1: they are skipped, and a positive
+  width keeps their (zeroed) init finite.
+  """
+  depth = np.asarray(table['num_layers'], np.int64)
+  max_depth = int(depth.max())
+  widths = np.repeat(np.asarray(table['hidden_units'], np.int64)[:, None], max_depth, axis=1)
+  for layer in range(max_depth):
+    override = table.get(f'hidden_units_{layer + 1}')
+    if override is not None:
+      widths[:, layer] = override
+  return np.where(np.arange(max_depth) < depth[:, None], widths, 1)
+
+
+def traced_hparams(table: dict[str, np.ndarray], ids: np.ndarray,
+                   max_depth: int) -> dict[str, np.ndarray]:
+  """The hyperparameter dict `train` takes, with a leading trial axis."""
+  out = {}
+  for name in TRACED:
+    column = np.asarray(table[name])[ids]
+    if name in CATEGORIES:
+      choices = CATEGORIES[name]
+      out[name] = np.asarray([choices.index(v) for v in column], np.int32)
+    else:
+      out[name] = column.astype(np.float32)
+  out['widths'] = layer_widths(table)[ids, :max_depth].astype(np.int32)
+  out['depth'] = np.asarray(table['num_layers'], np.int32)[ids]
+  return out
+
+
+def make_buckets(table: dict[str, np.ndarray], *, epochs: int, num_classes: int,
+                 select: str = 'final', eval_batch_size: int = 1024) -> list[Bucket]:
+  """Groups trials by their static values, in order of first appearance."""
+  num_trials = len(table['learning_rate'])
+  keys = [tuple(plain(table[name][i]) for name in STATIC) for i in range(num_trials)]
+  widths = layer_widths(table)
+  depth = np.asarray(table['num_layers'], np.int64)
+  buckets = []
+  for static in dict.fromkeys(keys):
+    ids = np.asarray([i for i, key in enumerate(keys) if key == static])
+    values = dict(zip(STATIC, static, strict=True))
+    max_depth = int(depth[ids].max())
+    real = np.where(np.arange(widths.shape[1]) < depth[ids, None], widths[ids], 0)
+    config = TrainConfig(epochs=epochs, batch_size=int(values['batch_size']),
+                         hidden_sizes=(int(real.max()),) * max_depth, num_classes=num_classes,
+                         activation=values['activation'], batch_norm=bool(values['batch_norm']),
+                         bn_placement=values['bn_placement'], eval_batch_size=eval_batch_size,
+                         select=select)
+    buckets.append(Bucket(values, ids, config))
+  return buckets
+
+
+def plain(value):
+  """numpy scalars to Python, so bucket keys print and compare cleanly."""
+  return value.item() if isinstance(value, np.generic) else value
+
