@@ -58,9 +58,10 @@ def trial_keys(seed: int, trial_ids: np.ndarray, executions: np.ndarray) -> jax.
 
 def run_trials(table: dict, splits: Splits, *, seed: int = 0, epochs: int = 20,
                executions_per_trial: int = 1, select: str = 'final', top_k: int = 5,
+               test: bool = True,
                chunk_size: int | None = None, devices: Sequence[jax.Device] | None = None,
                eval_batch_size: int = 1024, first_trial_id: int = 0,
-               hyperparameters: Sequence[str] | None = None,
+               hyperparameters: Sequence[str] | None = None, scales: dict | None = None,
                progress: Callable[[int, int], None] | None = None) -> Results:
   """Trains every row of `table` and returns the `Results`.
 
@@ -74,12 +75,15 @@ def run_trials(table: dict, splits: Splits, *, seed: int = 0, epochs: int = 20,
       the rows report their mean and spread.
     select: rank by the 'final' epoch's dev metrics or the 'best' epoch's.
     top_k: how many of the best configurations are evaluated on test.
+    test: evaluate them now; False keeps their params in `candidates` for a
+      later `test_top_k` (a search in rounds tests once, at the end).
     chunk_size: trials (x executions) per program; default from `trial_bytes`
       and the devices' memory.
     devices: where to shard the trial axis; default all local devices.
     eval_batch_size: examples per evaluation batch.
     first_trial_id: id of the first row (so later rounds get fresh keys).
     hyperparameters: the searched names, shown first (default: the table's).
+    scales: name -> sampling scale ('log', 'one_minus_log', ...), for plots.
     progress: called as `progress(trials_done, trials_total)` after each chunk.
   """
   start = time.perf_counter()
@@ -144,8 +148,9 @@ def run_trials(table: dict, splits: Splits, *, seed: int = 0, epochs: int = 20,
   info['seconds'] = time.perf_counter() - start
   searched = tuple(hyperparameters or table.keys())
   names = searched + tuple(name for name in table if name not in searched)
-  results = Results(rows, curves, names, select, searched, info, candidates=pool)
-  return test_top_k(results, splits, top_k) if top_k else results
+  results = Results(rows, curves, names, select, searched, dict(scales or {}), info,
+                    candidates=pool)
+  return test_top_k(results, splits, top_k) if test else results
 
 
 def test_top_k(results: Results, splits: Splits, k: int) -> Results:

@@ -35,6 +35,7 @@ class Results:
       (mean over executions).
     hyperparameters: the hyperparameter column names, searched ones first.
     searched: the names the search space named.
+    scales: each searched name's sampling scale ('log', 'one_minus_log', ...).
     select: 'final' or 'best': the epoch whose dev metrics rank a trial.
     info: run facts (buckets, compiles, chunks, devices, seconds).
   """
@@ -43,6 +44,7 @@ class Results:
   hyperparameters: tuple[str, ...]
   select: str = 'final'
   searched: tuple[str, ...] = ()  # the names the space varied; the table shows these
+  scales: dict = dataclasses.field(default_factory=dict)  # name -> Distribution.scale
   info: dict = dataclasses.field(default_factory=dict)
   # Params of the best trials, kept until `engine.test_top_k` has used them.
   candidates: list = dataclasses.field(default_factory=list, repr=False)
@@ -123,5 +125,6 @@ def concatenate(parts: list[Results]) -> Results:
   curves = {name: np.concatenate([part.curves[name] for part in parts])
             for name in parts[0].curves}
   searched = tuple(dict.fromkeys(name for part in parts for name in part.searched))
+  scales = {name: scale for part in parts for name, scale in part.scales.items()}
   return Results([row for part in parts for row in part.rows], curves, names, parts[0].select,
-                 searched, info, [entry for part in parts for entry in part.candidates])
+                 searched, scales, info, [entry for part in parts for entry in part.candidates])

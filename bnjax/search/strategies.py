@@ -27,6 +27,11 @@ def as_space(space) -> Space:
   return load_space(space)
 
 
+def space_scales(space: Space) -> dict[str, str]:
+  """Each searched name's sampling scale ('log', 'linear', ...), for plots."""
+  return {name: dist.scale for name, dist in space.items()}
+
+
 def random_search(space, splits: Splits, num_trials: int, *, seed: int = 0,
                   **engine_options) -> Results:
   """`num_trials` configurations drawn at random from `space`, trained at once.
@@ -43,7 +48,8 @@ def random_search(space, splits: Splits, num_trials: int, *, seed: int = 0,
   if num_trials < 1:
     raise ValueError(f'num_trials must be >= 1; got {num_trials}.')
   table = space.sample(_sampling_key(seed, 0), num_trials)
-  return run_trials(table, splits, seed=seed, hyperparameters=space.names, **engine_options)
+  return run_trials(table, splits, seed=seed, hyperparameters=space.names,
+                    scales=space_scales(space), **engine_options)
 
 
 def grid_search(space, splits: Splits, points_per_axis: int = 3, *, seed: int = 0,
@@ -56,7 +62,8 @@ def grid_search(space, splits: Splits, points_per_axis: int = 3, *, seed: int = 
   """
   space = as_space(space)
   table = space.grid(points_per_axis)
-  return run_trials(table, splits, seed=seed, hyperparameters=space.names, **engine_options)
+  return run_trials(table, splits, seed=seed, hyperparameters=space.names,
+                    scales=space_scales(space), **engine_options)
 
 
 def coarse_to_fine(space, splits: Splits, num_trials: int, *, rounds: int = 2,
@@ -76,10 +83,12 @@ def coarse_to_fine(space, splits: Splits, num_trials: int, *, rounds: int = 2,
   for round_index in range(rounds):
     table = space.sample(_sampling_key(seed, round_index), num_trials)
     part = run_trials(table, splits, seed=seed, first_trial_id=round_index * num_trials,
-                      hyperparameters=space.names, top_k=0, **engine_options)
+                      hyperparameters=space.names, scales=space_scales(space), top_k=top_k,
+                      test=False, **engine_options)
     for row in part.rows:
       row['round'] = round_index
     part.searched = (*part.searched, 'round')
+    part.hyperparameters = (*part.hyperparameters, 'round')
     parts.append(part)
     results = concatenate(parts)
     best = results.best(max(1, int(round(keep * len(results)))))
