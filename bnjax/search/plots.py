@@ -1,0 +1,340 @@
+"""Figures of a search: accuracy per hyperparameter, learning curves, parallel coordinates.
+
+Every figure is a `matplotlib.figure.Figure` built without pyplot, so nothing
+touches global figure state or needs a display; `plot_*` save it as a PNG
+(Agg renders it) and return the path. The `*_figure` builders return the
+`Figure` for notebooks and tests.
+"""
+
+import math
+import os
+import pathlib
+
+import matplotlib as mpl
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from bnjax.search.results import Results
+
+DPI = 110
+STYLE = {'font.size': 9, 'axes.titlesize': 10, 'axes.labelsize': 9, 'legend.fontsize': 8,
+         'xtick.labelsize': 8, 'ytick.labelsize': 8, 'figure.titlesize': 12}
+_SKIPPED = ('round',)  # bookkeeping columns, not hyperparameters
+
+
+def varying_names(results: Results) -> tuple[str, ...]:
+  """The searched names whose values differ between trials (not 'fixed', not 'round')."""
+  names = []
+  for name in results.searched:
+    if name in _SKIPPED or results.scales.get(name) == 'fixed':
+      continue
+    if not results.rows or any(name not in row for row in results.rows):
+      continue
+    if len({_key(row[name]) for row in results.rows}) > 1:
+      names.append(name)
+  return tuple(names)
+
+
+def scale_of(results: Results, name: str) -> str:
+  """`name`'s sampling scale; strings and bools are categorical whatever the scale says."""
+  values = [row[name] for row in results.rows]
+  if any(isinstance(v, str | bool | np.str_ | np.bool_) for v in values):
+    return 'categorical'
+  return results.scales.get(name, 'linear')
+
+
+def normalize(values, scale: str, reference=None) -> np.ndarray:
+  """Positions of `values` in [0, 1] on their sampling scale, spanning `reference`.
+
+  Args:
+    values: `[n]` hyperparameter values.
+    scale: 'log' (log10 x), 'one_minus_log' (-log10(1 - x), so larger betas sit
+      higher), 'categorical' (index among the sorted categories), else linear.
+    reference: the values whose min and max map to 0 and 1 (default `values`);
+      a constant axis maps to 0.5.
+
+  Returns:
+    `[n]` float positions.
+  """
+  reference = values if reference is None else reference
+  if scale == 'categorical':
+    index = {_key(c): i for i, c in enumerate(_categories([*reference, *values]))}
+    t = np.asarray([index[_key(v)] for v in values], dtype=np.float64)
+    t_ref = np.asarray([index[_key(v)] for v in reference], dtype=np.float64)
+  else:
+    t, t_ref = _transform(values, scale), _transform(reference, scale)
+  low, high = np.nanmin(t_ref), np.nanmax(t_ref)
+  if not high > low:
+    return np.full(t.shape, 0.5)
+  return (t - low) / (high - low)
+
+
+def hyperparameters_figure(results: Results) -> Figure:
+  """One panel per varying searched name: dev accuracy against its value."""
+  names = varying_names(results)
+  accuracy, failed = _accuracy(results)
+  columns = 2 if len(names) == 4 else min(3, max(1, len(names)))
+  rows = max(1, math.ceil(len(names) / columns))
+  fig = Figure(figsize=(max(6.5, 3.6 * columns + 0.4), 2.9 * rows + 0.9), layout='constrained')
+  diverged = int(np.sum(failed))
+  fig.suptitle(f'Dev accuracy per hyperparameter ({len(results)} trials, {diverged} diverged)')
+  if not names:
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, 'No searched hyperparameter varies\n(all fixed or all equal).',
+            ha='center', va='center', transform=ax.transAxes)
+    ax.set_axis_off()
+    return fig
+  finite = accuracy[~failed]
+  floor = float(np.min(finite)) if finite.size else 0.0
+  span = float(np.ptp(finite)) if finite.size else 1.0
+  floor -= 0.06 * (span or 1.0)  # diverged trials sit just below every finished one
+  best = _best_index(results)
+  for panel, name in enumerate(names):
+    ax = fig.add_subplot(rows, columns, panel + 1)
+    ax.set_label(name)
+    x = _panel_x(ax, results, name)
+    ax.scatter(x[~failed], accuracy[~failed], s=18, alpha=0.7, color='tab:blue')
+    if failed.any():
+      ax.scatter(x[failed], np.full(int(failed.sum()), floor), marker='x', s=28, color='red')
+    if best is not None:
+      ax.scatter(x[best], accuracy[best], marker='*', s=180, color='gold', edgecolor='black',
+                 linewidth=0.8, zorder=3)
+    ax.set_ylabel('dev accuracy')
+    ax.grid(True, alpha=0.3)
+  handles = [Line2D([], [], ls='', marker='o', color='tab:blue', label='finished trial'),
+             Line2D([], [], ls='', marker='x', color='red', label='diverged (drawn at bottom)')]
+  if best is not None:
+    trial = results.rows[best]['trial_id']
+    handles.append(Line2D([], [], ls='', marker='*', markersize=12, color='gold',
+                          markeredgecolor='black', label=f'best (trial {trial})'))
+  fig.legend(handles=handles, loc='outside lower center', ncol=len(handles))
+  return fig
+
+
+def learning_curves_figure(results: Results, k: int = 5) -> Figure:
+  """Dev accuracy and train loss per epoch of the `k` best finished trials."""
+  fig = Figure(figsize=(10, 4.6), layout='constrained')
+  ax_accuracy, ax_loss = fig.subplots(1, 2)
+  position = {row['trial_id']: i for i, row in enumerate(results.rows)}
+  top = [row for row in results.best(k) if row['status'] == 'ok']
+  fig.suptitle(f'Learning curves of the top {len(top)} trials (dots: best dev epoch)')
+  names = varying_names(results)[:3]
+  losses = []
+  for rank, row in enumerate(top):
+    i = position[row['trial_id']]
+    accuracy = results.curves['dev_accuracy'][i]
+    loss = results.curves['train_loss'][i]
+    epochs = np.arange(1, len(accuracy) + 1)
+    settings = ', '.join(f'{name}={_format(row[name], scale_of(results, name))}'
+                         for name in names)
+    label = f"#{rank + 1} trial {row['trial_id']}" + (f': {settings}' if settings else '')
+    line, = ax_accuracy.plot(epochs, accuracy, lw=2.2 if rank == 0 else 1.3, label=label)
+    ax_loss.plot(epochs, loss, lw=2.2 if rank == 0 else 1.3, color=line.get_color())
+    if 0 <= row.get('best_epoch', -1) < len(accuracy):
+      ax_accuracy.plot(epochs[row['best_epoch']], accuracy[row['best_epoch']], 'o',
+                       color=line.get_color())
+    losses.append(loss)
+  ax_accuracy.set(title='Dev accuracy', xlabel='epoch', ylabel='dev accuracy')
+  ax_loss.set(title='Train loss', xlabel='epoch', ylabel='train loss')
+  finite = np.concatenate(losses)[np.isfinite(np.concatenate(losses))] if losses else []
+  if len(finite) and finite.min() > 0 and finite.max() > 10 * finite.min():
+    ax_loss.set_yscale('log')
+  for ax in (ax_accuracy, ax_loss):
+    ax.grid(True, alpha=0.3)
+  if top:
+    fig.legend(loc='outside lower center', ncol=1 if names else min(len(top), 5))
+  else:
+    ax_accuracy.text(0.5, 0.5, 'no finished trial', ha='center', transform=ax_accuracy.transAxes)
+  return fig
+
+
+def parallel_coordinates_figure(results: Results, k: int = 20) -> Figure:
+  """The `k` best finished trials as lines across the searched axes and dev accuracy.
+
+  Each hyperparameter axis spans that name's range over all trials (on its
+  sampling scale), so it shows where the best ones sit in the searched range;
+  the accuracy axis spans the trials drawn.
+  """
+  names = varying_names(results)
+  top = [row for row in results.best(k) if row['status'] == 'ok'][::-1]  # best drawn last
+  fig = Figure(figsize=(max(6.0, 1.6 * (len(names) + 1) + 2.0), 4.8), layout='constrained')
+  fig.suptitle(f'Top {len(top)} trials across the searched hyperparameters'
+               + ('' if names else ' (none varies)'))
+  ax = fig.add_subplot()
+  if not top:
+    ax.text(0.5, 0.5, 'no finished trial', ha='center', transform=ax.transAxes)
+    ax.set_axis_off()
+    return fig
+  accuracy = np.asarray([row['dev_accuracy'] for row in top], dtype=np.float64)
+  positions = [normalize([row[n] for row in top], scale_of(results, n), results.column(n))
+               for n in names]
+  positions.append(normalize(accuracy, 'linear'))
+  positions_TxA = np.stack(positions, axis=1)
+  color_norm = mpl.colors.Normalize(accuracy.min(), accuracy.max() + 1e-12)
+  colormap = mpl.colormaps['viridis']
+  for i in range(len(top)):
+    best = i == len(top) - 1
+    ax.plot(np.arange(len(positions)), positions_TxA[i], color=colormap(color_norm(accuracy[i])),
+            lw=2.6 if best else 1.2, alpha=1.0 if best else 0.75, marker='o', markersize=3)
+  for axis, name in enumerate((*names, 'dev_accuracy')):
+    ax.axvline(axis, color='0.4', lw=0.8)
+    if name == 'dev_accuracy':
+      low, high = _format(accuracy.min(), 'linear'), _format(accuracy.max(), 'linear')
+    else:
+      low, high = _extremes(results, name)
+    ax.text(axis, 1.04, high, ha='center', va='bottom', fontsize=8)
+    ax.text(axis, -0.04, low, ha='center', va='top', fontsize=8)
+    if name != 'dev_accuracy' and scale_of(results, name) == 'categorical':
+      _label_inner_categories(ax, axis, results.column(name))
+  labels = [_axis_label(name, scale_of(results, name), compact=True) for name in names]
+  ax.set_xticks(np.arange(len(labels) + 1), [*labels, 'dev accuracy'])
+  ax.tick_params(axis='x', length=0, pad=18)
+  ax.set_yticks([])
+  ax.set_ylim(-0.12, 1.12)
+  ax.set_xlim(-0.3, len(labels) + 0.3)
+  for side in ('top', 'right', 'left', 'bottom'):
+    ax.spines[side].set_visible(False)
+  mappable = mpl.cm.ScalarMappable(norm=color_norm, cmap=colormap)
+  fig.colorbar(mappable, ax=ax, label='dev accuracy', fraction=0.04)
+  return fig
+
+
+def plot_hyperparameters(results: Results, path) -> pathlib.Path:
+  """Saves `hyperparameters_figure` as a PNG at `path` and returns the path."""
+  return _save(hyperparameters_figure, path, results)
+
+
+def plot_learning_curves(results: Results, path, k: int = 5) -> pathlib.Path:
+  """Saves `learning_curves_figure` of the top `k` as a PNG at `path`."""
+  return _save(learning_curves_figure, path, results, k=k)
+
+
+def plot_parallel_coordinates(results: Results, path, k: int = 20) -> pathlib.Path:
+  """Saves `parallel_coordinates_figure` of the top `k` as a PNG at `path`."""
+  return _save(parallel_coordinates_figure, path, results, k=k)
+
+
+def plot_all(results: Results, output_dir) -> list[pathlib.Path]:
+  """Writes hyperparameters.png, learning_curves.png and parallel_coordinates.png."""
+  output_dir = pathlib.Path(output_dir)
+  output_dir.mkdir(parents=True, exist_ok=True)
+  return [plot_hyperparameters(results, output_dir / 'hyperparameters.png'),
+          plot_learning_curves(results, output_dir / 'learning_curves.png'),
+          plot_parallel_coordinates(results, output_dir / 'parallel_coordinates.png')]
+
+
+def _save(build, path, results: Results, **options) -> pathlib.Path:
+  path = pathlib.Path(os.fspath(path))
+  with mpl.rc_context(STYLE):  # scoped: the caller's rcParams are untouched
+    fig = build(results, **options)
+    fig.savefig(path, dpi=DPI, format='png')
+  return path
+
+
+def _panel_x(ax, results: Results, name: str) -> np.ndarray:
+  """x of every trial in `name`'s panel, with the axis set to its sampling scale."""
+  values = results.column(name)
+  scale = scale_of(results, name)
+  ax.set_xlabel(_axis_label(name, scale))
+  if scale == 'categorical':
+    categories = _categories(values)
+    index = {_key(c): i for i, c in enumerate(categories)}
+    jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(values))
+    ax.set_xticks(np.arange(len(categories)), [_format(c, scale) for c in categories])
+    ax.set_xlim(-0.5, len(categories) - 0.5)
+    return np.asarray([index[_key(v)] for v in values], dtype=np.float64) + jitter
+  values = values.astype(np.float64)
+  if scale == 'log':
+    ax.set_xscale('log')
+  elif scale == 'one_minus_log':
+    ax.set_xscale('log')
+    ax.invert_xaxis()  # 1 - beta shrinks to the right, so beta grows to the right
+    decades = np.log10(np.max(1 - values) / np.min(1 - values))
+    if decades <= 3:  # one tick a decade is too few to read betas off
+      ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: _format(1.0 - t, scale)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    return 1.0 - values
+  return values
+
+
+def _axis_label(name: str, scale: str, compact: bool = False) -> str:
+  if scale == 'one_minus_log':
+    return f'{name}\n(log of 1 - {name})' if compact else f'1 - {name} (log; ticks show {name})'
+  if scale == 'log':
+    return f'{name}\n(log)' if compact else f'{name} (log)'
+  return name
+
+
+def _label_inner_categories(ax, axis: int, values) -> None:
+  """Names the categories between an axis' ends, beside it (the ends are labelled already)."""
+  categories = _categories(values)
+  if len(categories) > 8:  # too many to read; the ends say the order
+    return
+  for i, category in enumerate(categories[1:-1], 1):
+    ax.text(axis + 0.04, i / (len(categories) - 1), _format(category, 'categorical'),
+            ha='left', va='center', fontsize=8,
+            bbox={'boxstyle': 'round,pad=0.15', 'facecolor': 'white', 'alpha': 0.7, 'lw': 0})
+
+
+def _accuracy(results: Results) -> tuple[np.ndarray, np.ndarray]:
+  accuracy = results.column('dev_accuracy').astype(np.float64)
+  status = results.column('status') if results.rows else np.zeros(0, str)
+  return accuracy, (status != 'ok') | ~np.isfinite(accuracy)
+
+
+def _best_index(results: Results) -> int | None:
+  best = results.best(1)
+  if not best or best[0]['status'] != 'ok' or not math.isfinite(best[0]['dev_accuracy']):
+    return None
+  return next(i for i, row in enumerate(results.rows) if row is best[0])
+
+
+def _transform(values, scale: str) -> np.ndarray:
+  x = np.asarray(values, dtype=np.float64)
+  if scale == 'log':
+    return np.log10(x)
+  if scale == 'one_minus_log':
+    return -np.log10(1.0 - x)
+  return x
+
+
+def _extremes(results: Results, name: str) -> tuple[str, str]:
+  """Real values at the bottom and top of `name`'s parallel-coordinates axis."""
+  scale = scale_of(results, name)
+  values = results.column(name)
+  if scale == 'categorical':
+    categories = _categories(values)
+    return _format(categories[0], scale), _format(categories[-1], scale)
+  return _format(np.min(values), scale), _format(np.max(values), scale)
+
+
+def _categories(values) -> list:
+  unique = {_key(v): v for v in values}
+  try:
+    return [unique[key] for key in sorted(unique)]
+  except TypeError:  # mixed types: order by text
+    return [unique[key] for key in sorted(unique, key=str)]
+
+
+def _key(value):
+  return value.item() if isinstance(value, np.generic) else value
+
+
+def _format(value, scale: str) -> str:
+  """A short label for one value; betas keep the digits that tell them apart."""
+  value = _key(value)
+  if isinstance(value, bool | str):
+    return str(value).lower() if isinstance(value, bool) else value
+  if isinstance(value, int):
+    return str(value)
+  if not math.isfinite(value):
+    return 'nan'
+  if scale == 'one_minus_log' and 0 < value < 1:
+    digits = math.ceil(-math.log10(1.0 - value) - 1e-9) + 1
+    return f'{value:.{digits}f}'.rstrip('0').rstrip('.')
+  if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4):
+    return f'{value:.2g}'
+  return f'{value:.3g}'

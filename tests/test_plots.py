@@ -1,0 +1,194 @@
+"""Search figures: valid PNGs, one panel per varying name, axes on the sampling scale."""
+
+import matplotlib as mpl
+import matplotlib.image
+import numpy as np
+import pytest
+
+from bnjax.search import plots
+from bnjax.search.results import Results
+
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+VARYING = ('learning_rate', 'beta1', 'hidden_units', 'optimizer')
+NUM_TRIALS, EPOCHS, DIVERGED = 30, 8, (4, 17)
+
+
+def fake_results(num_trials: int = NUM_TRIALS, vary: bool = True) -> Results:
+  """A search without training: log lr, 1-log beta1, int width, categorical optimizer."""
+  rng = np.random.default_rng(0)
+  n = num_trials
+  table = {
+      'learning_rate': 10.0 ** rng.uniform(-4, -1, n) if vary else np.full(n, 1e-3),
+      'beta1': 1 - 10.0 ** rng.uniform(-3, -1, n) if vary else np.full(n, 0.9),
+      'hidden_units': rng.integers(16, 257, n) if vary else np.full(n, 64),
+      'optimizer': rng.choice(['adam', 'momentum', 'sgd'], n) if vary else np.full(n, 'adam'),
+      'batch_size': np.full(n, 64),  # searched but fixed
+      'weight_decay': np.full(n, 1e-4),  # searched, log, but every trial drew the same
+  }
+  quality = -np.abs(np.log10(table['learning_rate']) + 2.5) + 0.1 * (table['optimizer'] == 'adam')
+  rows, curves = [], {'train_loss': [], 'dev_loss': [], 'dev_accuracy': []}
+  epochs = np.arange(1, EPOCHS + 1)
+  for i in range(n):
+    final = float(0.6 + 0.1 * quality[i] + 0.01 * rng.normal())
+    accuracy_curve = final - 0.3 * np.exp(-epochs / 2)
+    loss_curve = 2.0 * np.exp(-epochs / 3) + (1 - final)
+    status = 'diverged' if i in DIVERGED else 'ok'
+    if status == 'diverged':
+      accuracy_curve = np.where(epochs > 2, np.nan, accuracy_curve)
+      loss_curve = np.where(epochs > 2, np.nan, loss_curve)
+    nan = float('nan')
+    rows.append({'trial_id': i, **{k: v[i].item() for k, v in table.items()}, 'round': i // 15,
+                 'bucket': 0, 'status': status,
+                 'dev_accuracy': final if status == 'ok' else nan, 'dev_accuracy_std': 0.0,
+                 'dev_loss': float(loss_curve[-1]) if status == 'ok' else nan,
+                 'best_epoch': EPOCHS - 1 if status == 'ok' else -1,
+                 'train_loss': float(loss_curve[-1]) if status == 'ok' else nan,
+                 'diverged_step': 20 if status == 'diverged' else -1, 'test_accuracy': nan})
+    curves['dev_accuracy'].append(accuracy_curve)
+    curves['train_loss'].append(loss_curve)
+    curves['dev_loss'].append(loss_curve + 0.1)
+  scales = {'learning_rate': 'log', 'beta1': 'one_minus_log', 'hidden_units': 'linear',
+            'optimizer': 'categorical', 'batch_size': 'fixed', 'weight_decay': 'log'}
+  searched = (*table, 'round')
+  return Results(rows, {k: np.asarray(v) for k, v in curves.items()}, searched, 'final',
+                 searched, scales, {})
+
+
+def assert_png(path):
+  data = path.read_bytes()
+  assert data[:8] == PNG_SIGNATURE
+  image = matplotlib.image.imread(path)
+  assert image.ndim == 3 and image.shape[2] in (3, 4)
+  assert image.shape[0] > 100 and image.shape[1] > 100
+  assert np.ptp(image[..., :3]) > 0.5  # something was drawn, not a blank canvas
+
+
+def panels(fig):
+  return {ax.get_label(): ax for ax in fig.axes}
+
+
+@pytest.mark.parametrize('plot', [plots.plot_hyperparameters, plots.plot_learning_curves,
+                                  plots.plot_parallel_coordinates])
+def test_each_plot_writes_a_png(tmp_path, plot):
+  path = plot(fake_results(), tmp_path / 'figure.png')
+  assert path == tmp_path / 'figure.png'
+  assert_png(path)
+
+
+def test_plot_all_writes_the_three_figures(tmp_path):
+  paths = plots.plot_all(fake_results(), tmp_path / 'new_dir')
+  assert [p.name for p in paths] == ['hyperparameters.png', 'learning_curves.png',
+                                     'parallel_coordinates.png']
+  for path in paths:
+    assert_png(path)
+
+
+def test_varying_names_skip_fixed_equal_and_round():
+  assert plots.varying_names(fake_results()) == VARYING
+  assert plots.varying_names(fake_results(vary=False)) == ()
+
+
+def test_one_panel_per_varying_name_on_its_scale():
+  fig = plots.hyperparameters_figure(fake_results())
+  axes = panels(fig)
+  assert set(axes) == set(VARYING) and len(fig.axes) == len(VARYING)
+  assert axes['learning_rate'].get_xscale() == 'log'
+  assert axes['beta1'].get_xscale() == 'log'
+  assert axes['beta1'].xaxis_inverted()  # beta grows to the right
+  assert axes['beta1'].get_xlabel().startswith('1 - beta1')
+  assert axes['hidden_units'].get_xscale() == 'linear'
+  ticks = [t.get_text() for t in axes['optimizer'].get_xticklabels()]
+  assert ticks == ['adam', 'momentum', 'sgd']
+
+
+def test_one_minus_log_panel_plots_one_minus_beta():
+  results = fake_results()
+  ax = panels(plots.hyperparameters_figure(results))['beta1']
+  finished = [row for row in results.rows if row['status'] == 'ok']
+  x = ax.collections[0].get_offsets()[:, 0]
+  np.testing.assert_allclose(np.sort(x), np.sort([1 - row['beta1'] for row in finished]))
+
+
+def test_diverged_trials_sit_below_all_finished_ones_and_best_is_starred():
+  results = fake_results()
+  ax = panels(plots.hyperparameters_figure(results))['learning_rate']
+  finished, diverged, best = (c.get_offsets() for c in ax.collections)
+  assert len(finished) == NUM_TRIALS - len(DIVERGED) and len(diverged) == len(DIVERGED)
+  np.testing.assert_allclose(np.sort(diverged[:, 0]),
+                             np.sort([results.rows[i]['learning_rate'] for i in DIVERGED]))
+  assert np.all(np.isfinite(diverged)) and diverged[:, 1].max() < finished[:, 1].min()
+  top = results.best(1)[0]
+  np.testing.assert_allclose(best[0], [top['learning_rate'], top['dev_accuracy']])
+
+
+def test_nothing_varies_still_writes_a_figure(tmp_path):
+  results = fake_results(vary=False)
+  fig = plots.hyperparameters_figure(results)
+  assert len(fig.axes) == 1 and 'varies' in fig.axes[0].texts[0].get_text()
+  for path in plots.plot_all(results, tmp_path):
+    assert_png(path)
+
+
+def test_normalize_log_axes_and_categories():
+  np.testing.assert_allclose(plots.normalize([1e-4, 1e-3, 1e-2], 'log'), [0, 0.5, 1])
+  np.testing.assert_allclose(plots.normalize([0.9, 0.99, 0.999], 'one_minus_log'), [0, 0.5, 1])
+  np.testing.assert_allclose(plots.normalize([10, 20, 50], 'linear'), [0, 0.25, 1])
+  np.testing.assert_allclose(plots.normalize(['sgd', 'adam', 'momentum'], 'categorical'),
+                             [1, 0, 0.5])
+  np.testing.assert_allclose(plots.normalize([3.0, 3.0], 'log'), [0.5, 0.5])
+  np.testing.assert_allclose(plots.normalize([1e-3], 'log', reference=[1e-4, 1e-2]), [0.5])
+
+
+def test_normalize_real_columns_span_unit_interval():
+  results = fake_results()
+  for name in VARYING:
+    t = plots.normalize(results.column(name), plots.scale_of(results, name))
+    assert t.min() == 0 and t.max() == 1
+
+
+def test_parallel_coordinates_lines_follow_the_top_trials():
+  results = fake_results()
+  k = 10
+  fig = plots.parallel_coordinates_figure(results, k=k)
+  ax = fig.axes[0]
+  lines = [line for line in ax.lines if len(line.get_xdata()) == len(VARYING) + 1]
+  assert len(lines) == k
+  best = results.best(1)[0]  # drawn last, on top
+  expected = plots.normalize([best['learning_rate']], 'log', results.column('learning_rate'))
+  np.testing.assert_allclose(lines[-1].get_ydata()[0], expected[0])
+  assert lines[-1].get_ydata()[-1] == 1.0  # the best accuracy tops its axis
+  texts = {t.get_text() for t in ax.texts}
+  low_lr = min(results.column('learning_rate'))
+  assert plots._format(low_lr, 'log') in texts
+  assert 'adam' in texts and 'sgd' in texts
+  assert any(a.get_label() == '<colorbar>' for a in fig.axes)
+
+
+def test_parallel_coordinates_draws_only_finished_trials():
+  fig = plots.parallel_coordinates_figure(fake_results(), k=NUM_TRIALS)
+  lines = [line for line in fig.axes[0].lines if len(line.get_xdata()) == len(VARYING) + 1]
+  assert len(lines) == NUM_TRIALS - len(DIVERGED)
+  assert all(np.all(np.isfinite(line.get_ydata())) for line in lines)
+
+
+def test_learning_curves_show_top_k_with_their_ids():
+  results = fake_results()
+  fig = plots.learning_curves_figure(results, k=3)
+  ax_accuracy, ax_loss = fig.axes
+  top = results.best(3)
+  curves = [line for line in ax_accuracy.lines if len(line.get_xdata()) == EPOCHS]
+  assert len(curves) == 3
+  np.testing.assert_allclose(curves[0].get_ydata(),
+                             results.curves['dev_accuracy'][top[0]['trial_id']])
+  np.testing.assert_allclose(ax_loss.lines[0].get_ydata(),
+                             results.curves['train_loss'][top[0]['trial_id']])
+  labels = [text.get_text() for text in fig.legends[0].get_texts()]
+  assert len(labels) == 3
+  for row, label in zip(top, labels, strict=True):
+    assert f"trial {row['trial_id']}" in label and 'learning_rate=' in label
+
+
+def test_plots_leave_rc_params_alone(tmp_path):
+  before = dict(mpl.rcParams)
+  plots.plot_hyperparameters(fake_results(), tmp_path / 'h.png')
+  assert dict(mpl.rcParams) == before
