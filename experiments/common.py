@@ -1,6 +1,7 @@
 """Flags and helpers the launchers share: data set, seed, output directory."""
 
 import json
+import logging
 import os
 
 from absl import flags
@@ -14,6 +15,9 @@ DATASET = flags.DEFINE_string(
 DEV_FRACTION = flags.DEFINE_float('dev_fraction', 0.1,
                                   'Share of the training split held out as the dev set.')
 SEED = flags.DEFINE_integer('seed', 0, 'Seed of every random choice (data split aside).')
+
+# absl shows INFO logs; JAX's search for absent TPU/GPU plugins is noise here.
+logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
 
 
 def load_data() -> data.Splits:

@@ -19,7 +19,6 @@ if __package__ in (None, ''):  # Run as a script: make `experiments` importable.
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 
 import bnjax
@@ -48,6 +47,9 @@ BN_PLACEMENT = flags.DEFINE_enum('bn_placement', 'before', ['before', 'after'],
 BN_MOMENTUM = flags.DEFINE_float('bn_momentum', 0.99, 'Running-average momentum of BN.')
 INIT = flags.DEFINE_enum('init', 'he', ['he', 'xavier'], 'Weight init (He for ReLU).')
 OUTPUT_DIR = flags.DEFINE_string('output_dir', 'runs/train', 'Where metrics.json goes.')
+HYPERPARAMETER_FLAGS = (EPOCHS, BATCH_SIZE, LEARNING_RATE, OPTIMIZER, BETA1, BETA2, LR_SCHEDULE,
+                        LR_DECAY, L2, KEEP_PROB, HIDDEN_SIZES, ACTIVATION, BATCH_NORM,
+                        BN_PLACEMENT, BN_MOMENTUM, INIT)
 
 
 def main(argv):
@@ -78,7 +80,7 @@ def main(argv):
   steps_per_epoch = len(splits.y_train) // config.batch_size
   # The same key split and pieces as `make_train`, one jitted epoch at a time
   # so that each epoch prints as it ends.
-  init_key, loop_key = jax.random.split(jax.random.key(SEED.value))
+  init_key, loop_key = jax.random.split(jax.random.key(common.SEED.value))
   trial = bnjax.init_trial(config, hp, init_key, splits.num_features, steps_per_epoch)
   epoch_fn = jax.jit(functools.partial(bnjax.train_epoch, config))
   start = time.perf_counter()
@@ -101,8 +103,8 @@ def main(argv):
       'dataset': splits.name, 'dev_accuracy': history[-1]['dev_accuracy'],
       'test_accuracy': float(test_accuracy), 'seconds': seconds,
       'diverged_step': int(trial.diverged_step),
-      'hyperparameters': {name: np.asarray(value).tolist() for name, value in hp.items()},
-      'config': config._asdict(), 'history': history})
+      'hyperparameters': {flag.name: flag.value for flag in HYPERPARAMETER_FLAGS},
+      'history': history})
   print(f'wrote {path}')
 
 

@@ -60,7 +60,8 @@ def run_trials(table: dict, splits: Splits, *, seed: int = 0, epochs: int = 20,
                executions_per_trial: int = 1, select: str = 'final', top_k: int = 5,
                test: bool = True,
                chunk_size: int | None = None, devices: Sequence[jax.Device] | None = None,
-               eval_batch_size: int = 1024, first_trial_id: int = 0,
+               eval_batch_size: int = 1024, width_ratio: float | None = 1.25,
+               first_trial_id: int = 0,
                hyperparameters: Sequence[str] | None = None, scales: dict | None = None,
                progress: Callable[[int, int], None] | None = None) -> Results:
   """Trains every row of `table` and returns the `Results`.
@@ -81,6 +82,8 @@ def run_trials(table: dict, splits: Splits, *, seed: int = 0, epochs: int = 20,
       and the devices' memory.
     devices: where to shard the trial axis; default all local devices.
     eval_batch_size: examples per evaluation batch.
+    width_ratio: split buckets so no trial is padded wider than this times
+      its own width (None: one bucket per static setting).
     first_trial_id: id of the first row (so later rounds get fresh keys).
     hyperparameters: the searched names, shown first (default: the table's).
     scales: name -> sampling scale ('log', 'one_minus_log', ...), for plots.
@@ -102,7 +105,8 @@ def run_trials(table: dict, splits: Splits, *, seed: int = 0, epochs: int = 20,
   data = jax.device_put(TrainData(splits.x_train, splits.y_train, splits.x_dev, splits.y_dev),
                         NamedSharding(mesh, PartitionSpec()))
   buckets = trial_table.make_buckets(table, epochs=epochs, num_classes=splits.num_classes,
-                                     select=select, eval_batch_size=eval_batch_size)
+                                     select=select, eval_batch_size=eval_batch_size,
+                                     width_ratio=width_ratio)
   executions = executions_per_trial
   outcome = {}  # trial index -> per-execution metrics (host numpy)
   pool = []  # the best trials so far, with their params, for the test

@@ -1,7 +1,8 @@
 """From a table of sampled hyperparameters to buckets of traced arrays.
 
-A *bucket* is one compiled program: the trials that share every static
-setting (batch size, activation, BN on/off and placement). Everything else
+A *bucket* is one compiled program: trials that share every static setting
+(batch size, activation, BN on/off and placement) and a similar width, so
+that padding wastes little (see `make_buckets`). Everything else
 is traced: numbers as float32, categories (optimizer, schedule, init) as
 int32 indices, and the architecture as `widths [layers]` and `depth`, padded
 to the bucket's widest and deepest trial.
@@ -63,25 +64,49 @@ def traced_hparams(table: dict[str, np.ndarray], ids: np.ndarray,
 
 
 def make_buckets(table: dict[str, np.ndarray], *, epochs: int, num_classes: int,
-                 select: str = 'final', eval_batch_size: int = 1024) -> list[Bucket]:
-  """Groups trials by their static values, in order of first appearance."""
+                 select: str = 'final', eval_batch_size: int = 1024,
+                 width_ratio: float | None = 1.25) -> list[Bucket]:
+  """Groups trials by their static values, then by width.
+
+  Padding a 100-unit trial to 300 units costs it 9 times the work, so a
+  static group is split wherever the widest trial would exceed `width_ratio`
+  times the narrowest (None: never split). Each bucket compiles once.
+  """
   num_trials = len(table['learning_rate'])
   keys = [tuple(plain(table[name][i]) for name in STATIC) for i in range(num_trials)]
-  widths = layer_widths(table)
   depth = np.asarray(table['num_layers'], np.int64)
+  widths = layer_widths(table)
+  real = np.where(np.arange(widths.shape[1]) < depth[:, None], widths, 0)
+  trial_width = real.max(axis=1)
   buckets = []
   for static in dict.fromkeys(keys):
     ids = np.asarray([i for i, key in enumerate(keys) if key == static])
-    values = dict(zip(STATIC, static, strict=True))
-    max_depth = int(depth[ids].max())
-    real = np.where(np.arange(widths.shape[1]) < depth[ids, None], widths[ids], 0)
-    config = TrainConfig(epochs=epochs, batch_size=int(values['batch_size']),
-                         hidden_sizes=(int(real.max()),) * max_depth, num_classes=num_classes,
-                         activation=values['activation'], batch_norm=bool(values['batch_norm']),
-                         bn_placement=values['bn_placement'], eval_batch_size=eval_batch_size,
-                         select=select)
-    buckets.append(Bucket(values, ids, config))
+    for group in _width_groups(ids, trial_width, width_ratio):
+      values = dict(zip(STATIC, static, strict=True))
+      config = TrainConfig(
+          epochs=epochs, batch_size=int(values['batch_size']),
+          hidden_sizes=(int(trial_width[group].max()),) * int(depth[group].max()),
+          num_classes=num_classes, activation=values['activation'],
+          batch_norm=bool(values['batch_norm']), bn_placement=values['bn_placement'],
+          eval_batch_size=eval_batch_size, select=select)
+      buckets.append(Bucket(values, group, config))
   return buckets
+
+
+def _width_groups(ids: np.ndarray, trial_width: np.ndarray,
+                  width_ratio: float | None) -> list[np.ndarray]:
+  if width_ratio is None:
+    return [ids]
+  if width_ratio < 1:
+    raise ValueError(f'width_ratio must be >= 1 (or None); got {width_ratio}.')
+  groups, current = [], []
+  for i in sorted(ids, key=lambda i: (trial_width[i], i)):
+    if current and trial_width[i] > width_ratio * trial_width[current[0]]:
+      groups.append(np.sort(np.asarray(current)))
+      current = []
+    current.append(i)
+  groups.append(np.sort(np.asarray(current)))
+  return groups
 
 
 def plain(value):
