@@ -1,0 +1,354 @@
+"""Tests for bnjax.batch_norm against the notes' formulas, NumPy and flax.linen.BatchNorm."""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+import bnjax
+from bnjax.batch_norm import batch_norm, batch_statistics, bn_init
+
+# A few shapes only, so each jitted function compiles a handful of times.
+SHAPES = [(2, 1), (5, 3), (16, 3), (3, 2, 2, 3), (4, 3, 2, 1)]
+FAST = settings(max_examples=15, deadline=None)
+
+
+def _np_stats(x):
+  """Mean and biased variance in float64 over all axes but the last."""
+  x = np.asarray(x, np.float64)
+  axes = tuple(range(x.ndim - 1))
+  return x.mean(axis=axes), x.var(axis=axes)
+
+
+def _np_bn(x, scale, offset, mean, var, eps):
+  x = np.asarray(x, np.float64)
+  return np.asarray(scale) * (x - mean) / np.sqrt(np.asarray(var, np.float64) + eps) + offset
+
+
+def _random_bn(num_features, seed):
+  """Non-trivial params and state: scale, offset, running mean and variance."""
+  rng = np.random.default_rng(seed)
+  params = {'scale': jnp.asarray(rng.uniform(0.5, 2.0, num_features), jnp.float32),
+            'offset': jnp.asarray(rng.normal(0.0, 1.0, num_features), jnp.float32)}
+  state = {'mean': jnp.asarray(rng.normal(0.0, 2.0, num_features), jnp.float32),
+           'var': jnp.asarray(rng.uniform(0.5, 3.0, num_features), jnp.float32)}
+  return params, state
+
+
+# Jitted once per shape: eager calls compile every primitive and are far slower.
+_bn = jax.jit(batch_norm, static_argnames=('training', 'axis_name'))
+_train = jax.jit(lambda p, s, x, m, e: batch_norm(p, s, x, training=True, momentum=m, eps=e))
+
+
+@FAST
+@given(shape=st.sampled_from(SHAPES), loc=st.floats(-10, 10), spread=st.floats(0.5, 10),
+       seed=st.integers(0, 2**31 - 1))
+def test_training_output_has_zero_mean_unit_variance(shape, loc, spread, seed):
+  rng = np.random.default_rng(seed)
+  x = (loc + spread * rng.normal(size=shape)).astype(np.float32)
+  params, state = bn_init(shape[-1])
+  eps = 1e-5
+  y, _ = _train(params, state, x, 0.9, eps)
+  chex.assert_shape(y, shape)
+  chex.assert_type(y, jnp.float32)
+  y_mean, y_var = _np_stats(y)
+  _, x_var = _np_stats(x)
+  np.testing.assert_allclose(y_mean, 0.0, atol=1e-4)
+  # Exactly 1 up to eps: var / (var + eps).
+  np.testing.assert_allclose(y_var, x_var / (x_var + eps), rtol=1e-4)
+  # Which is 1 whenever the batch variance dwarfs eps (not always so for 2 rows).
+  np.testing.assert_allclose(y_var[x_var > 1e-2], 1.0, rtol=1e-2)
+  # And elementwise the notes' formula.
+  mean, var = _np_stats(x)
+  np.testing.assert_allclose(y, _np_bn(x, 1.0, 0.0, mean, var, eps), atol=1e-4)
+
+
+@FAST
+@given(shape=st.sampled_from(SHAPES), loc=st.floats(-10, 10), spread=st.floats(0.5, 10),
+       seed=st.integers(0, 2**31 - 1))
+def test_scale_sqrt_var_offset_mean_inverts(shape, loc, spread, seed):
+  rng = np.random.default_rng(seed)
+  x = (loc + spread * rng.normal(size=shape)).astype(np.float32)
+  eps = 1e-3
+  mean, var = _np_stats(x)
+  params = {'scale': jnp.asarray(np.sqrt(var + eps), jnp.float32),
+            'offset': jnp.asarray(mean, jnp.float32)}
+  _, state = bn_init(shape[-1])
+  y, _ = _train(params, state, x, 0.9, eps)
+  np.testing.assert_allclose(y, x, atol=1e-5 * (abs(loc) + 10 * spread))
+
+
+def test_eval_mode_uses_running_stats_and_keeps_state():
+  params, state = _random_bn(3, seed=0)
+  x = np.random.default_rng(1).normal(3.0, 2.0, size=(4, 6, 3)).astype(np.float32)
+  eps = 1e-3
+  expect = _np_bn(x, params['scale'], params['offset'], state['mean'], state['var'], eps)
+  y, new_state = _bn(params, state, x[0], training=False, momentum=0.9, eps=eps)
+  np.testing.assert_allclose(y, expect[0], rtol=1e-5, atol=1e-5)
+  # Not the batch's statistics: the running ones give a clearly different answer.
+  assert np.abs(np.asarray(y).mean(axis=0)).max() > 0.1
+  chex.assert_trees_all_equal(new_state, state)
+  chex.assert_trees_all_equal_dtypes(new_state, state)
+  chex.assert_trees_all_equal_structs(new_state, state)
+
+  def eval_step(carry, xb):
+    yb, carry = _bn(params, carry, xb, training=False, momentum=0.9, eps=eps)
+    return carry, yb
+
+  final, ys = jax.jit(lambda s, xs: lax.scan(eval_step, s, xs))(state, x)
+  chex.assert_trees_all_equal(final, state)
+  chex.assert_trees_all_equal_dtypes(final, state)
+  np.testing.assert_allclose(ys, expect, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_train_and_eval_states_share_structure_in_cond(dtype):
+  """lax.cond needs both branches' states to match in structure and dtype."""
+  params, state = bn_init(3, dtype)
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(8, 3)), dtype)
+
+  def step(training, state):
+    return lax.cond(training,
+                    lambda s: batch_norm(params, s, x, training=True, momentum=0.5),
+                    lambda s: batch_norm(params, s, x, training=False, momentum=0.5), state)
+
+  y_train, s_train = jax.jit(step)(True, state)
+  y_eval, s_eval = jax.jit(step)(False, state)
+  chex.assert_trees_all_equal_dtypes(s_train, state)
+  chex.assert_trees_all_equal(s_eval, state)
+  chex.assert_type([y_train, y_eval], dtype)
+  mean, var = _np_stats(np.asarray(x, np.float64))
+  np.testing.assert_allclose(s_train['mean'], 0.5 * mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(s_train['var'], 0.5 + 0.5 * var, rtol=1e-5)
+
+
+@pytest.mark.parametrize('state_dtype', [jnp.float32, jnp.bfloat16])
+def test_training_state_keeps_dtypes_through_scan(state_dtype):
+  params, _ = _random_bn(3, seed=17)
+  state = {'mean': jnp.zeros(3, state_dtype), 'var': jnp.ones(3, state_dtype)}
+  xs = np.random.default_rng(18).normal(2.0, 1.5, size=(4, 8, 3)).astype(np.float32)
+
+  def step(carry, xb):
+    yb, carry = batch_norm(params, carry, xb, training=True, momentum=0.5)
+    return carry, yb
+
+  final, ys = jax.jit(lambda s, xs: lax.scan(step, s, xs))(state, xs)
+  chex.assert_trees_all_equal_dtypes(final, state)
+  chex.assert_type(ys, jnp.float32)
+  expect = sum(0.5 * 0.5**(3 - j) * _np_stats(xs[j])[0] for j in range(4))
+  np.testing.assert_allclose(final['mean'], expect, rtol=1e-2 if state_dtype == jnp.bfloat16
+                             else 1e-5)
+
+
+@pytest.mark.parametrize('shape', [(6, 3), (4, 2, 3, 3)])
+def test_running_stats_closed_form(shape):
+  k, m = 5, 0.8
+  rng = np.random.default_rng(3)
+  params, state = _random_bn(shape[-1], seed=4)
+  init_mean, init_var = np.asarray(state['mean'], np.float64), np.asarray(state['var'], np.float64)
+  batches = [(rng.normal(size=shape) * rng.uniform(0.5, 3) + rng.normal(0, 3)).astype(np.float32)
+             for _ in range(k)]
+  for xb in batches:
+    _, state = _train(params, state, xb, m, 1e-5)
+  expect_mean, expect_var = m**k * init_mean, m**k * init_var
+  for j, xb in enumerate(batches, start=1):
+    mean_j, var_j = _np_stats(xb)
+    expect_mean = expect_mean + (1 - m) * m**(k - j) * mean_j
+    expect_var = expect_var + (1 - m) * m**(k - j) * var_j
+  np.testing.assert_allclose(state['mean'], expect_mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(state['var'], expect_var, rtol=1e-5)
+  chex.assert_type(state['mean'], jnp.float32)
+
+
+_masked_train = jax.jit(lambda p, s, x, mask: batch_norm(p, s, x, training=True, momentum=0.7,
+                                                         eps=1e-5, mask=mask))
+
+
+def _check_mask(shape, mask, garbage):
+  params, state = _random_bn(shape[-1], seed=5)
+  x = np.random.default_rng(6).normal(2.0, 3.0, size=shape).astype(np.float32)
+  x[~mask] = garbage
+  y, new_state = _masked_train(params, state, x, mask)
+  # BN of only the unmasked rows, by the notes' formulas in float64.
+  mean, var = _np_stats(x[mask])
+  y_ref = _np_bn(x[mask], params['scale'], params['offset'], mean, var, 1e-5)
+  state_ref = {'mean': 0.7 * np.asarray(state['mean']) + 0.3 * mean,
+               'var': 0.7 * np.asarray(state['var']) + 0.3 * var}
+  np.testing.assert_allclose(np.asarray(y)[mask], y_ref, rtol=1e-4, atol=1e-4)
+  chex.assert_trees_all_close(new_state, state_ref, rtol=1e-5, atol=1e-5)
+  return params, state, x, y, new_state
+
+
+@FAST
+@given(shape=st.sampled_from([(8, 3), (8, 2, 2, 3)]),
+       bits=st.lists(st.booleans(), min_size=8, max_size=8).filter(any),
+       garbage=st.sampled_from([0.0, -7.0, 1e3, -1e6, 3e15]))
+def test_masked_rows_change_nothing(shape, bits, garbage):
+  _check_mask(shape, np.asarray(bits), garbage)
+
+
+def test_masked_batch_equals_batch_norm_of_unmasked_rows():
+  mask = np.array([1, 0, 1, 1, 0, 0, 1, 1], bool)
+  params, state, x, y, new_state = _check_mask((8, 3), mask, 1e4)
+  y_ref, state_ref = _bn(params, state, x[mask], training=True, momentum=0.7, eps=1e-5)
+  np.testing.assert_allclose(np.asarray(y)[mask], y_ref, rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(new_state, state_ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.xfail(strict=True, reason='batch_statistics multiplies masked rows by 0 instead of '
+                   'selecting them out: 0 * inf and 0 * (1e20)^2 = 0 * inf give NaN')
+@pytest.mark.parametrize('garbage', [1e20, np.inf, np.nan])
+def test_masked_rows_change_nothing_even_when_non_finite(garbage):
+  _check_mask((8, 3), np.array([1, 1, 0, 1, 0, 1, 1, 0], bool), garbage)
+
+
+def test_fully_masked_batch_stays_finite():
+  params, state = _random_bn(3, seed=7)
+  x = np.ones((4, 3), np.float32)
+  y, new_state = _bn(params, state, x, training=True, momentum=0.5,
+                            mask=np.zeros(4, bool))
+  chex.assert_tree_all_finite((y, new_state))
+
+
+def _flax_bn(params, state, x, *, training, momentum, eps):
+  module = nn.BatchNorm(use_running_average=not training, momentum=momentum, epsilon=eps,
+                        use_fast_variance=False)
+  variables = {'params': {'scale': params['scale'], 'bias': params['offset']},
+               'batch_stats': {'mean': state['mean'], 'var': state['var']}}
+  if training:
+    y, updates = module.apply(variables, x, mutable=['batch_stats'])
+    return y, dict(updates['batch_stats'])
+  return module.apply(variables, x), state
+
+
+@pytest.mark.parametrize('training', [True, False])
+@pytest.mark.parametrize('shape', [(7, 4), (3, 2, 5, 4)])
+def test_matches_flax_batch_norm(training, shape):
+  momentum, eps = 0.85, 1e-3
+  flax_bn = jax.jit(_flax_bn, static_argnames=('training', 'momentum', 'eps'))
+  params, state = _random_bn(shape[-1], seed=8)
+  x = jnp.asarray(np.random.default_rng(9).normal(1.5, 2.5, size=shape), jnp.float32)
+  y, new_state = _bn(params, state, x, training=training, momentum=momentum, eps=eps)
+  y_flax, state_flax = flax_bn(params, state, x, training=training, momentum=momentum, eps=eps)
+  np.testing.assert_allclose(y, y_flax, rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(new_state, state_flax, rtol=1e-5, atol=1e-6)
+  if training:  # The update really moved the running stats.
+    assert np.abs(np.asarray(new_state['mean']) - np.asarray(state['mean'])).min() > 1e-2
+
+
+@FAST
+@given(a=st.lists(st.floats(0.1, 10.0), min_size=3, max_size=3),
+       b=st.lists(st.floats(-100.0, 100.0), min_size=3, max_size=3),
+       shape=st.sampled_from([(16, 3), (4, 2, 2, 3)]))
+def test_invariant_to_positive_affine_rescaling(a, b, shape):
+  params, state = _random_bn(3, seed=10)
+  x = np.random.default_rng(11).normal(size=shape).astype(np.float32)
+  eps = 1e-9  # negligible next to the smallest variance, 0.01 * var(x)
+  y, _ = _train(params, state, x, 0.9, eps)
+  y_affine, _ = _train(params, state, (np.asarray(a) * x + np.asarray(b)).astype(np.float32),
+                       0.9, eps)
+  np.testing.assert_allclose(y_affine, y, atol=1e-3)
+
+
+def test_large_offset_small_spread_is_accurate():
+  rng = np.random.default_rng(12)
+  x = (1000.0 + 0.01 * rng.normal(size=(256, 4))).astype(np.float32)
+  _, var64 = _np_stats(x)
+  params, state = bn_init(4)
+
+  @jax.jit
+  def run(x):
+    mean, var = batch_statistics(x)
+    y, _ = batch_norm(params, state, x, training=True, eps=1e-10)
+    naive = jnp.mean(x * x, axis=0) - jnp.mean(x, axis=0) ** 2
+    return mean, var, y, naive
+
+  mean, var, y, naive = run(jnp.asarray(x))
+  chex.assert_type([mean, var, y], jnp.float32)
+  np.testing.assert_allclose(var, var64, rtol=0.03)
+  np.testing.assert_allclose(np.var(np.asarray(y, np.float64), axis=0), 1.0, rtol=0.03)
+  # The one-pass E[x^2] - E[x]^2 in float32 is useless here: the test can tell.
+  assert np.abs(np.asarray(naive) / var64 - 1).max() > 0.5
+
+
+def test_axis_name_pools_statistics_over_shards():
+  params, state = _random_bn(3, seed=13)
+  rng = np.random.default_rng(14)
+  # Shards with very different means, so per-shard and pooled statistics differ.
+  shards = np.stack([rng.normal(4.0 * i, 1.0 + i, size=(5, 3)) for i in range(4)]).astype(
+      np.float32)
+  whole = shards.reshape(20, 3)
+  y_whole, state_whole = _train(params, state, whole, 0.6, 1e-5)
+
+  pooled = jax.vmap(lambda xs: batch_norm(params, state, xs, training=True, momentum=0.6,
+                                          axis_name='d'), axis_name='d')
+  y, new_state = jax.jit(pooled)(shards)
+  np.testing.assert_allclose(np.asarray(y).reshape(20, 3), y_whole, rtol=1e-5, atol=1e-5)
+  for i in range(4):
+    chex.assert_trees_all_close(jax.tree.map(lambda s, i=i: s[i], new_state), state_whole,
+                                rtol=1e-5, atol=1e-6)
+
+  per_shard = jax.vmap(lambda xs: batch_norm(params, state, xs, training=True, momentum=0.6))
+  y_sep, state_sep = jax.jit(per_shard)(shards)
+  for i in range(4):
+    y_i, state_i = _train(params, state, shards[i], 0.6, 1e-5)
+    np.testing.assert_allclose(y_sep[i], y_i, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(jax.tree.map(lambda s, i=i: s[i], state_sep), state_i,
+                                rtol=1e-5, atol=1e-6)
+  assert np.abs(np.asarray(y_sep).reshape(20, 3) - np.asarray(y_whole)).max() > 0.5
+
+
+@jax.jit
+@chex.assert_max_traces(n=1)
+def _bn_sweep(params, state, x, momenta, epsilons):
+  def one(m, e):
+    y_train, s_train = _bn(params, state, x, training=True, momentum=m, eps=e)
+    y_eval, s_eval = _bn(params, s_train, x, training=False, momentum=m, eps=e)
+    return y_train, s_train, y_eval, s_eval
+  return jax.vmap(one)(momenta, epsilons)
+
+
+def test_vmap_over_traced_momentum_and_eps_matches_loop():
+  params, state = _random_bn(3, seed=15)
+  x = jnp.asarray(np.random.default_rng(16).normal(0.0, 0.2, size=(6, 3)), jnp.float32)
+  for momenta, epsilons in [([0.0, 0.5, 0.9, 0.99], [1e-5, 1e-2, 1e-1, 1.0]),
+                            ([0.3, 0.7, 0.95, 0.999], [1.0, 1e-3, 1e-5, 0.5])]:
+    got = _bn_sweep(params, state, x, jnp.asarray(momenta), jnp.asarray(epsilons))
+    for i, (m, e) in enumerate(zip(momenta, epsilons, strict=True)):
+      y_train, s_train = _bn(params, state, x, training=True, momentum=m, eps=e)
+      y_eval, s_eval = _bn(params, s_train, x, training=False, momentum=m, eps=e)
+      chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], got),
+                                  (y_train, s_train, y_eval, s_eval), rtol=1e-5, atol=1e-6)
+  # eps matters at this scale (var ~ 0.04), so the sweep is not trivially constant.
+  assert np.abs(np.asarray(got[0][0]) - np.asarray(got[0][3])).max() > 0.1
+
+
+@pytest.mark.parametrize('dtype, stat_dtype', [(jnp.float32, jnp.float32),
+                                               (jnp.bfloat16, jnp.float32),
+                                               (jnp.float16, jnp.float32)])
+def test_bn_init(dtype, stat_dtype):
+  params, state = bn_init(5, dtype)
+  chex.assert_shape([params['scale'], params['offset'], state['mean'], state['var']], (5,))
+  chex.assert_type([params['scale'], params['offset']], dtype)
+  chex.assert_type([state['mean'], state['var']], stat_dtype)
+  assert set(params) == {'scale', 'offset'} and set(state) == {'mean', 'var'}
+  np.testing.assert_array_equal(params['scale'], np.ones(5))
+  np.testing.assert_array_equal(params['offset'], np.zeros(5))
+  np.testing.assert_array_equal(state['mean'], np.zeros(5))
+  np.testing.assert_array_equal(state['var'], np.ones(5))
+
+
+@pytest.mark.parametrize('num_features', [0, -2])
+def test_bn_init_rejects_non_positive_features(num_features):
+  with pytest.raises(ValueError, match='num_features'):
+    bn_init(num_features)
+
+
+def test_public_api_exports_batch_norm():
+  assert bnjax.batch_norm is batch_norm and bnjax.bn_init is bn_init
+  assert bnjax.batch_statistics is batch_statistics
