@@ -57,7 +57,10 @@ def batch_statistics(x: jax.Array, *, mask: jax.Array | None = None,
   if mask is None:
     weight = jnp.ones(x.shape[:1] + (1,) * (x.ndim - 1), x.dtype)
   else:
-    weight = jnp.asarray(mask, x.dtype).reshape(x.shape[:1] + (1,) * (x.ndim - 1))
+    keep = jnp.asarray(mask, bool).reshape(x.shape[:1] + (1,) * (x.ndim - 1))
+    weight = keep.astype(x.dtype)
+    # Select, not multiply: 0 * inf is NaN, and padding may hold anything.
+    x = jnp.where(keep, x, 0.0)
   count = jnp.sum(weight) * (x[0].size // x.shape[-1])
 
   def pooled(total):
@@ -94,6 +97,10 @@ def batch_norm(params: Params, state: State, x: jax.Array, *, training: bool,
   """
   if training:
     mean, var = batch_statistics(x, mask=mask, axis_name=axis_name)
+    if mask is not None:  # A batch with no real rows leaves the averages alone.
+      rows = jnp.sum(jnp.asarray(mask, jnp.float32))
+      rows = rows if axis_name is None else lax.psum(rows, axis_name)
+      momentum = jnp.where(rows > 0, momentum, 1.0)
     new_state = {
         'mean': (momentum * state['mean'] + (1 - momentum) * mean).astype(state['mean'].dtype),
         'var': (momentum * state['var'] + (1 - momentum) * var).astype(state['var'].dtype),

@@ -26,6 +26,8 @@ ACTIVATIONS = {'relu': jax.nn.relu, 'tanh': jnp.tanh, 'sigmoid': jax.nn.sigmoid}
 # Weight variance is gain / fan_in: He for ReLU, the notes' Xavier for tanh.
 INIT_GAINS = {'he': 2.0, 'xavier': 1.0}
 PLACEMENTS = ('before', 'after')
+# The output layer's key must not depend on how deep the network is padded.
+OUTPUT_LAYER_STREAM = 2**31 - 1
 
 
 def _check(hidden_sizes, activation=None, bn_placement='before', depth=None):
@@ -116,7 +118,7 @@ def mlp_init(key: jax.Array, in_features: int, hidden_sizes, num_classes: int, *
     fan_in_real = real[last]
     if widths is not None:
       row_mask = (jnp.arange(fan_in) < real[last]).astype(jnp.float32)
-  output = {'w': dense(jax.random.fold_in(key, len(hidden_sizes)), fan_in_real,
+  output = {'w': dense(jax.random.fold_in(key, OUTPUT_LAYER_STREAM), fan_in_real,
                        (fan_in, num_classes), row_mask, None),
             'b': jnp.zeros((num_classes,), dtype)}
   return {'layers': layers, 'output': output}, {'layers': states}

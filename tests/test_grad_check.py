@@ -67,8 +67,6 @@ def test_bn_mlp_gradients_pass(activation, bound, placement):
   assert 0.0 <= difference < bound
 
 
-@pytest.mark.xfail(strict=True, reason='bnjax.l2_penalty casts the weights to float32, so under '
-                   'grad_check (float64) its rounding swamps the differences (~3e-2)')
 def test_bn_mlp_gradients_pass_with_bnjax_l2_penalty():
   params, state = _mlp('before')
   x, y = _data()

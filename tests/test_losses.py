@@ -166,8 +166,6 @@ def test_l2_penalty_gradient_is_lambda_over_m_times_w():
   chex.assert_trees_all_close(grads, expect, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.xfail(strict=True, reason='l2_penalty casts every weight to float32 '
-                   '(bnjax/losses.py, w.astype(jnp.float32)), dropping float64 precision')
 def test_l2_penalty_keeps_float64():
   with jax.enable_x64(True):
     w = np.array([1.0 + 1e-12, 2.0, -3.0])

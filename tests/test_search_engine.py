@@ -203,9 +203,6 @@ def test_results_do_not_depend_on_the_widths_of_neighbours(splits):
   assert not np.allclose(beside.curves['train_loss'][2], alone.curves['train_loss'][0])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'mlp.py draws the output layer from fold_in(key, len(hidden_sizes)), the depth the bucket '
-    'is padded to, so a shallow trial beside a deeper one trains from other weights'))
 def test_results_do_not_depend_on_the_depths_of_neighbours(splits):
   shallow = {'hidden_units': [12, 12], 'num_layers': [1, 1], 'learning_rate': [1e-2, 3e-2],
              'keep_prob': [0.8, 1.0], 'batch_size': [32, 32]}
@@ -357,9 +354,6 @@ def test_executions_report_the_mean_of_their_runs(executions):
   np.testing.assert_allclose(results.rows[0]['test_accuracy'], tested[0].mean(), rtol=RTOL)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'engine._keep_best takes params at positions recorded in earlier chunks: a trial whose '
-    'executions straddle chunks is tested with other runs\' params'))
 def test_executions_straddling_chunks_are_tested_with_their_own_params(executions):
   results, _, tested = executions
   np.testing.assert_allclose(results.column('test_accuracy'), tested.mean(1), rtol=RTOL)

@@ -9,6 +9,7 @@ trials in its chunk. Only the `top_k` trials by dev metric see the test split,
 once, at the end.
 """
 
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -60,7 +61,7 @@ def run_trials(table: dict, splits: Splits, *, seed: int = 0, epochs: int = 20,
                executions_per_trial: int = 1, select: str = 'final', top_k: int = 5,
                test: bool = True,
                chunk_size: int | None = None, devices: Sequence[jax.Device] | None = None,
-               eval_batch_size: int = 1024, width_ratio: float | None = 1.25,
+               eval_batch_size: int = 1024, width_ratio: float | None = 1.5,
                first_trial_id: int = 0,
                hyperparameters: Sequence[str] | None = None, scales: dict | None = None,
                progress: Callable[[int, int], None] | None = None) -> Results:
@@ -117,7 +118,10 @@ def run_trials(table: dict, splits: Splits, *, seed: int = 0, epochs: int = 20,
     per_trial = trial_bytes(bucket.config, splits.num_features, n_train, splits.x_dev.shape[0])
     size = chunk_size or max(1, memory_budget(devices) // per_trial)
     size = min(size, len(bucket.trial_ids) * executions)
-    size = -(-size // len(devices)) * len(devices)  # a multiple of the device count
+    # A multiple of the device count, and of the executions so that a trial's
+    # runs always share a chunk.
+    unit = math.lcm(len(devices), executions)
+    size = -(-size // unit) * unit
     hp_all = trial_table.traced_hparams(table, bucket.trial_ids, len(bucket.config.hidden_sizes))
     flat = np.repeat(np.arange(len(bucket.trial_ids)), executions)
     flat_exec = np.tile(np.arange(executions), len(bucket.trial_ids))
@@ -139,8 +143,6 @@ def run_trials(table: dict, splits: Splits, *, seed: int = 0, epochs: int = 20,
         entry['runs'].append((j, jax.tree.map(lambda a, j=j: a[j], metrics)))
         if len(entry['runs']) == executions:
           chunk_done[trial] = [j for j, _ in entry['runs']]
-      # A trial's executions may straddle chunks; its params are kept for the
-      # test only when all of them finished in this chunk (executions <= size).
       pool = _keep_best(pool, chunk_done, outcome, result, bucket, select, top_k,
                         table, hp_all)
       done = sum(len(e['runs']) == executions for e in outcome.values())

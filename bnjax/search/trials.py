@@ -65,7 +65,7 @@ def traced_hparams(table: dict[str, np.ndarray], ids: np.ndarray,
 
 def make_buckets(table: dict[str, np.ndarray], *, epochs: int, num_classes: int,
                  select: str = 'final', eval_batch_size: int = 1024,
-                 width_ratio: float | None = 1.25) -> list[Bucket]:
+                 width_ratio: float | None = 1.5) -> list[Bucket]:
   """Groups trials by their static values, then by width.
 
   Padding a 100-unit trial to 300 units costs it 9 times the work, so a
