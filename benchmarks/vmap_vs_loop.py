@@ -45,11 +45,14 @@ def loop(table, splits, seed, epochs):
   for trial in range(len(table['learning_rate'])):
     depth = int(table['num_layers'][trial])
     config = bnjax.TrainConfig(
-        epochs=epochs, batch_size=int(table['batch_size'][trial]),
-        hidden_sizes=tuple(int(w) for w in widths[trial, :depth]),
-        num_classes=splits.num_classes, activation=str(table['activation'][trial]),
-        batch_norm=bool(table['batch_norm'][trial]),
-        bn_placement=str(table['bn_placement'][trial]))
+      epochs=epochs,
+      batch_size=int(table['batch_size'][trial]),
+      hidden_sizes=tuple(int(w) for w in widths[trial, :depth]),
+      num_classes=splits.num_classes,
+      activation=str(table['activation'][trial]),
+      batch_norm=bool(table['batch_norm'][trial]),
+      bn_placement=str(table['bn_placement'][trial]),
+    )
     if config not in programs:
       programs[config] = jax.jit(bnjax.make_train(config))
     hp = trial_table.traced_hparams(table, np.asarray([trial]), depth)
@@ -65,23 +68,36 @@ def main(argv):
   splits = bn_data.load(DATASET.value)
   space = strategies.as_space(SPACE.value)
   table = space.sample(jax.random.key(SEED.value), NUM_TRIALS.value)
-  print(f'{NUM_TRIALS.value} trials x {EPOCHS.value} epochs on {splits.name}, '
-        f'{len(jax.devices())} {jax.default_backend()} device(s)')
+  print(
+    f'{NUM_TRIALS.value} trials x {EPOCHS.value} epochs on {splits.name}, '
+    f'{len(jax.devices())} {jax.default_backend()} device(s)'
+  )
 
   start = time.perf_counter()
-  results = engine.run_trials(table, splits, seed=SEED.value, epochs=EPOCHS.value, top_k=0,
-                              test=False, devices=jax.devices()[:1])
+  results = engine.run_trials(
+    table,
+    splits,
+    seed=SEED.value,
+    epochs=EPOCHS.value,
+    top_k=0,
+    test=False,
+    devices=jax.devices()[:1],
+  )
   vectorized = time.perf_counter() - start
   looped, loop_accuracy, programs = loop(table, splits, SEED.value, EPOCHS.value)
 
   vmap_accuracy = results.column('dev_accuracy')
-  print(f"{'':12s}{'seconds':>10s}{'trials/s':>10s}{'compiles':>10s}")
-  print(f"{'vectorized':12s}{vectorized:10.1f}{NUM_TRIALS.value / vectorized:10.2f}"
-        f"{results.info['compiles']:10d}")
-  print(f"{'loop':12s}{looped:10.1f}{NUM_TRIALS.value / looped:10.2f}{programs:10d}")
+  print(f'{"":12s}{"seconds":>10s}{"trials/s":>10s}{"compiles":>10s}')
+  print(
+    f'{"vectorized":12s}{vectorized:10.1f}{NUM_TRIALS.value / vectorized:10.2f}'
+    f'{results.info["compiles"]:10d}'
+  )
+  print(f'{"loop":12s}{looped:10.1f}{NUM_TRIALS.value / looped:10.2f}{programs:10d}')
   print(f'speed-up (loop / vectorized): {looped / vectorized:.2f}x')
-  print(f'largest dev-accuracy difference between the two: '
-        f'{np.max(np.abs(vmap_accuracy - loop_accuracy)):.4f}')
+  print(
+    f'largest dev-accuracy difference between the two: '
+    f'{np.max(np.abs(vmap_accuracy - loop_accuracy)):.4f}'
+  )
 
 
 if __name__ == '__main__':

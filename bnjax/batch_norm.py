@@ -32,13 +32,16 @@ def bn_init(num_features: int, dtype: Any = jnp.float32) -> tuple[Params, State]
     raise ValueError(f'num_features must be a positive int; got {num_features}.')
   stat_dtype = jnp.promote_types(dtype, jnp.float32)
   params = {'scale': jnp.ones((num_features,), dtype), 'offset': jnp.zeros((num_features,), dtype)}
-  state = {'mean': jnp.zeros((num_features,), stat_dtype),
-           'var': jnp.ones((num_features,), stat_dtype)}
+  state = {
+    'mean': jnp.zeros((num_features,), stat_dtype),
+    'var': jnp.ones((num_features,), stat_dtype),
+  }
   return params, state
 
 
-def batch_statistics(x: jax.Array, *, mask: jax.Array | None = None,
-                     axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
+def batch_statistics(
+  x: jax.Array, *, mask: jax.Array | None = None, axis_name: str | None = None
+) -> tuple[jax.Array, jax.Array]:
   """Mean and biased variance of `x` over all axes but the last.
 
   Two passes in (at least) float32: the one-pass E[x^2] - E[x]^2 form cancels
@@ -74,10 +77,17 @@ def batch_statistics(x: jax.Array, *, mask: jax.Array | None = None,
   return mean, var
 
 
-def batch_norm(params: Params, state: State, x: jax.Array, *, training: bool,
-               momentum: jax.typing.ArrayLike = 0.99, eps: jax.typing.ArrayLike = 1e-5,
-               mask: jax.Array | None = None,
-               axis_name: str | None = None) -> tuple[jax.Array, State]:
+def batch_norm(
+  params: Params,
+  state: State,
+  x: jax.Array,
+  *,
+  training: bool,
+  momentum: jax.typing.ArrayLike = 0.99,
+  eps: jax.typing.ArrayLike = 1e-5,
+  mask: jax.Array | None = None,
+  axis_name: str | None = None,
+) -> tuple[jax.Array, State]:
   """Normalizes `x` per feature and returns `(y, new_state)`.
 
   Args:
@@ -102,8 +112,8 @@ def batch_norm(params: Params, state: State, x: jax.Array, *, training: bool,
       rows = rows if axis_name is None else lax.psum(rows, axis_name)
       momentum = jnp.where(rows > 0, momentum, 1.0)
     new_state = {
-        'mean': (momentum * state['mean'] + (1 - momentum) * mean).astype(state['mean'].dtype),
-        'var': (momentum * state['var'] + (1 - momentum) * var).astype(state['var'].dtype),
+      'mean': (momentum * state['mean'] + (1 - momentum) * mean).astype(state['mean'].dtype),
+      'var': (momentum * state['var'] + (1 - momentum) * var).astype(state['var'].dtype),
     }
   else:
     mean, var = state['mean'], state['var']

@@ -15,8 +15,9 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 
-def grad_check(fn: Callable[..., jax.Array], params, *args, eps: float = 1e-7,
-               batch_size: int = 256) -> float:
+def grad_check(
+  fn: Callable[..., jax.Array], params, *args, eps: float = 1e-7, batch_size: int = 256
+) -> float:
   """Relative difference between `jax.grad(fn)` and two-sided differences.
 
   Args:
@@ -31,8 +32,11 @@ def grad_check(fn: Callable[..., jax.Array], params, *args, eps: float = 1e-7,
   """
   with jax.enable_x64(True):
     to64 = lambda tree: jax.tree.map(
-        lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.asarray(a).dtype,
-                                                                jnp.floating) else a, tree)
+      lambda a: (
+        jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a
+      ),
+      tree,
+    )
     flat, unravel = ravel_pytree(to64(params))
     args = to64(args)
     cost = lambda theta: fn(unravel(theta), *args)

@@ -67,6 +67,8 @@ def l2_penalty(params, l2: jax.typing.ArrayLike, num_examples: jax.typing.ArrayL
     num_examples: m, the number of examples the data term averages over
       (the mini-batch size in mini-batch training).
   """
-  total = sum(jnp.sum(jnp.square(w.astype(jnp.promote_types(w.dtype, jnp.float32))))
-              for w in weight_matrices(params))
+  total = sum(
+    jnp.sum(jnp.square(w.astype(jnp.promote_types(w.dtype, jnp.float32))))
+    for w in weight_matrices(params)
+  )
   return l2 / (2.0 * num_examples) * total

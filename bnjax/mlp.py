@@ -38,8 +38,10 @@ def _check(hidden_sizes, activation=None, bn_placement='before', depth=None):
   if bn_placement not in PLACEMENTS:
     raise ValueError(f'bn_placement must be one of {PLACEMENTS}; got {bn_placement!r}.')
   if depth is not None and len(set(hidden_sizes)) > 1:
-    raise ValueError('depth masking passes activations through skipped layers, so every '
-                     f'hidden size must be equal (pad them); got {tuple(hidden_sizes)}.')
+    raise ValueError(
+      'depth masking passes activations through skipped layers, so every '
+      f'hidden size must be equal (pad them); got {tuple(hidden_sizes)}.'
+    )
 
 
 def _unit_masks(hidden_sizes, widths):
@@ -47,15 +49,22 @@ def _unit_masks(hidden_sizes, widths):
   if widths is None:
     return [None] * len(hidden_sizes)
   widths = jnp.asarray(widths)
-  return [(jnp.arange(size) < widths[i]).astype(jnp.float32)
-          for i, size in enumerate(hidden_sizes)]
+  return [(jnp.arange(size) < widths[i]).astype(jnp.float32) for i, size in enumerate(hidden_sizes)]
 
 
-def mlp_init(key: jax.Array, in_features: int, hidden_sizes, num_classes: int, *,
-             batch_norm: bool = True, bn_placement: str = 'before', init: Any = 'he',
-             widths: jax.typing.ArrayLike | None = None,
-             depth: jax.typing.ArrayLike | None = None,
-             dtype: Any = jnp.float32) -> tuple[dict, dict]:
+def mlp_init(
+  key: jax.Array,
+  in_features: int,
+  hidden_sizes,
+  num_classes: int,
+  *,
+  batch_norm: bool = True,
+  bn_placement: str = 'before',
+  init: Any = 'he',
+  widths: jax.typing.ArrayLike | None = None,
+  depth: jax.typing.ArrayLike | None = None,
+  dtype: Any = jnp.float32,
+) -> tuple[dict, dict]:
   """Initial `(params, state)` of the MLP.
 
   Args:
@@ -83,8 +92,11 @@ def mlp_init(key: jax.Array, in_features: int, hidden_sizes, num_classes: int, *
       raise ValueError(f'unknown init {init!r}; choose one of {tuple(INIT_GAINS)} or a gain.')
     init = INIT_GAINS[init]
   unit_masks = _unit_masks(hidden_sizes, widths)
-  real = (jnp.asarray(widths, jnp.float32) if widths is not None
-          else jnp.asarray(hidden_sizes, jnp.float32))
+  real = (
+    jnp.asarray(widths, jnp.float32)
+    if widths is not None
+    else jnp.asarray(hidden_sizes, jnp.float32)
+  )
 
   def dense(layer_key, fan_in_real, shape, row_mask, col_mask):
     w = stable_random.normal(layer_key, shape) * jnp.sqrt(init / fan_in_real)
@@ -101,8 +113,9 @@ def mlp_init(key: jax.Array, in_features: int, hidden_sizes, num_classes: int, *
     if depth is not None:  # Skipped layers start (and so stay) at zero.
       active = (i < jnp.asarray(depth)).astype(jnp.float32)
       col_mask = active * (jnp.ones(size) if col_mask is None else col_mask)
-    layer = {'w': dense(jax.random.fold_in(key, i), fan_in_real, (fan_in, size), row_mask,
-                        col_mask)}
+    layer = {
+      'w': dense(jax.random.fold_in(key, i), fan_in_real, (fan_in, size), row_mask, col_mask)
+    }
     if batch_norm:
       layer['bn'], bn_state = bn_init(size, dtype)
       states.append(bn_state)
@@ -118,9 +131,16 @@ def mlp_init(key: jax.Array, in_features: int, hidden_sizes, num_classes: int, *
     fan_in_real = real[last]
     if widths is not None:
       row_mask = (jnp.arange(fan_in) < real[last]).astype(jnp.float32)
-  output = {'w': dense(jax.random.fold_in(key, OUTPUT_LAYER_STREAM), fan_in_real,
-                       (fan_in, num_classes), row_mask, None),
-            'b': jnp.zeros((num_classes,), dtype)}
+  output = {
+    'w': dense(
+      jax.random.fold_in(key, OUTPUT_LAYER_STREAM),
+      fan_in_real,
+      (fan_in, num_classes),
+      row_mask,
+      None,
+    ),
+    'b': jnp.zeros((num_classes,), dtype),
+  }
   return {'layers': layers, 'output': output}, {'layers': states}
 
 
@@ -134,13 +154,23 @@ def dropout(key: jax.Array, x: jax.Array, keep_prob: jax.typing.ArrayLike) -> ja
   return jnp.where(keep, x / keep_prob, 0.0).astype(x.dtype)
 
 
-def mlp_apply(params: dict, state: dict, x: jax.Array, *, training: bool,
-              key: jax.Array | None = None, activation: str = 'relu',
-              bn_placement: str = 'before', bn_momentum: jax.typing.ArrayLike = 0.99,
-              bn_eps: jax.typing.ArrayLike = 1e-5, keep_prob: jax.typing.ArrayLike = 1.0,
-              widths: jax.typing.ArrayLike | None = None,
-              depth: jax.typing.ArrayLike | None = None, mask: jax.Array | None = None,
-              axis_name: str | None = None) -> tuple[jax.Array, dict]:
+def mlp_apply(
+  params: dict,
+  state: dict,
+  x: jax.Array,
+  *,
+  training: bool,
+  key: jax.Array | None = None,
+  activation: str = 'relu',
+  bn_placement: str = 'before',
+  bn_momentum: jax.typing.ArrayLike = 0.99,
+  bn_eps: jax.typing.ArrayLike = 1e-5,
+  keep_prob: jax.typing.ArrayLike = 1.0,
+  widths: jax.typing.ArrayLike | None = None,
+  depth: jax.typing.ArrayLike | None = None,
+  mask: jax.Array | None = None,
+  axis_name: str | None = None,
+) -> tuple[jax.Array, dict]:
   """Forward pass: returns `(logits [batch, C], new_state)`.
 
   Args:
@@ -163,6 +193,9 @@ def mlp_apply(params: dict, state: dict, x: jax.Array, *, training: bool,
     raise ValueError('dropout with keep_prob < 1 needs a PRNG key: pass key=...')
   act = ACTIVATIONS[activation]
   unit_masks = _unit_masks(hidden_sizes, widths)
+  bn_options = dict(
+    training=training, momentum=bn_momentum, eps=bn_eps, mask=mask, axis_name=axis_name
+  )
   new_states = []
   a = x
   for i, (layer, layer_state) in enumerate(zip(params['layers'], state['layers'], strict=True)):
@@ -170,13 +203,11 @@ def mlp_apply(params: dict, state: dict, x: jax.Array, *, training: bool,
     if 'b' in layer:
       h = h + layer['b']
     new_state = layer_state
-    norm = lambda v: bn_apply(layer['bn'], layer_state, v, training=training,
-                              momentum=bn_momentum, eps=bn_eps, mask=mask, axis_name=axis_name)
     if 'bn' in layer and bn_placement == 'before':
-      h, new_state = norm(h)
+      h, new_state = bn_apply(layer['bn'], layer_state, h, **bn_options)
     h = act(h)
     if 'bn' in layer and bn_placement == 'after':
-      h, new_state = norm(h)
+      h, new_state = bn_apply(layer['bn'], layer_state, h, **bn_options)
     if training and key is not None:
       h = dropout(jax.random.fold_in(key, i), h, keep_prob)
     if unit_masks[i] is not None:
@@ -184,8 +215,9 @@ def mlp_apply(params: dict, state: dict, x: jax.Array, *, training: bool,
     if depth is not None and i > 0:  # Layer 0 is always real: depth >= 1.
       active = i < jnp.asarray(depth)
       h = jnp.where(active, h, a)
-      new_state = jax.tree.map(lambda new, old, active=active: jnp.where(active, new, old),
-                               new_state, layer_state)
+      new_state = jax.tree.map(
+        lambda new, old, active=active: jnp.where(active, new, old), new_state, layer_state
+      )
     new_states.append(new_state)
     a = h
   logits = a @ params['output']['w'] + params['output']['b']

@@ -50,9 +50,14 @@ def _learning_rate(learning_rate: LearningRate, count: jax.Array) -> jax.Array:
   return learning_rate(count) if callable(learning_rate) else jnp.asarray(learning_rate)
 
 
-def optimizer(learning_rate: LearningRate, family, *, beta1: jax.typing.ArrayLike = 0.9,
-              beta2: jax.typing.ArrayLike = 0.999,
-              eps: jax.typing.ArrayLike = 1e-8) -> optax.GradientTransformation:
+def optimizer(
+  learning_rate: LearningRate,
+  family,
+  *,
+  beta1: jax.typing.ArrayLike = 0.9,
+  beta2: jax.typing.ArrayLike = 0.999,
+  eps: jax.typing.ArrayLike = 1e-8,
+) -> optax.GradientTransformation:
   """The shared transform behind `sgd`, `momentum`, `rmsprop` and `adam`.
 
   Args:
@@ -68,8 +73,9 @@ def optimizer(learning_rate: LearningRate, family, *, beta1: jax.typing.ArrayLik
 
   def init_fn(params):
     zeros = lambda: jax.tree.map(jnp.zeros_like, params)
-    return OptimizerState(jnp.zeros([], jnp.int32), zeros() if store_v else None,
-                          zeros() if store_s else None)
+    return OptimizerState(
+      jnp.zeros([], jnp.int32), zeros() if store_v else None, zeros() if store_s else None
+    )
 
   def update_fn(updates, state, params=None):
     del params
@@ -80,15 +86,15 @@ def optimizer(learning_rate: LearningRate, family, *, beta1: jax.typing.ArrayLik
     if store_v:
       velocity = jax.tree.map(lambda v, g: beta1 * v + (1 - beta1) * g, state.velocity, updates)
       correction = jnp.where(corrects, 1 - jnp.power(beta1, t), 1.0)
-      direction = jax.tree.map(lambda v, g: jnp.where(uses_v, v / correction, g),
-                               velocity, updates)
+      direction = jax.tree.map(lambda v, g: jnp.where(uses_v, v / correction, g), velocity, updates)
     if store_s:
-      square = jax.tree.map(lambda s, g: beta2 * s + (1 - beta2) * jnp.square(g),
-                            state.square, updates)
+      square = jax.tree.map(
+        lambda s, g: beta2 * s + (1 - beta2) * jnp.square(g), state.square, updates
+      )
       correction = jnp.where(corrects, 1 - jnp.power(beta2, t), 1.0)
       direction = jax.tree.map(
-          lambda d, s: jnp.where(uses_s, d / (jnp.sqrt(s / correction) + eps), d),
-          direction, square)
+        lambda d, s: jnp.where(uses_s, d / (jnp.sqrt(s / correction) + eps), d), direction, square
+      )
     rate = _learning_rate(learning_rate, state.count)
     new_updates = jax.tree.map(lambda d: (-rate * d).astype(d.dtype), direction)
     return new_updates, OptimizerState(count, velocity, square)
@@ -101,20 +107,25 @@ def sgd(learning_rate: LearningRate) -> optax.GradientTransformation:
   return optimizer(learning_rate, 'sgd')
 
 
-def momentum(learning_rate: LearningRate,
-             beta: jax.typing.ArrayLike = 0.9) -> optax.GradientTransformation:
+def momentum(
+  learning_rate: LearningRate, beta: jax.typing.ArrayLike = 0.9
+) -> optax.GradientTransformation:
   """`v = beta * v + (1 - beta) * g; w -= lr * v` (see the module note on optax/PyTorch)."""
   return optimizer(learning_rate, 'momentum', beta1=beta)
 
 
-def rmsprop(learning_rate: LearningRate, beta2: jax.typing.ArrayLike = 0.999,
-            eps: jax.typing.ArrayLike = 1e-8) -> optax.GradientTransformation:
+def rmsprop(
+  learning_rate: LearningRate, beta2: jax.typing.ArrayLike = 0.999, eps: jax.typing.ArrayLike = 1e-8
+) -> optax.GradientTransformation:
   """`s = beta2 * s + (1 - beta2) * g^2; w -= lr * g / (sqrt(s) + eps)`."""
   return optimizer(learning_rate, 'rmsprop', beta2=beta2, eps=eps)
 
 
-def adam(learning_rate: LearningRate, beta1: jax.typing.ArrayLike = 0.9,
-         beta2: jax.typing.ArrayLike = 0.999,
-         eps: jax.typing.ArrayLike = 1e-8) -> optax.GradientTransformation:
+def adam(
+  learning_rate: LearningRate,
+  beta1: jax.typing.ArrayLike = 0.9,
+  beta2: jax.typing.ArrayLike = 0.999,
+  eps: jax.typing.ArrayLike = 1e-8,
+) -> optax.GradientTransformation:
   """Adam with bias correction; agrees with `optax.adam`."""
   return optimizer(learning_rate, 'adam', beta1=beta1, beta2=beta2, eps=eps)

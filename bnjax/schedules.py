@@ -18,34 +18,51 @@ Schedule = Callable[[jax.typing.ArrayLike], jax.Array]
 SCHEDULES = ('constant', 'inverse_time', 'exponential')
 
 
-def epoch_of(step: jax.typing.ArrayLike, steps_per_epoch: jax.typing.ArrayLike, *,
-             staircase: bool = True) -> jax.Array:
+def epoch_of(
+  step: jax.typing.ArrayLike, steps_per_epoch: jax.typing.ArrayLike, *, staircase: bool = True
+) -> jax.Array:
   """Epoch number of an optimizer step: whole epochs, or fractional if not staircase."""
   step = jnp.asarray(step, jnp.float32)
   epoch = step / jnp.asarray(steps_per_epoch, jnp.float32)
   return jnp.floor(epoch) if staircase else epoch
 
 
-def inverse_time_decay(init_value: jax.typing.ArrayLike, decay_rate: jax.typing.ArrayLike,
-                       steps_per_epoch: jax.typing.ArrayLike, *,
-                       staircase: bool = True) -> Schedule:
+def inverse_time_decay(
+  init_value: jax.typing.ArrayLike,
+  decay_rate: jax.typing.ArrayLike,
+  steps_per_epoch: jax.typing.ArrayLike,
+  *,
+  staircase: bool = True,
+) -> Schedule:
   """`alpha = alpha0 / (1 + decay_rate * epoch)` (the notes' learning-rate decay)."""
+
   def schedule(step):
     return init_value / (1.0 + decay_rate * epoch_of(step, steps_per_epoch, staircase=staircase))
+
   return schedule
 
 
-def exponential_decay(init_value: jax.typing.ArrayLike, rate: jax.typing.ArrayLike,
-                      steps_per_epoch: jax.typing.ArrayLike, *,
-                      staircase: bool = True) -> Schedule:
+def exponential_decay(
+  init_value: jax.typing.ArrayLike,
+  rate: jax.typing.ArrayLike,
+  steps_per_epoch: jax.typing.ArrayLike,
+  *,
+  staircase: bool = True,
+) -> Schedule:
   """`alpha = alpha0 * rate ** epoch` (the notes: `0.95 ** epoch * alpha0`)."""
+
   def schedule(step):
     return init_value * jnp.power(rate, epoch_of(step, steps_per_epoch, staircase=staircase))
+
   return schedule
 
 
-def decayed(kind: jax.typing.ArrayLike, init_value: jax.typing.ArrayLike,
-            decay: jax.typing.ArrayLike, steps_per_epoch: jax.typing.ArrayLike) -> Schedule:
+def decayed(
+  kind: jax.typing.ArrayLike,
+  init_value: jax.typing.ArrayLike,
+  decay: jax.typing.ArrayLike,
+  steps_per_epoch: jax.typing.ArrayLike,
+) -> Schedule:
   """One schedule whose kind is a traced index into `SCHEDULES`.
 
   `decay` means the same thing to every kind: 0 is no decay, and for small
@@ -57,7 +74,9 @@ def decayed(kind: jax.typing.ArrayLike, init_value: jax.typing.ArrayLike,
   exponential = exponential_decay(init_value, 1.0 - decay, steps_per_epoch)
 
   def schedule(step):
-    candidates = jnp.stack([jnp.broadcast_to(jnp.asarray(init_value, jnp.float32), ()),
-                            inverse(step), exponential(step)])
+    candidates = jnp.stack(
+      [jnp.broadcast_to(jnp.asarray(init_value, jnp.float32), ()), inverse(step), exponential(step)]
+    )
     return candidates[kind]
+
   return schedule

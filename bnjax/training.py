@@ -21,16 +21,24 @@ from bnjax.optimizers import FAMILIES, optimizer
 # Numeric hyperparameters and their defaults. `optimizer`, `lr_schedule` and
 # `init` are categorical but traced, as indices (see `hparams`).
 DEFAULTS = {
-    'learning_rate': 1e-3, 'optimizer': 'adam', 'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-8,
-    'lr_schedule': 'constant', 'lr_decay': 0.0, 'l2': 0.0, 'keep_prob': 1.0,
-    'bn_momentum': 0.99, 'init': 'he',
+  'learning_rate': 1e-3,
+  'optimizer': 'adam',
+  'beta1': 0.9,
+  'beta2': 0.999,
+  'eps': 1e-8,
+  'lr_schedule': 'constant',
+  'lr_decay': 0.0,
+  'l2': 0.0,
+  'keep_prob': 1.0,
+  'bn_momentum': 0.99,
+  'init': 'he',
 }
-CATEGORIES = {'optimizer': FAMILIES, 'lr_schedule': schedules.SCHEDULES,
-               'init': tuple(INIT_GAINS)}
+CATEGORIES = {'optimizer': FAMILIES, 'lr_schedule': schedules.SCHEDULES, 'init': tuple(INIT_GAINS)}
 
 
 class TrainConfig(NamedTuple):
   """Static settings: changing one compiles a new program."""
+
   epochs: int
   batch_size: int
   hidden_sizes: tuple[int, ...]
@@ -44,6 +52,7 @@ class TrainConfig(NamedTuple):
 
 class TrainData(NamedTuple):
   """The splits a run may see: train and dev, never test."""
+
   x_train: jax.Array  # [n_train, F]
   y_train: jax.Array  # [n_train] int
   x_dev: jax.Array
@@ -78,8 +87,9 @@ def hparams(**values) -> dict:
   """
   unknown = set(values) - set(DEFAULTS) - {'widths', 'depth'}
   if unknown:
-    raise ValueError(f'unknown hyperparameters {sorted(unknown)}; known: {sorted(DEFAULTS)} '
-                     'plus widths, depth.')
+    raise ValueError(
+      f'unknown hyperparameters {sorted(unknown)}; known: {sorted(DEFAULTS)} plus widths, depth.'
+    )
   merged = {**DEFAULTS, **values}
   out = {}
   for name, value in merged.items():
@@ -93,32 +103,52 @@ def hparams(**values) -> dict:
 
 
 def _model_options(config: TrainConfig, hp: dict) -> dict:
-  return dict(activation=config.activation, bn_placement=config.bn_placement,
-              bn_momentum=hp['bn_momentum'], widths=hp.get('widths'), depth=hp.get('depth'))
+  return dict(
+    activation=config.activation,
+    bn_placement=config.bn_placement,
+    bn_momentum=hp['bn_momentum'],
+    widths=hp.get('widths'),
+    depth=hp.get('depth'),
+  )
 
 
 def _optimizer(config: TrainConfig, hp: dict, steps_per_epoch: int):
-  rate = schedules.decayed(hp['lr_schedule'], hp['learning_rate'], hp['lr_decay'],
-                           steps_per_epoch)
+  rate = schedules.decayed(hp['lr_schedule'], hp['learning_rate'], hp['lr_decay'], steps_per_epoch)
   return optimizer(rate, hp['optimizer'], beta1=hp['beta1'], beta2=hp['beta2'], eps=hp['eps'])
 
 
-def init_trial(config: TrainConfig, hp: dict, key: jax.Array, in_features: int,
-               steps_per_epoch: int) -> TrialState:
+def init_trial(
+  config: TrainConfig, hp: dict, key: jax.Array, in_features: int, steps_per_epoch: int
+) -> TrialState:
   """Initial params (He/Xavier by `hp['init']`), BN state and optimizer state."""
   gain = jnp.asarray([INIT_GAINS[name] for name in CATEGORIES['init']])[hp['init']]
   params, model_state = mlp_init(
-      key, in_features, config.hidden_sizes, config.num_classes, batch_norm=config.batch_norm,
-      bn_placement=config.bn_placement, init=gain, widths=hp.get('widths'),
-      depth=hp.get('depth'))
+    key,
+    in_features,
+    config.hidden_sizes,
+    config.num_classes,
+    batch_norm=config.batch_norm,
+    bn_placement=config.bn_placement,
+    init=gain,
+    widths=hp.get('widths'),
+    depth=hp.get('depth'),
+  )
   opt_state = _optimizer(config, hp, steps_per_epoch).init(params)
   best = (params, model_state) if config.select == 'best' else ()
-  return TrialState(params, model_state, opt_state, jnp.zeros([], jnp.int32),
-                    jnp.full([], -1, jnp.int32), best, jnp.full([], -jnp.inf))
+  return TrialState(
+    params,
+    model_state,
+    opt_state,
+    jnp.zeros([], jnp.int32),
+    jnp.full([], -1, jnp.int32),
+    best,
+    jnp.full([], -jnp.inf),
+  )
 
 
-def evaluate(config: TrainConfig, hp: dict, params, model_state, x: jax.Array,
-             y: jax.Array) -> tuple[jax.Array, jax.Array]:
+def evaluate(
+  config: TrainConfig, hp: dict, params, model_state, x: jax.Array, y: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """Mean loss and accuracy in eval mode (running BN statistics), in batches."""
   n = x.shape[0]
   chunk = min(n, config.eval_batch_size)
@@ -139,64 +169,101 @@ def evaluate(config: TrainConfig, hp: dict, params, model_state, x: jax.Array,
   return jnp.sum(loss_sums) / n, jnp.sum(correct) / n
 
 
-def train_step(config: TrainConfig, hp: dict, trial: TrialState, x: jax.Array, y: jax.Array,
-               key: jax.Array, steps_per_epoch: int) -> tuple[TrialState, jax.Array]:
+def train_step(
+  config: TrainConfig,
+  hp: dict,
+  trial: TrialState,
+  x: jax.Array,
+  y: jax.Array,
+  key: jax.Array,
+  steps_per_epoch: int,
+) -> tuple[TrialState, jax.Array]:
   """One mini-batch update; returns the new trial state and the batch loss.
 
   A non-finite loss or gradient marks the trial diverged; from then on its
   parameters, BN statistics and optimizer state stop changing.
   """
+
   def cost(params):
-    logits, new_model_state = mlp_apply(params, trial.model_state, x, training=True, key=key,
-                                        keep_prob=hp['keep_prob'], **_model_options(config, hp))
+    logits, new_model_state = mlp_apply(
+      params,
+      trial.model_state,
+      x,
+      training=True,
+      key=key,
+      keep_prob=hp['keep_prob'],
+      **_model_options(config, hp),
+    )
     data_loss = jnp.mean(softmax_cross_entropy(logits, y))
     return data_loss + l2_penalty(params, hp['l2'], x.shape[0]), (data_loss, new_model_state)
 
   (_, (loss, new_model_state)), grads = jax.value_and_grad(cost, has_aux=True)(trial.params)
   updates, new_opt_state = _optimizer(config, hp, steps_per_epoch).update(
-      grads, trial.opt_state, trial.params)
+    grads, trial.opt_state, trial.params
+  )
   new_params = jax.tree.map(jnp.add, trial.params, updates)
-  finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
-      [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+  finite = jnp.isfinite(loss) & jnp.all(
+    jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+  )
   ok = finite & (trial.diverged_step < 0)
   keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-  diverged_step = jnp.where((trial.diverged_step < 0) & ~finite, trial.step,
-                            trial.diverged_step)
-  return trial._replace(params=keep(new_params, trial.params),
-                        model_state=keep(new_model_state, trial.model_state),
-                        opt_state=keep(new_opt_state, trial.opt_state),
-                        step=trial.step + 1, diverged_step=diverged_step), loss
+  diverged_step = jnp.where((trial.diverged_step < 0) & ~finite, trial.step, trial.diverged_step)
+  return trial._replace(
+    params=keep(new_params, trial.params),
+    model_state=keep(new_model_state, trial.model_state),
+    opt_state=keep(new_opt_state, trial.opt_state),
+    step=trial.step + 1,
+    diverged_step=diverged_step,
+  ), loss
 
 
-def train_epoch(config: TrainConfig, hp: dict, trial: TrialState, data: TrainData,
-                key: jax.Array, epoch: jax.typing.ArrayLike) -> tuple[TrialState, dict]:
+def train_epoch(
+  config: TrainConfig,
+  hp: dict,
+  trial: TrialState,
+  data: TrainData,
+  key: jax.Array,
+  epoch: jax.typing.ArrayLike,
+) -> tuple[TrialState, dict]:
   """One pass over a fresh permutation of the training split, then dev metrics."""
   n_train = data.x_train.shape[0]
   steps = n_train // config.batch_size  # The last partial batch is dropped.
   epoch_key = jax.random.fold_in(key, epoch)
   order = jax.random.permutation(jax.random.fold_in(epoch_key, 0), n_train)
-  batches = order[:steps * config.batch_size].reshape(steps, config.batch_size)
+  batches = order[: steps * config.batch_size].reshape(steps, config.batch_size)
   dropout_key = jax.random.fold_in(epoch_key, 1)
 
   def step(trial, args):
     index, rows = args
-    return train_step(config, hp, trial, data.x_train[rows], data.y_train[rows],
-                      jax.random.fold_in(dropout_key, index), steps)
+    return train_step(
+      config,
+      hp,
+      trial,
+      data.x_train[rows],
+      data.y_train[rows],
+      jax.random.fold_in(dropout_key, index),
+      steps,
+    )
 
   trial, losses = lax.scan(step, trial, (jnp.arange(steps), batches))
-  dev_loss, dev_accuracy = evaluate(config, hp, trial.params, trial.model_state,
-                                    data.x_dev, data.y_dev)
+  dev_loss, dev_accuracy = evaluate(
+    config, hp, trial.params, trial.model_state, data.x_dev, data.y_dev
+  )
   diverged = trial.diverged_step >= 0
   nan_if_diverged = lambda v: jnp.where(diverged, jnp.nan, v)
-  metrics = {'train_loss': nan_if_diverged(jnp.mean(losses)),
-             'dev_loss': nan_if_diverged(dev_loss),
-             'dev_accuracy': nan_if_diverged(dev_accuracy)}
+  metrics = {
+    'train_loss': nan_if_diverged(jnp.mean(losses)),
+    'dev_loss': nan_if_diverged(dev_loss),
+    'dev_accuracy': nan_if_diverged(dev_accuracy),
+  }
   if config.select == 'best':
     better = ~diverged & (dev_accuracy > trial.best_accuracy)
-    best = jax.tree.map(lambda new, old: jnp.where(better, new, old),
-                        (trial.params, trial.model_state), trial.best)
-    trial = trial._replace(best=best, best_accuracy=jnp.where(better, dev_accuracy,
-                                                              trial.best_accuracy))
+    best = jax.tree.map(
+      lambda new, old: jnp.where(better, new, old), (trial.params, trial.model_state), trial.best
+    )
+    trial = trial._replace(
+      best=best, best_accuracy=jnp.where(better, dev_accuracy, trial.best_accuracy)
+    )
   return trial, metrics
 
 
@@ -210,14 +277,17 @@ def make_train(config: TrainConfig):
   if config.select not in ('final', 'best'):
     raise ValueError(f"select must be 'final' or 'best'; got {config.select!r}.")
   if config.epochs < 1 or config.batch_size < 1:
-    raise ValueError(f'epochs and batch_size must be >= 1; got {config.epochs}, '
-                     f'{config.batch_size}.')
+    raise ValueError(
+      f'epochs and batch_size must be >= 1; got {config.epochs}, {config.batch_size}.'
+    )
 
   def train(hp: dict, key: jax.Array, data: TrainData) -> TrainResult:
     n_train, in_features = data.x_train.shape
     if n_train < config.batch_size:
-      raise ValueError(f'batch_size {config.batch_size} exceeds the {n_train} training '
-                       'examples; use a smaller batch size.')
+      raise ValueError(
+        f'batch_size {config.batch_size} exceeds the {n_train} training '
+        'examples; use a smaller batch size.'
+      )
     init_key, loop_key = jax.random.split(key)
     trial = init_trial(config, hp, init_key, in_features, n_train // config.batch_size)
 
@@ -226,9 +296,16 @@ def make_train(config: TrainConfig):
 
     trial, metrics = lax.scan(epoch, trial, jnp.arange(config.epochs))
     accuracy = jnp.where(jnp.isnan(metrics['dev_accuracy']), -1.0, metrics['dev_accuracy'])
-    params, model_state = (trial.best if config.select == 'best'
-                           else (trial.params, trial.model_state))
-    return TrainResult(params, model_state, metrics, trial.diverged_step >= 0,
-                       trial.diverged_step, jnp.argmax(accuracy).astype(jnp.int32))
+    params, model_state = (
+      trial.best if config.select == 'best' else (trial.params, trial.model_state)
+    )
+    return TrainResult(
+      params,
+      model_state,
+      metrics,
+      trial.diverged_step >= 0,
+      trial.diverged_step,
+      jnp.argmax(accuracy).astype(jnp.int32),
+    )
 
   return train

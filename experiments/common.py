@@ -9,11 +9,14 @@ from absl import flags
 from bnjax import data
 
 DATASET = flags.DEFINE_string(
-    'dataset', 'mnist1d',
-    "'mnist1d' (generated locally), 'digits' (scikit-learn), or a path to a .npz file "
-    "(arrays x, y; optional x_test, y_test) or a SIGNS-layout .h5 file.")
-DEV_FRACTION = flags.DEFINE_float('dev_fraction', 0.1,
-                                  'Share of the training split held out as the dev set.')
+  'dataset',
+  'mnist1d',
+  "'mnist1d' (generated locally), 'digits' (scikit-learn), or a path to a .npz file "
+  '(arrays x, y; optional x_test, y_test) or a SIGNS-layout .h5 file.',
+)
+DEV_FRACTION = flags.DEFINE_float(
+  'dev_fraction', 0.1, 'Share of the training split held out as the dev set.'
+)
 SEED = flags.DEFINE_integer('seed', 0, 'Seed of every random choice (data split aside).')
 
 # absl shows INFO logs; JAX's search for absent TPU/GPU plugins is noise here.
@@ -29,9 +32,11 @@ def load_data() -> data.Splits:
 
 
 def describe(splits: data.Splits) -> str:
-  return (f'{splits.name}: {len(splits.y_train)} train / {len(splits.y_dev)} dev / '
-          f'{len(splits.y_test)} test, {splits.num_features} features, '
-          f'{splits.num_classes} classes')
+  return (
+    f'{splits.name}: {len(splits.y_train)} train / {len(splits.y_dev)} dev / '
+    f'{len(splits.y_test)} test, {splits.num_features} features, '
+    f'{splits.num_classes} classes'
+  )
 
 
 def write_json(output_dir: str, name: str, payload: dict) -> str:

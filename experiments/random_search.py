@@ -27,33 +27,43 @@ from bnjax.search import plots
 from bnjax.space import SpaceError
 from experiments import common
 
-DEFAULT_SPACE = ('learning_rate=log:1e-4:1e-1,beta1=1mlog:0.8:0.99,hidden_units=int:128:320,'
-                 'num_layers=int:2:4,keep_prob=uniform:0.5:1,lr_schedule=choice:constant|'
-                 'inverse_time,lr_decay=log:0.01:0.3')
+DEFAULT_SPACE = (
+  'learning_rate=log:1e-4:1e-1,beta1=1mlog:0.8:0.99,hidden_units=int:128:320,'
+  'num_layers=int:2:4,keep_prob=uniform:0.5:1,lr_schedule=choice:constant|'
+  'inverse_time,lr_decay=log:0.01:0.3'
+)
 
 SPACE = flags.DEFINE_string(
-    'space', DEFAULT_SPACE,
-    'The search space: comma-separated name=KIND:ARGS with kinds uniform:LOW:HIGH, '
-    'log:LOW:HIGH (10**r), 1mlog:LOW:HIGH (beta = 1 - 10**r), int:LOW:HIGH, intlog:LOW:HIGH, '
-    'choice:A|B|C, fixed:V; or a path to a .json space. Names not given take their defaults '
-    '(bnjax.space.DEFAULTS).')
-STRATEGY = flags.DEFINE_enum('strategy', 'random', ['random', 'grid', 'coarse_to_fine'],
-                             'How trials are chosen.')
+  'space',
+  DEFAULT_SPACE,
+  'The search space: comma-separated name=KIND:ARGS with kinds uniform:LOW:HIGH, '
+  'log:LOW:HIGH (10**r), 1mlog:LOW:HIGH (beta = 1 - 10**r), int:LOW:HIGH, intlog:LOW:HIGH, '
+  'choice:A|B|C, fixed:V; or a path to a .json space. Names not given take their defaults '
+  '(bnjax.space.DEFAULTS).',
+)
+STRATEGY = flags.DEFINE_enum(
+  'strategy', 'random', ['random', 'grid', 'coarse_to_fine'], 'How trials are chosen.'
+)
 NUM_TRIALS = flags.DEFINE_integer('num_trials', 48, 'Trials (per round for coarse_to_fine).')
 EPOCHS = flags.DEFINE_integer('epochs', 30, 'Epochs per trial.')
-EXECUTIONS = flags.DEFINE_integer('executions_per_trial', 1,
-                                  'Seeds per configuration; rows report mean and spread.')
-SELECT = flags.DEFINE_enum('select', 'final', ['final', 'best'],
-                           "Rank by the final epoch's dev accuracy or the best epoch's.")
+EXECUTIONS = flags.DEFINE_integer(
+  'executions_per_trial', 1, 'Seeds per configuration; rows report mean and spread.'
+)
+SELECT = flags.DEFINE_enum(
+  'select',
+  'final',
+  ['final', 'best'],
+  "Rank by the final epoch's dev accuracy or the best epoch's.",
+)
 TOP_K = flags.DEFINE_integer('top_k', 10, 'Configurations shown and evaluated on test.')
 CHUNK_SIZE = flags.DEFINE_integer('chunk_size', 0, 'Trials per program; 0: from memory.')
 POINTS = flags.DEFINE_integer('points_per_axis', 3, 'grid: values per searched name.')
 ROUNDS = flags.DEFINE_integer('rounds', 2, 'coarse_to_fine: rounds.')
-KEEP = flags.DEFINE_float('keep', 0.1, 'coarse_to_fine: share of trials the next round '
-                          'centres on.')
+KEEP = flags.DEFINE_float('keep', 0.1, 'coarse_to_fine: share of trials the next round centres on.')
 SHRINK = flags.DEFINE_float('shrink', 0.5, 'coarse_to_fine: range shrink per round.')
-OUTPUT_DIR = flags.DEFINE_string('output_dir', 'runs/random_search',
-                                 'Where results.csv, best.json and plots go.')
+OUTPUT_DIR = flags.DEFINE_string(
+  'output_dir', 'runs/random_search', 'Where results.csv, best.json and plots go.'
+)
 
 
 class ProgressBar:
@@ -67,23 +77,38 @@ class ProgressBar:
     rate = done / elapsed if elapsed > 0 else 0.0
     eta = (total - done) / rate if rate > 0 else math.inf
     filled = int(self.width * done / total)
-    sys.stderr.write(f"\r[{'#' * filled}{'-' * (self.width - filled)}] {done}/{total} trials  "
-                     f'{rate:.2f} trials/s  ETA {eta:.0f} s   ')
+    sys.stderr.write(
+      f'\r[{"#" * filled}{"-" * (self.width - filled)}] {done}/{total} trials  '
+      f'{rate:.2f} trials/s  ETA {eta:.0f} s   '
+    )
     if done == total:
       sys.stderr.write('\n')
     sys.stderr.flush()
 
 
 def run(splits):
-  options = dict(seed=common.SEED.value, epochs=EPOCHS.value,
-                 executions_per_trial=EXECUTIONS.value, select=SELECT.value, top_k=TOP_K.value,
-                 chunk_size=CHUNK_SIZE.value or None, progress=ProgressBar())
+  options = dict(
+    seed=common.SEED.value,
+    epochs=EPOCHS.value,
+    executions_per_trial=EXECUTIONS.value,
+    select=SELECT.value,
+    top_k=TOP_K.value,
+    chunk_size=CHUNK_SIZE.value or None,
+    progress=ProgressBar(),
+  )
   space = search.as_space(SPACE.value)
   if STRATEGY.value == 'grid':
     return search.grid_search(space, splits, POINTS.value, **options)
   if STRATEGY.value == 'coarse_to_fine':
-    return search.coarse_to_fine(space, splits, NUM_TRIALS.value, rounds=ROUNDS.value,
-                                 keep=KEEP.value, shrink=SHRINK.value, **options)
+    return search.coarse_to_fine(
+      space,
+      splits,
+      NUM_TRIALS.value,
+      rounds=ROUNDS.value,
+      keep=KEEP.value,
+      shrink=SHRINK.value,
+      **options,
+    )
   return search.random_search(space, splits, NUM_TRIALS.value, **options)
 
 
@@ -91,29 +116,46 @@ def main(argv):
   del argv
   splits = common.load_data()
   print(common.describe(splits))
-  print(f'{STRATEGY.value} search on {len(jax.devices())} {jax.default_backend()} device(s); '
-        f'space: {SPACE.value}')
+  print(
+    f'{STRATEGY.value} search on {len(jax.devices())} {jax.default_backend()} device(s); '
+    f'space: {SPACE.value}'
+  )
   try:
     results = run(splits)
   except (SpaceError, ValueError) as error:
     raise SystemExit(f'error: {error}') from None
   info = results.info
-  print(f"{len(results)} trials in {info['seconds']:.1f} s ({info['buckets']} bucket(s), "
-        f"{info['compiles']} compile(s), {info['chunks']} chunk(s))")
+  print(
+    f'{len(results)} trials in {info["seconds"]:.1f} s ({info["buckets"]} bucket(s), '
+    f'{info["compiles"]} compile(s), {info["chunks"]} chunk(s))'
+  )
   print(results.summary(TOP_K.value))
   winner = results.best(1)[0]
-  print(f"winner: trial {winner['trial_id']}  dev_accuracy {winner['dev_accuracy']:.4f}  "
-        f"test_accuracy {winner['test_accuracy']:.4f}  (dev selects, test measured once)")
+  print(
+    f'winner: trial {winner["trial_id"]}  dev_accuracy {winner["dev_accuracy"]:.4f}  '
+    f'test_accuracy {winner["test_accuracy"]:.4f}  (dev selects, test measured once)'
+  )
   os.makedirs(OUTPUT_DIR.value, exist_ok=True)
   results.to_csv(os.path.join(OUTPUT_DIR.value, 'results.csv'))
-  common.write_json(OUTPUT_DIR.value, 'best.json', {
+  common.write_json(
+    OUTPUT_DIR.value,
+    'best.json',
+    {
       'hyperparameters': {name: winner[name] for name in results.hyperparameters},
-      'trial_id': winner['trial_id'], 'dev_accuracy': winner['dev_accuracy'],
-      'test_accuracy': winner['test_accuracy'], 'select': results.select,
-      'dataset': splits.name, 'strategy': STRATEGY.value, 'space': SPACE.value})
+      'trial_id': winner['trial_id'],
+      'dev_accuracy': winner['dev_accuracy'],
+      'test_accuracy': winner['test_accuracy'],
+      'select': results.select,
+      'dataset': splits.name,
+      'strategy': STRATEGY.value,
+      'space': SPACE.value,
+    },
+  )
   paths = plots.plot_all(results, OUTPUT_DIR.value)
-  print(f"wrote {OUTPUT_DIR.value}/results.csv, best.json, "
-        f"{', '.join(os.path.basename(p) for p in paths)}")
+  print(
+    f'wrote {OUTPUT_DIR.value}/results.csv, best.json, '
+    f'{", ".join(os.path.basename(p) for p in paths)}'
+  )
 
 
 if __name__ == '__main__':

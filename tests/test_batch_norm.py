@@ -33,10 +33,14 @@ def _np_bn(x, scale, offset, mean, var, eps):
 def _random_bn(num_features, seed):
   """Non-trivial params and state: scale, offset, running mean and variance."""
   rng = np.random.default_rng(seed)
-  params = {'scale': jnp.asarray(rng.uniform(0.5, 2.0, num_features), jnp.float32),
-            'offset': jnp.asarray(rng.normal(0.0, 1.0, num_features), jnp.float32)}
-  state = {'mean': jnp.asarray(rng.normal(0.0, 2.0, num_features), jnp.float32),
-           'var': jnp.asarray(rng.uniform(0.5, 3.0, num_features), jnp.float32)}
+  params = {
+    'scale': jnp.asarray(rng.uniform(0.5, 2.0, num_features), jnp.float32),
+    'offset': jnp.asarray(rng.normal(0.0, 1.0, num_features), jnp.float32),
+  }
+  state = {
+    'mean': jnp.asarray(rng.normal(0.0, 2.0, num_features), jnp.float32),
+    'var': jnp.asarray(rng.uniform(0.5, 3.0, num_features), jnp.float32),
+  }
   return params, state
 
 
@@ -46,8 +50,12 @@ _train = jax.jit(lambda p, s, x, m, e: batch_norm(p, s, x, training=True, moment
 
 
 @FAST
-@given(shape=st.sampled_from(SHAPES), loc=st.floats(-10, 10), spread=st.floats(0.5, 10),
-       seed=st.integers(0, 2**31 - 1))
+@given(
+  shape=st.sampled_from(SHAPES),
+  loc=st.floats(-10, 10),
+  spread=st.floats(0.5, 10),
+  seed=st.integers(0, 2**31 - 1),
+)
 def test_training_output_has_zero_mean_unit_variance(shape, loc, spread, seed):
   rng = np.random.default_rng(seed)
   x = (loc + spread * rng.normal(size=shape)).astype(np.float32)
@@ -69,15 +77,21 @@ def test_training_output_has_zero_mean_unit_variance(shape, loc, spread, seed):
 
 
 @FAST
-@given(shape=st.sampled_from(SHAPES), loc=st.floats(-10, 10), spread=st.floats(0.5, 10),
-       seed=st.integers(0, 2**31 - 1))
+@given(
+  shape=st.sampled_from(SHAPES),
+  loc=st.floats(-10, 10),
+  spread=st.floats(0.5, 10),
+  seed=st.integers(0, 2**31 - 1),
+)
 def test_scale_sqrt_var_offset_mean_inverts(shape, loc, spread, seed):
   rng = np.random.default_rng(seed)
   x = (loc + spread * rng.normal(size=shape)).astype(np.float32)
   eps = 1e-3
   mean, var = _np_stats(x)
-  params = {'scale': jnp.asarray(np.sqrt(var + eps), jnp.float32),
-            'offset': jnp.asarray(mean, jnp.float32)}
+  params = {
+    'scale': jnp.asarray(np.sqrt(var + eps), jnp.float32),
+    'offset': jnp.asarray(mean, jnp.float32),
+  }
   _, state = bn_init(shape[-1])
   y, _ = _train(params, state, x, 0.9, eps)
   np.testing.assert_allclose(y, x, atol=1e-5 * (abs(loc) + 10 * spread))
@@ -113,9 +127,12 @@ def test_train_and_eval_states_share_structure_in_cond(dtype):
   x = jnp.asarray(np.random.default_rng(2).normal(size=(8, 3)), dtype)
 
   def step(training, state):
-    return lax.cond(training,
-                    lambda s: batch_norm(params, s, x, training=True, momentum=0.5),
-                    lambda s: batch_norm(params, s, x, training=False, momentum=0.5), state)
+    return lax.cond(
+      training,
+      lambda s: batch_norm(params, s, x, training=True, momentum=0.5),
+      lambda s: batch_norm(params, s, x, training=False, momentum=0.5),
+      state,
+    )
 
   y_train, s_train = jax.jit(step)(True, state)
   y_eval, s_eval = jax.jit(step)(False, state)
@@ -140,9 +157,10 @@ def test_training_state_keeps_dtypes_through_scan(state_dtype):
   final, ys = jax.jit(lambda s, xs: lax.scan(step, s, xs))(state, xs)
   chex.assert_trees_all_equal_dtypes(final, state)
   chex.assert_type(ys, jnp.float32)
-  expect = sum(0.5 * 0.5**(3 - j) * _np_stats(xs[j])[0] for j in range(4))
-  np.testing.assert_allclose(final['mean'], expect, rtol=1e-2 if state_dtype == jnp.bfloat16
-                             else 1e-5)
+  expect = sum(0.5 * 0.5 ** (3 - j) * _np_stats(xs[j])[0] for j in range(4))
+  np.testing.assert_allclose(
+    final['mean'], expect, rtol=1e-2 if state_dtype == jnp.bfloat16 else 1e-5
+  )
 
 
 @pytest.mark.parametrize('shape', [(6, 3), (4, 2, 3, 3)])
@@ -151,22 +169,25 @@ def test_running_stats_closed_form(shape):
   rng = np.random.default_rng(3)
   params, state = _random_bn(shape[-1], seed=4)
   init_mean, init_var = np.asarray(state['mean'], np.float64), np.asarray(state['var'], np.float64)
-  batches = [(rng.normal(size=shape) * rng.uniform(0.5, 3) + rng.normal(0, 3)).astype(np.float32)
-             for _ in range(k)]
+  batches = [
+    (rng.normal(size=shape) * rng.uniform(0.5, 3) + rng.normal(0, 3)).astype(np.float32)
+    for _ in range(k)
+  ]
   for xb in batches:
     _, state = _train(params, state, xb, m, 1e-5)
   expect_mean, expect_var = m**k * init_mean, m**k * init_var
   for j, xb in enumerate(batches, start=1):
     mean_j, var_j = _np_stats(xb)
-    expect_mean = expect_mean + (1 - m) * m**(k - j) * mean_j
-    expect_var = expect_var + (1 - m) * m**(k - j) * var_j
+    expect_mean = expect_mean + (1 - m) * m ** (k - j) * mean_j
+    expect_var = expect_var + (1 - m) * m ** (k - j) * var_j
   np.testing.assert_allclose(state['mean'], expect_mean, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(state['var'], expect_var, rtol=1e-5)
   chex.assert_type(state['mean'], jnp.float32)
 
 
-_masked_train = jax.jit(lambda p, s, x, mask: batch_norm(p, s, x, training=True, momentum=0.7,
-                                                         eps=1e-5, mask=mask))
+_masked_train = jax.jit(
+  lambda p, s, x, mask: batch_norm(p, s, x, training=True, momentum=0.7, eps=1e-5, mask=mask)
+)
 
 
 def _check_mask(shape, mask, garbage):
@@ -177,17 +198,21 @@ def _check_mask(shape, mask, garbage):
   # BN of only the unmasked rows, by the notes' formulas in float64.
   mean, var = _np_stats(x[mask])
   y_ref = _np_bn(x[mask], params['scale'], params['offset'], mean, var, 1e-5)
-  state_ref = {'mean': 0.7 * np.asarray(state['mean']) + 0.3 * mean,
-               'var': 0.7 * np.asarray(state['var']) + 0.3 * var}
+  state_ref = {
+    'mean': 0.7 * np.asarray(state['mean']) + 0.3 * mean,
+    'var': 0.7 * np.asarray(state['var']) + 0.3 * var,
+  }
   np.testing.assert_allclose(np.asarray(y)[mask], y_ref, rtol=1e-4, atol=1e-4)
   chex.assert_trees_all_close(new_state, state_ref, rtol=1e-5, atol=1e-5)
   return params, state, x, y, new_state
 
 
 @FAST
-@given(shape=st.sampled_from([(8, 3), (8, 2, 2, 3)]),
-       bits=st.lists(st.booleans(), min_size=8, max_size=8).filter(any),
-       garbage=st.sampled_from([0.0, -7.0, 1e3, -1e6, 3e15]))
+@given(
+  shape=st.sampled_from([(8, 3), (8, 2, 2, 3)]),
+  bits=st.lists(st.booleans(), min_size=8, max_size=8).filter(any),
+  garbage=st.sampled_from([0.0, -7.0, 1e3, -1e6, 3e15]),
+)
 def test_masked_rows_change_nothing(shape, bits, garbage):
   _check_mask(shape, np.asarray(bits), garbage)
 
@@ -208,16 +233,18 @@ def test_masked_rows_change_nothing_even_when_non_finite(garbage):
 def test_fully_masked_batch_stays_finite():
   params, state = _random_bn(3, seed=7)
   x = np.ones((4, 3), np.float32)
-  y, new_state = _bn(params, state, x, training=True, momentum=0.5,
-                            mask=np.zeros(4, bool))
+  y, new_state = _bn(params, state, x, training=True, momentum=0.5, mask=np.zeros(4, bool))
   chex.assert_tree_all_finite((y, new_state))
 
 
 def _flax_bn(params, state, x, *, training, momentum, eps):
-  module = nn.BatchNorm(use_running_average=not training, momentum=momentum, epsilon=eps,
-                        use_fast_variance=False)
-  variables = {'params': {'scale': params['scale'], 'bias': params['offset']},
-               'batch_stats': {'mean': state['mean'], 'var': state['var']}}
+  module = nn.BatchNorm(
+    use_running_average=not training, momentum=momentum, epsilon=eps, use_fast_variance=False
+  )
+  variables = {
+    'params': {'scale': params['scale'], 'bias': params['offset']},
+    'batch_stats': {'mean': state['mean'], 'var': state['var']},
+  }
   if training:
     y, updates = module.apply(variables, x, mutable=['batch_stats'])
     return y, dict(updates['batch_stats'])
@@ -240,16 +267,19 @@ def test_matches_flax_batch_norm(training, shape):
 
 
 @FAST
-@given(a=st.lists(st.floats(0.1, 10.0), min_size=3, max_size=3),
-       b=st.lists(st.floats(-100.0, 100.0), min_size=3, max_size=3),
-       shape=st.sampled_from([(16, 3), (4, 2, 2, 3)]))
+@given(
+  a=st.lists(st.floats(0.1, 10.0), min_size=3, max_size=3),
+  b=st.lists(st.floats(-100.0, 100.0), min_size=3, max_size=3),
+  shape=st.sampled_from([(16, 3), (4, 2, 2, 3)]),
+)
 def test_invariant_to_positive_affine_rescaling(a, b, shape):
   params, state = _random_bn(3, seed=10)
   x = np.random.default_rng(11).normal(size=shape).astype(np.float32)
   eps = 1e-9  # negligible next to the smallest variance, 0.01 * var(x)
   y, _ = _train(params, state, x, 0.9, eps)
-  y_affine, _ = _train(params, state, (np.asarray(a) * x + np.asarray(b)).astype(np.float32),
-                       0.9, eps)
+  y_affine, _ = _train(
+    params, state, (np.asarray(a) * x + np.asarray(b)).astype(np.float32), 0.9, eps
+  )
   np.testing.assert_allclose(y_affine, y, atol=1e-3)
 
 
@@ -279,25 +309,30 @@ def test_axis_name_pools_statistics_over_shards():
   rng = np.random.default_rng(14)
   # Shards with very different means, so per-shard and pooled statistics differ.
   shards = np.stack([rng.normal(4.0 * i, 1.0 + i, size=(5, 3)) for i in range(4)]).astype(
-      np.float32)
+    np.float32
+  )
   whole = shards.reshape(20, 3)
   y_whole, state_whole = _train(params, state, whole, 0.6, 1e-5)
 
-  pooled = jax.vmap(lambda xs: batch_norm(params, state, xs, training=True, momentum=0.6,
-                                          axis_name='d'), axis_name='d')
+  pooled = jax.vmap(
+    lambda xs: batch_norm(params, state, xs, training=True, momentum=0.6, axis_name='d'),
+    axis_name='d',
+  )
   y, new_state = jax.jit(pooled)(shards)
   np.testing.assert_allclose(np.asarray(y).reshape(20, 3), y_whole, rtol=1e-5, atol=1e-5)
   for i in range(4):
-    chex.assert_trees_all_close(jax.tree.map(lambda s, i=i: s[i], new_state), state_whole,
-                                rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(
+      jax.tree.map(lambda s, i=i: s[i], new_state), state_whole, rtol=1e-5, atol=1e-6
+    )
 
   per_shard = jax.vmap(lambda xs: batch_norm(params, state, xs, training=True, momentum=0.6))
   y_sep, state_sep = jax.jit(per_shard)(shards)
   for i in range(4):
     y_i, state_i = _train(params, state, shards[i], 0.6, 1e-5)
     np.testing.assert_allclose(y_sep[i], y_i, rtol=1e-5, atol=1e-5)
-    chex.assert_trees_all_close(jax.tree.map(lambda s, i=i: s[i], state_sep), state_i,
-                                rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(
+      jax.tree.map(lambda s, i=i: s[i], state_sep), state_i, rtol=1e-5, atol=1e-6
+    )
   assert np.abs(np.asarray(y_sep).reshape(20, 3) - np.asarray(y_whole)).max() > 0.5
 
 
@@ -308,27 +343,35 @@ def _bn_sweep(params, state, x, momenta, epsilons):
     y_train, s_train = _bn(params, state, x, training=True, momentum=m, eps=e)
     y_eval, s_eval = _bn(params, s_train, x, training=False, momentum=m, eps=e)
     return y_train, s_train, y_eval, s_eval
+
   return jax.vmap(one)(momenta, epsilons)
 
 
 def test_vmap_over_traced_momentum_and_eps_matches_loop():
   params, state = _random_bn(3, seed=15)
   x = jnp.asarray(np.random.default_rng(16).normal(0.0, 0.2, size=(6, 3)), jnp.float32)
-  for momenta, epsilons in [([0.0, 0.5, 0.9, 0.99], [1e-5, 1e-2, 1e-1, 1.0]),
-                            ([0.3, 0.7, 0.95, 0.999], [1.0, 1e-3, 1e-5, 0.5])]:
+  for momenta, epsilons in [
+    ([0.0, 0.5, 0.9, 0.99], [1e-5, 1e-2, 1e-1, 1.0]),
+    ([0.3, 0.7, 0.95, 0.999], [1.0, 1e-3, 1e-5, 0.5]),
+  ]:
     got = _bn_sweep(params, state, x, jnp.asarray(momenta), jnp.asarray(epsilons))
     for i, (m, e) in enumerate(zip(momenta, epsilons, strict=True)):
       y_train, s_train = _bn(params, state, x, training=True, momentum=m, eps=e)
       y_eval, s_eval = _bn(params, s_train, x, training=False, momentum=m, eps=e)
-      chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], got),
-                                  (y_train, s_train, y_eval, s_eval), rtol=1e-5, atol=1e-6)
+      chex.assert_trees_all_close(
+        jax.tree.map(lambda a, i=i: a[i], got),
+        (y_train, s_train, y_eval, s_eval),
+        rtol=1e-5,
+        atol=1e-6,
+      )
   # eps matters at this scale (var ~ 0.04), so the sweep is not trivially constant.
   assert np.abs(np.asarray(got[0][0]) - np.asarray(got[0][3])).max() > 0.1
 
 
-@pytest.mark.parametrize('dtype, stat_dtype', [(jnp.float32, jnp.float32),
-                                               (jnp.bfloat16, jnp.float32),
-                                               (jnp.float16, jnp.float32)])
+@pytest.mark.parametrize(
+  'dtype, stat_dtype',
+  [(jnp.float32, jnp.float32), (jnp.bfloat16, jnp.float32), (jnp.float16, jnp.float32)],
+)
 def test_bn_init(dtype, stat_dtype):
   params, state = bn_init(5, dtype)
   chex.assert_shape([params['scale'], params['offset'], state['mean'], state['var']], (5,))

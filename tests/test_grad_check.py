@@ -20,6 +20,7 @@ def _data(seed=0):
 
 def _random_like(tree, rng):
   """Values for a tree of shapes: a generic point to check at, not the 1/0 init of BN."""
+
   def value(path, leaf):
     name = path[-1].key
     if name == 'w':
@@ -27,6 +28,7 @@ def _random_like(tree, rng):
     if name in ('scale', 'var'):
       return rng.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype)
     return (0.3 * rng.normal(size=leaf.shape)).astype(leaf.dtype)
+
   return jax.tree_util.tree_map_with_path(value, tree)
 
 
@@ -39,18 +41,21 @@ def _mlp_cost(activation, placement, l2_penalty=_l2_float64):
   # Jitted: grad_check differentiates fn eagerly, which is slow op by op.
   @jax.jit
   def cost(params, state, x, y):
-    logits, _ = bnjax.mlp_apply(params, state, x, training=True, activation=activation,
-                                bn_placement=placement)
+    logits, _ = bnjax.mlp_apply(
+      params, state, x, training=True, activation=activation, bn_placement=placement
+    )
     data = jnp.mean(bnjax.softmax_cross_entropy(logits, y))
     return data + l2_penalty(params, 0.1, x.shape[0])
+
   return cost
 
 
 def _mlp(placement, seed=0):
   # The structure mlp_init gives (eval_shape: no compile), with random values.
   params, state = jax.eval_shape(
-      lambda key: bnjax.mlp_init(key, IN, HIDDEN, CLASSES, batch_norm=True,
-                                 bn_placement=placement), jax.random.key(0))
+    lambda key: bnjax.mlp_init(key, IN, HIDDEN, CLASSES, batch_norm=True, bn_placement=placement),
+    jax.random.key(0),
+  )
   assert all('bn' in layer for layer in params['layers'])
   assert all(('b' in layer) == (placement == 'after') for layer in params['layers'])
   rng = np.random.default_rng(seed)
@@ -83,6 +88,7 @@ def test_quadratic():
 
 def _scaled_gradient(factor):
   """Identity forward whose backward multiplies the cotangent by `factor`."""
+
   @jax.custom_vjp
   def f(x):
     return x
@@ -94,7 +100,7 @@ def _scaled_gradient(factor):
 def test_catches_a_wrong_custom_gradient():
   rng = np.random.default_rng(2)
   params = {'w': rng.normal(size=(3, 4)).astype(np.float32), 'b': rng.normal(size=4)}
-  cost = lambda p: jnp.sum(jnp.sin(p['w']) * jnp.arange(12.0).reshape(3, 4)) + jnp.sum(p['b']**3)
+  cost = lambda p: jnp.sum(jnp.sin(p['w']) * jnp.arange(12.0).reshape(3, 4)) + jnp.sum(p['b'] ** 3)
   wrong = _scaled_gradient(1.1)
   difference = grad_check(jax.jit(lambda p: wrong(cost(p))), params)
   # ||0.1 g|| / (||g|| + ||1.1 g||) = 0.1 / 2.1.
@@ -115,10 +121,14 @@ def _bn_without_statistics_gradient(params, x, eps=1e-5):
 def test_catches_a_broken_batch_norm_backward():
   x, y = _data(5)
   rng = np.random.default_rng(6)
-  params = {'w': rng.normal(size=(IN, 4)).astype(np.float32),
-            'bn': {'scale': rng.uniform(0.5, 2, 4).astype(np.float32),
-                   'offset': rng.normal(size=4).astype(np.float32)},
-            'out': rng.normal(size=(4, CLASSES)).astype(np.float32)}
+  params = {
+    'w': rng.normal(size=(IN, 4)).astype(np.float32),
+    'bn': {
+      'scale': rng.uniform(0.5, 2, 4).astype(np.float32),
+      'offset': rng.normal(size=4).astype(np.float32),
+    },
+    'out': rng.normal(size=(4, CLASSES)).astype(np.float32),
+  }
 
   def cost(bn, params, x, y):
     h = jnp.tanh(bn(params['bn'], x @ params['w']))
@@ -130,6 +140,7 @@ def test_catches_a_broken_batch_norm_backward():
 
   correct = jax.jit(lambda p, x, y: cost(correct_bn, p, x, y))
   assert grad_check(correct, params, x, y) < 1e-6
-  broken = grad_check(jax.jit(lambda p, x, y: cost(_bn_without_statistics_gradient, p, x, y)),
-                      params, x, y)
+  broken = grad_check(
+    jax.jit(lambda p, x, y: cost(_bn_without_statistics_gradient, p, x, y)), params, x, y
+  )
   assert broken > 1e-3

@@ -50,11 +50,14 @@ def test_cross_entropy_is_negative_log_softmax_of_label(shape, spread, seed):
 
 
 @FAST
-@given(shape=st.sampled_from(SHAPES), seed=st.integers(0, 2**31 - 1),
-       shifts=st.lists(st.floats(-100.0, 100.0), min_size=8, max_size=8))
+@given(
+  shape=st.sampled_from(SHAPES),
+  seed=st.integers(0, 2**31 - 1),
+  shifts=st.lists(st.floats(-100.0, 100.0), min_size=8, max_size=8),
+)
 def test_cross_entropy_is_shift_invariant_per_row(shape, seed, shifts):
   logits, labels = _draw(shape, 3.0, seed)
-  shift = np.asarray(shifts[:shape[0]], np.float32)[:, None]
+  shift = np.asarray(shifts[: shape[0]], np.float32)[:, None]
   # float32 rounding of logits + shift is at most ulp(100) ~ 1e-5 per logit.
   np.testing.assert_allclose(_ce(logits + shift, labels), _ce(logits, labels), atol=5e-5)
 
@@ -99,8 +102,9 @@ def test_zero_target_on_minus_infinity_logit_is_zero_not_nan():
   expect = -_np_log_softmax(np.array([[0.0, 1.0]]))[0]  # the -inf class has probability 0
   np.testing.assert_allclose(_ce(logits, np.array([2, 0])), expect[::-1], rtol=1e-6)
   probs = np.array([[0.0, 0.0, 1.0], [0.25, 0.0, 0.75]], np.float32)
-  np.testing.assert_allclose(_ce(logits, probs), [expect[1], 0.25 * expect[0] + 0.75 * expect[1]],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    _ce(logits, probs), [expect[1], 0.25 * expect[0] + 0.75 * expect[1]], rtol=1e-6
+  )
 
 
 @FAST
@@ -108,29 +112,35 @@ def test_zero_target_on_minus_infinity_logit_is_zero_not_nan():
 def test_matches_optax_integer_labels(shape, spread, seed):
   logits, labels = _draw(shape, spread, seed)
   np.testing.assert_allclose(
-      _ce(logits, labels), _optax_ce(logits, labels),
-      # optax subtracts the label's logit from logsumexp: float32 cancellation of ulp(|logit|).
-      rtol=1e-6, atol=1e-6 * (1 + np.abs(logits).max()))
+    _ce(logits, labels),
+    _optax_ce(logits, labels),
+    # optax subtracts the label's logit from logsumexp: float32 cancellation of ulp(|logit|).
+    rtol=1e-6,
+    atol=1e-6 * (1 + np.abs(logits).max()),
+  )
 
 
 def test_accuracy_on_ids_and_one_hot():
-  logits = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 5.0], [4.0, 5.0, 0.0],
-                     [0.0, 0.0, 1.0]])
+  logits = np.array(
+    [[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 5.0], [4.0, 5.0, 0.0], [0.0, 0.0, 1.0]]
+  )
   labels = np.array([0, 1, 2, 0, 1])  # rows 3 and 4 are wrong
   assert float(_accuracy(logits, labels)) == pytest.approx(0.6)
   assert float(_accuracy(logits, np.eye(3, dtype=np.float32)[labels])) == pytest.approx(0.6)
   assert float(_accuracy(logits, np.array([1, 0, 0, 1, 2]))) == pytest.approx(0.4)
-  soft = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.2, 0.5, 0.3],
-                   [0.5, 0.4, 0.1]])  # arg-max rows 0, 1, 2, 1, 0
+  soft = np.array(
+    [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.2, 0.5, 0.3], [0.5, 0.4, 0.1]]
+  )  # arg-max rows 0, 1, 2, 1, 0
   assert float(_accuracy(logits, soft)) == pytest.approx(0.8)
 
 
 def _tree(seed):
   rng = np.random.default_rng(seed)
   f = lambda *shape: rng.normal(size=shape).astype(np.float32)
-  return {'layers': [{'w': f(4, 3), 'bn': {'scale': f(3), 'offset': f(3)}},
-                     {'w': f(3, 2), 'b': f(2)}],
-          'output': {'w': f(2, 5), 'b': f(5)}}
+  return {
+    'layers': [{'w': f(4, 3), 'bn': {'scale': f(3), 'offset': f(3)}}, {'w': f(3, 2), 'b': f(2)}],
+    'output': {'w': f(2, 5), 'b': f(5)},
+  }
 
 
 def test_l2_penalty_is_notes_formula_on_w_leaves():
@@ -149,11 +159,13 @@ def test_l2_penalty_ignores_biases_and_bn_params():
   base = float(_l2(params, 0.5, 10))
   other = _tree(2)
   changed = jax.tree_util.tree_map_with_path(
-      lambda path, a, b: a if path[-1].key == 'w' else b, params, other)
+    lambda path, a, b: a if path[-1].key == 'w' else b, params, other
+  )
   assert float(_l2(changed, 0.5, 10)) == base
   # Changing a weight matrix does change it.
   moved = jax.tree_util.tree_map_with_path(
-      lambda path, a: np.asarray(a) * 2 if path[-1].key == 'w' else a, params)
+    lambda path, a: np.asarray(a) * 2 if path[-1].key == 'w' else a, params
+  )
   assert float(_l2(moved, 0.5, 10)) == pytest.approx(4 * base, rel=1e-6)
 
 
@@ -161,8 +173,8 @@ def test_l2_penalty_gradient_is_lambda_over_m_times_w():
   params = _tree(3)
   grads = jax.jit(jax.grad(l2_penalty))(params, 0.4, 8)
   expect = jax.tree_util.tree_map_with_path(
-      lambda path, a: 0.4 / 8 * np.asarray(a) if path[-1].key == 'w' else np.zeros(a.shape),
-      params)
+    lambda path, a: 0.4 / 8 * np.asarray(a) if path[-1].key == 'w' else np.zeros(a.shape), params
+  )
   chex.assert_trees_all_close(grads, expect, rtol=1e-6, atol=1e-7)
 
 

@@ -35,28 +35,44 @@ def unpadded(params, state, widths, depth):
 def make_loss(masked, training, activation, placement):
   def loss(params, state, x, y, widths, depth):
     options = dict(widths=widths, depth=depth) if masked else {}
-    logits, new_state = bnjax.mlp_apply(params, state, x, training=training,
-                                        activation=activation, bn_placement=placement,
-                                        **options)
+    logits, new_state = bnjax.mlp_apply(
+      params, state, x, training=training, activation=activation, bn_placement=placement, **options
+    )
     cost = jnp.mean(bnjax.softmax_cross_entropy(logits, y)) + bnjax.l2_penalty(params, 0.1, 16)
     return cost, (logits, new_state)
+
   return jax.jit(jax.value_and_grad(loss, has_aux=True))
 
 
-CASES = [(bn, act, place, training) for bn in (True, False) for act in ('relu', 'tanh', 'sigmoid')
-         for place in ('before', 'after') for training in (True, False)
-         if bn or (place == 'before' and training)]
+CASES = [
+  (bn, act, place, training)
+  for bn in (True, False)
+  for act in ('relu', 'tanh', 'sigmoid')
+  for place in ('before', 'after')
+  for training in (True, False)
+  if bn or (place == 'before' and training)
+]
 
 
 @pytest.mark.parametrize('batch_norm,activation,placement,training', CASES)
 @settings(max_examples=8, deadline=None)
-@given(widths=st.lists(st.integers(1, PADDED), min_size=MAX_DEPTH, max_size=MAX_DEPTH),
-       depth=st.integers(1, MAX_DEPTH), seed=st.integers(0, 2**16))
+@given(
+  widths=st.lists(st.integers(1, PADDED), min_size=MAX_DEPTH, max_size=MAX_DEPTH),
+  depth=st.integers(1, MAX_DEPTH),
+  seed=st.integers(0, 2**16),
+)
 def test_padded_equals_unpadded(batch_norm, activation, placement, training, widths, depth, seed):
   key_init, key_x, key_y = jax.random.split(jax.random.key(seed), 3)
-  params, state = bnjax.mlp_init(key_init, IN, (PADDED,) * MAX_DEPTH, CLASSES,
-                                 batch_norm=batch_norm, bn_placement=placement,
-                                 widths=jnp.asarray(widths), depth=depth)
+  params, state = bnjax.mlp_init(
+    key_init,
+    IN,
+    (PADDED,) * MAX_DEPTH,
+    CLASSES,
+    batch_norm=batch_norm,
+    bn_placement=placement,
+    widths=jnp.asarray(widths),
+    depth=depth,
+  )
   if batch_norm:  # Non-trivial running statistics, so eval mode is tested too.
     state = jax.tree.map(lambda a: a + 0.3 * jax.random.uniform(key_x, a.shape), state)
   x = jax.random.normal(key_x, (BATCH, IN))
@@ -65,8 +81,9 @@ def test_padded_equals_unpadded(batch_norm, activation, placement, training, wid
   plain = make_loss(False, training, activation, placement)
   (cost, (logits, new_state)), grads = masked(params, state, x, y, jnp.asarray(widths), depth)
   small_params, small_state = unpadded(params, state, widths, depth)
-  (cost_ref, (logits_ref, state_ref)), grads_ref = plain(small_params, small_state, x, y,
-                                                         None, None)
+  (cost_ref, (logits_ref, state_ref)), grads_ref = plain(
+    small_params, small_state, x, y, None, None
+  )
   chex.assert_trees_all_close(cost, cost_ref, rtol=1e-5, atol=1e-6)
   chex.assert_trees_all_close(logits, logits_ref, rtol=1e-5, atol=1e-5)
   _, sliced_state = unpadded(params, new_state, widths, depth)
@@ -76,7 +93,8 @@ def test_padded_equals_unpadded(batch_norm, activation, placement, training, wid
   # Everything outside the real network gets exactly zero gradient: the
   # gradient mass of the padded tree is all inside the real slices.
   assert float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grads))) == pytest.approx(
-      float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(sliced_grads))), rel=1e-5)
+    float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(sliced_grads))), rel=1e-5
+  )
 
 
 def test_init_ignores_padding_and_uses_real_fan_in():
@@ -84,11 +102,13 @@ def test_init_ignores_padding_and_uses_real_fan_in():
   widths, depth = jnp.asarray([3, 5, 2]), 2
   small, _ = bnjax.mlp_init(key, IN, (6, 6, 6), CLASSES, widths=widths, depth=depth)
   large, _ = bnjax.mlp_init(key, IN, (40, 40, 40), CLASSES, widths=widths, depth=depth)
-  chex.assert_trees_all_equal(unpadded(small, small, [3, 5, 2], 2)[0],
-                              unpadded(large, large, [3, 5, 2], 2)[0])
+  chex.assert_trees_all_equal(
+    unpadded(small, small, [3, 5, 2], 2)[0], unpadded(large, large, [3, 5, 2], 2)[0]
+  )
   # Padded and skipped weights start at exactly zero, so they add nothing to L2.
   assert float(bnjax.l2_penalty(small, 1.0, 1)) == pytest.approx(
-      float(bnjax.l2_penalty(unpadded(small, small, [3, 5, 2], 2)[0], 1.0, 1)))
+    float(bnjax.l2_penalty(unpadded(small, small, [3, 5, 2], 2)[0], 1.0, 1))
+  )
   assert not jnp.any(large['layers'][2]['w'])
   # He init with the real fan-in: layer 1 has fan-in 3 (not 40).
   wide, _ = bnjax.mlp_init(key, IN, (400, 400), CLASSES, widths=jnp.asarray([300, 400]))

@@ -26,15 +26,20 @@ def _f32(x):
 
 def _problem(seed, grad_scale=1.0):
   rng = np.random.default_rng(seed)
-  params = {'w': rng.normal(size=(3, 2)).astype(np.float32),
-            'b': rng.normal(size=(4,)).astype(np.float32)}
-  grads = {'w': (grad_scale * rng.normal(size=(STEPS, 3, 2))).astype(np.float32),
-           'b': (grad_scale * rng.normal(size=(STEPS, 4))).astype(np.float32)}
+  params = {
+    'w': rng.normal(size=(3, 2)).astype(np.float32),
+    'b': rng.normal(size=(4,)).astype(np.float32),
+  }
+  grads = {
+    'w': (grad_scale * rng.normal(size=(STEPS, 3, 2))).astype(np.float32),
+    'b': (grad_scale * rng.normal(size=(STEPS, 4))).astype(np.float32),
+  }
   return params, grads
 
 
 def _trajectory(tx, params, grads):
   """Params after each of the updates from `grads` (leading axis = step), and the updates."""
+
   def step(carry, g):
     params, state = carry
     updates, state = tx.update(g, state, params)
@@ -71,10 +76,10 @@ def _notes_reference(family, params, grads, lr, beta1, beta2, eps):
 
 
 FACTORIES = {
-    'sgd': lambda lr, b1, b2, eps: bnjax.sgd(lr),
-    'momentum': lambda lr, b1, b2, eps: bnjax.momentum(lr, b1),
-    'rmsprop': lambda lr, b1, b2, eps: bnjax.rmsprop(lr, b2, eps),
-    'adam': lambda lr, b1, b2, eps: bnjax.adam(lr, b1, b2, eps),
+  'sgd': lambda lr, b1, b2, eps: bnjax.sgd(lr),
+  'momentum': lambda lr, b1, b2, eps: bnjax.momentum(lr, b1),
+  'rmsprop': lambda lr, b1, b2, eps: bnjax.rmsprop(lr, b2, eps),
+  'adam': lambda lr, b1, b2, eps: bnjax.adam(lr, b1, b2, eps),
 }
 
 
@@ -86,16 +91,24 @@ def _run_named(params, grads, lr, beta1, beta2, eps, *, family):
 
 @jax.jit
 def _run_indexed(params, grads, lr, beta1, beta2, eps, family_index):
-  return _trajectory(bnjax.optimizer(lr, family_index, beta1=beta1, beta2=beta2, eps=eps),
-                     params, grads)
+  return _trajectory(
+    bnjax.optimizer(lr, family_index, beta1=beta1, beta2=beta2, eps=eps), params, grads
+  )
 
 
 @FAST
-@given(family=st.sampled_from(FAMILIES), lr=st.floats(1e-3, 1.0),
-       beta1=st.floats(0.0, 0.99), beta2=st.floats(0.5, 0.999),
-       log_eps=st.floats(-8, -1), log_grad_scale=st.floats(-3, 1), seed=st.integers(0, 2**20))
-def test_matches_notes_formula_step_by_step(family, lr, beta1, beta2, log_eps, log_grad_scale,
-                                            seed):
+@given(
+  family=st.sampled_from(FAMILIES),
+  lr=st.floats(1e-3, 1.0),
+  beta1=st.floats(0.0, 0.99),
+  beta2=st.floats(0.5, 0.999),
+  log_eps=st.floats(-8, -1),
+  log_grad_scale=st.floats(-3, 1),
+  seed=st.integers(0, 2**20),
+)
+def test_matches_notes_formula_step_by_step(
+  family, lr, beta1, beta2, log_eps, log_grad_scale, seed
+):
   lr, beta1, beta2, eps = _f32(lr), _f32(beta1), _f32(beta2), _f32(10.0**log_eps)
   params, grads = _problem(seed, 10.0**log_grad_scale)
   got, _ = _run_named(params, grads, lr, beta1, beta2, eps, family=family)
@@ -113,32 +126,41 @@ def test_matches_notes_where_eps_placement_and_bias_correction_matter(family):
   chex.assert_trees_all_close(got, expect, rtol=1e-5, atol=1e-6)
   # Step 1 by hand: v_hat = g and s_hat = g^2 for Adam, so w moves by lr g / (|g| + eps).
   g = grads['b'][0].astype(np.float64)
-  first = {'sgd': -lr * g, 'momentum': -lr * (1 - beta1) * g,
-           'rmsprop': -lr * g / (np.sqrt(1 - beta2) * np.abs(g) + eps),
-           'adam': -lr * g / (np.abs(g) + eps)}[family]
+  first = {
+    'sgd': -lr * g,
+    'momentum': -lr * (1 - beta1) * g,
+    'rmsprop': -lr * g / (np.sqrt(1 - beta2) * np.abs(g) + eps),
+    'adam': -lr * g / (np.abs(g) + eps),
+  }[family]
   np.testing.assert_allclose(updates['b'][0], first, rtol=1e-5)
 
 
 def _optax_pair(family, lr, b1, b2, eps):
-  return {'sgd': optax.sgd(lr),
-          'momentum': optax.sgd(lr * (1 - b1), momentum=b1),
-          'rmsprop': optax.rmsprop(lr, decay=b2, eps=eps, eps_in_sqrt=False),
-          'adam': optax.adam(lr, b1=b1, b2=b2, eps=eps)}[family]
+  return {
+    'sgd': optax.sgd(lr),
+    'momentum': optax.sgd(lr * (1 - b1), momentum=b1),
+    'rmsprop': optax.rmsprop(lr, decay=b2, eps=eps, eps_in_sqrt=False),
+    'adam': optax.adam(lr, b1=b1, b2=b2, eps=eps),
+  }[family]
 
 
 @jax.jit
 def _run_optax_all(params, grads, lr, b1, b2, eps):
-  return {family: _trajectory(_optax_pair(family, lr, b1, b2, eps), params, grads)[0]
-          for family in FAMILIES}
+  return {
+    family: _trajectory(_optax_pair(family, lr, b1, b2, eps), params, grads)[0]
+    for family in FAMILIES
+  }
 
 
-@pytest.mark.parametrize('hp', [(0.1, 0.9, 0.999, 1e-8), (0.03, 0.5, 0.9, 1e-3),
-                                (1.0, 0.0, 0.6, 0.0)])
+@pytest.mark.parametrize(
+  'hp', [(0.1, 0.9, 0.999, 1e-8), (0.03, 0.5, 0.9, 1e-3), (1.0, 0.0, 0.6, 0.0)]
+)
 def test_matches_optax(hp):
   lr, b1, b2, eps = map(_f32, hp)
   params, grads = _problem(2)
-  ours = {family: _run_named(params, grads, lr, b1, b2, eps, family=family)[0]
-          for family in FAMILIES}
+  ours = {
+    family: _run_named(params, grads, lr, b1, b2, eps, family=family)[0] for family in FAMILIES
+  }
   theirs = _run_optax_all(params, grads, lr, b1, b2, eps)
   chex.assert_trees_all_close(ours, theirs, rtol=1e-5, atol=1e-6)
   # The documented relation is not an identity: plain optax.sgd(lr, momentum=b) steps larger.
@@ -152,7 +174,8 @@ def test_rmsprop_matches_optax_with_eps_zero():
   lr, b2 = 0.05, _f32(0.9)
   ours, _ = _run_named(params, grads, lr, 0.9, b2, 0.0, family='rmsprop')
   theirs, _ = jax.jit(lambda p, g: _trajectory(optax.rmsprop(lr, decay=b2, eps=0.0), p, g))(
-      params, grads)
+    params, grads
+  )
   chex.assert_trees_all_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
@@ -164,8 +187,11 @@ def test_traced_family_index_equals_named_family():
     indexed, _ = _run_indexed(params, grads, *hp, jnp.int32(index))
     named, _ = _run_named(params, grads, *hp, family=family)
     chex.assert_trees_all_close(indexed, named, rtol=1e-6, atol=1e-7)
-    string_family, _ = jax.jit(lambda p, g, family=family: _trajectory(
-        bnjax.optimizer(hp[0], family, beta1=hp[1], beta2=hp[2], eps=hp[3]), p, g))(params, grads)
+    string_family, _ = jax.jit(
+      lambda p, g, family=family: _trajectory(
+        bnjax.optimizer(hp[0], family, beta1=hp[1], beta2=hp[2], eps=hp[3]), p, g
+      )
+    )(params, grads)
     chex.assert_trees_all_close(indexed, string_family, rtol=1e-6, atol=1e-7)
     results[family] = np.asarray(indexed['w'][-1])
   # The four families really are different programs.
@@ -177,8 +203,12 @@ def test_traced_family_index_equals_named_family():
 
 def test_string_family_stores_only_the_averages_it_uses():
   params, _ = _problem(5)
-  for family, has_v, has_s in [('sgd', False, False), ('momentum', True, False),
-                               ('rmsprop', False, True), ('adam', True, True)]:
+  for family, has_v, has_s in [
+    ('sgd', False, False),
+    ('momentum', True, False),
+    ('rmsprop', False, True),
+    ('adam', True, True),
+  ]:
     state = bnjax.optimizer(0.1, family).init(params)
     assert (state.velocity is not None) == has_v and (state.square is not None) == has_s
 
@@ -203,8 +233,9 @@ def test_schedule_is_called_with_pre_increment_count():
 @jax.jit
 @chex.assert_max_traces(n=1)
 def _sweep(params, grads, lr, beta1, beta2, eps, family_index):
-  one = lambda *hp: _trajectory(bnjax.optimizer(hp[0], hp[4], beta1=hp[1], beta2=hp[2],
-                                                eps=hp[3]), params, grads)[0]
+  one = lambda *hp: _trajectory(
+    bnjax.optimizer(hp[0], hp[4], beta1=hp[1], beta2=hp[2], eps=hp[3]), params, grads
+  )[0]
   return jax.vmap(one)(lr, beta1, beta2, eps, family_index)
 
 
@@ -213,8 +244,12 @@ def test_vmap_over_hyperparameters_and_family_compiles_once():
   rng = np.random.default_rng(8)
   for _ in range(2):  # A second sweep with new values reuses the compiled program.
     trials = 8
-    hp = {'lr': rng.uniform(0.01, 0.5, trials), 'beta1': rng.uniform(0.0, 0.95, trials),
-          'beta2': rng.uniform(0.8, 0.999, trials), 'eps': 10.0**rng.uniform(-8, -2, trials)}
+    hp = {
+      'lr': rng.uniform(0.01, 0.5, trials),
+      'beta1': rng.uniform(0.0, 0.95, trials),
+      'beta2': rng.uniform(0.8, 0.999, trials),
+      'eps': 10.0 ** rng.uniform(-8, -2, trials),
+    }
     hp = {k: v.astype(np.float32) for k, v in hp.items()}
     family_index = np.arange(trials, dtype=np.int32) % len(FAMILIES)
     got = _sweep(params, grads, hp['lr'], hp['beta1'], hp['beta2'], hp['eps'], family_index)
@@ -222,11 +257,13 @@ def test_vmap_over_hyperparameters_and_family_compiles_once():
       family = FAMILIES[family_index[i]]
       args = [float(hp[k][i]) for k in ('lr', 'beta1', 'beta2', 'eps')]
       loop, _ = _run_named(params, grads, *args, family=family)
-      chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], got), loop,
-                                  rtol=1e-5, atol=1e-6)
+      chex.assert_trees_all_close(
+        jax.tree.map(lambda a, i=i: a[i], got), loop, rtol=1e-5, atol=1e-6
+      )
       expect = _notes_reference(family, params, grads, *args)
-      chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], got), expect,
-                                  rtol=1e-4, atol=1e-5)
+      chex.assert_trees_all_close(
+        jax.tree.map(lambda a, i=i: a[i], got), expect, rtol=1e-4, atol=1e-5
+      )
 
 
 @pytest.mark.parametrize('family', ['nadam', 'SGD', ''])

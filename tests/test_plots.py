@@ -18,12 +18,12 @@ def fake_results(num_trials: int = NUM_TRIALS, vary: bool = True) -> Results:
   rng = np.random.default_rng(0)
   n = num_trials
   table = {
-      'learning_rate': 10.0 ** rng.uniform(-4, -1, n) if vary else np.full(n, 1e-3),
-      'beta1': 1 - 10.0 ** rng.uniform(-3, -1, n) if vary else np.full(n, 0.9),
-      'hidden_units': rng.integers(16, 257, n) if vary else np.full(n, 64),
-      'optimizer': rng.choice(['adam', 'momentum', 'sgd'], n) if vary else np.full(n, 'adam'),
-      'batch_size': np.full(n, 64),  # searched but fixed
-      'weight_decay': np.full(n, 1e-4),  # searched, log, but every trial drew the same
+    'learning_rate': 10.0 ** rng.uniform(-4, -1, n) if vary else np.full(n, 1e-3),
+    'beta1': 1 - 10.0 ** rng.uniform(-3, -1, n) if vary else np.full(n, 0.9),
+    'hidden_units': rng.integers(16, 257, n) if vary else np.full(n, 64),
+    'optimizer': rng.choice(['adam', 'momentum', 'sgd'], n) if vary else np.full(n, 'adam'),
+    'batch_size': np.full(n, 64),  # searched but fixed
+    'weight_decay': np.full(n, 1e-4),  # searched, log, but every trial drew the same
   }
   quality = -np.abs(np.log10(table['learning_rate']) + 2.5) + 0.1 * (table['optimizer'] == 'adam')
   rows, curves = [], {'train_loss': [], 'dev_loss': [], 'dev_accuracy': []}
@@ -37,21 +37,37 @@ def fake_results(num_trials: int = NUM_TRIALS, vary: bool = True) -> Results:
       accuracy_curve = np.where(epochs > 2, np.nan, accuracy_curve)
       loss_curve = np.where(epochs > 2, np.nan, loss_curve)
     nan = float('nan')
-    rows.append({'trial_id': i, **{k: v[i].item() for k, v in table.items()}, 'round': i // 15,
-                 'bucket': 0, 'status': status,
-                 'dev_accuracy': final if status == 'ok' else nan, 'dev_accuracy_std': 0.0,
-                 'dev_loss': float(loss_curve[-1]) if status == 'ok' else nan,
-                 'best_epoch': EPOCHS - 1 if status == 'ok' else -1,
-                 'train_loss': float(loss_curve[-1]) if status == 'ok' else nan,
-                 'diverged_step': 20 if status == 'diverged' else -1, 'test_accuracy': nan})
+    rows.append(
+      {
+        'trial_id': i,
+        **{k: v[i].item() for k, v in table.items()},
+        'round': i // 15,
+        'bucket': 0,
+        'status': status,
+        'dev_accuracy': final if status == 'ok' else nan,
+        'dev_accuracy_std': 0.0,
+        'dev_loss': float(loss_curve[-1]) if status == 'ok' else nan,
+        'best_epoch': EPOCHS - 1 if status == 'ok' else -1,
+        'train_loss': float(loss_curve[-1]) if status == 'ok' else nan,
+        'diverged_step': 20 if status == 'diverged' else -1,
+        'test_accuracy': nan,
+      }
+    )
     curves['dev_accuracy'].append(accuracy_curve)
     curves['train_loss'].append(loss_curve)
     curves['dev_loss'].append(loss_curve + 0.1)
-  scales = {'learning_rate': 'log', 'beta1': 'one_minus_log', 'hidden_units': 'linear',
-            'optimizer': 'categorical', 'batch_size': 'fixed', 'weight_decay': 'log'}
+  scales = {
+    'learning_rate': 'log',
+    'beta1': 'one_minus_log',
+    'hidden_units': 'linear',
+    'optimizer': 'categorical',
+    'batch_size': 'fixed',
+    'weight_decay': 'log',
+  }
   searched = (*table, 'round')
-  return Results(rows, {k: np.asarray(v) for k, v in curves.items()}, searched, 'final',
-                 searched, scales, {})
+  return Results(
+    rows, {k: np.asarray(v) for k, v in curves.items()}, searched, 'final', searched, scales, {}
+  )
 
 
 def assert_png(path):
@@ -67,8 +83,9 @@ def panels(fig):
   return {ax.get_label(): ax for ax in fig.axes}
 
 
-@pytest.mark.parametrize('plot', [plots.plot_hyperparameters, plots.plot_learning_curves,
-                                  plots.plot_parallel_coordinates])
+@pytest.mark.parametrize(
+  'plot', [plots.plot_hyperparameters, plots.plot_learning_curves, plots.plot_parallel_coordinates]
+)
 def test_each_plot_writes_a_png(tmp_path, plot):
   path = plot(fake_results(), tmp_path / 'figure.png')
   assert path == tmp_path / 'figure.png'
@@ -77,8 +94,11 @@ def test_each_plot_writes_a_png(tmp_path, plot):
 
 def test_plot_all_writes_the_three_figures(tmp_path):
   paths = plots.plot_all(fake_results(), tmp_path / 'new_dir')
-  assert [p.name for p in paths] == ['hyperparameters.png', 'learning_curves.png',
-                                     'parallel_coordinates.png']
+  assert [p.name for p in paths] == [
+    'hyperparameters.png',
+    'learning_curves.png',
+    'parallel_coordinates.png',
+  ]
   for path in paths:
     assert_png(path)
 
@@ -114,8 +134,9 @@ def test_diverged_trials_sit_below_all_finished_ones_and_best_is_starred():
   ax = panels(plots.hyperparameters_figure(results))['learning_rate']
   finished, diverged, best = (c.get_offsets() for c in ax.collections)
   assert len(finished) == NUM_TRIALS - len(DIVERGED) and len(diverged) == len(DIVERGED)
-  np.testing.assert_allclose(np.sort(diverged[:, 0]),
-                             np.sort([results.rows[i]['learning_rate'] for i in DIVERGED]))
+  np.testing.assert_allclose(
+    np.sort(diverged[:, 0]), np.sort([results.rows[i]['learning_rate'] for i in DIVERGED])
+  )
   assert np.all(np.isfinite(diverged)) and diverged[:, 1].max() < finished[:, 1].min()
   top = results.best(1)[0]
   np.testing.assert_allclose(best[0], [top['learning_rate'], top['dev_accuracy']])
@@ -133,8 +154,9 @@ def test_normalize_log_axes_and_categories():
   np.testing.assert_allclose(plots.normalize([1e-4, 1e-3, 1e-2], 'log'), [0, 0.5, 1])
   np.testing.assert_allclose(plots.normalize([0.9, 0.99, 0.999], 'one_minus_log'), [0, 0.5, 1])
   np.testing.assert_allclose(plots.normalize([10, 20, 50], 'linear'), [0, 0.25, 1])
-  np.testing.assert_allclose(plots.normalize(['sgd', 'adam', 'momentum'], 'categorical'),
-                             [1, 0, 0.5])
+  np.testing.assert_allclose(
+    plots.normalize(['sgd', 'adam', 'momentum'], 'categorical'), [1, 0, 0.5]
+  )
   np.testing.assert_allclose(plots.normalize([3.0, 3.0], 'log'), [0.5, 0.5])
   np.testing.assert_allclose(plots.normalize([1e-3], 'log', reference=[1e-4, 1e-2]), [0.5])
 
@@ -178,14 +200,16 @@ def test_learning_curves_show_top_k_with_their_ids():
   top = results.best(3)
   curves = [line for line in ax_accuracy.lines if len(line.get_xdata()) == EPOCHS]
   assert len(curves) == 3
-  np.testing.assert_allclose(curves[0].get_ydata(),
-                             results.curves['dev_accuracy'][top[0]['trial_id']])
-  np.testing.assert_allclose(ax_loss.lines[0].get_ydata(),
-                             results.curves['train_loss'][top[0]['trial_id']])
+  np.testing.assert_allclose(
+    curves[0].get_ydata(), results.curves['dev_accuracy'][top[0]['trial_id']]
+  )
+  np.testing.assert_allclose(
+    ax_loss.lines[0].get_ydata(), results.curves['train_loss'][top[0]['trial_id']]
+  )
   labels = [text.get_text() for text in fig.legends[0].get_texts()]
   assert len(labels) == 3
   for row, label in zip(top, labels, strict=True):
-    assert f"trial {row['trial_id']}" in label and 'learning_rate=' in label
+    assert f'trial {row["trial_id"]}' in label and 'learning_rate=' in label
 
 
 def test_plots_leave_rc_params_alone(tmp_path):

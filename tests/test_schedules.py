@@ -30,20 +30,30 @@ def _np_exponential(init, rate, steps_per_epoch, step, staircase=True):
 
 
 def _evaluate(make, staircase):
-  return jax.jit(lambda init, rate, spe, steps: jax.vmap(make(init, rate, spe,
-                                                              staircase=staircase))(steps))
+  return jax.jit(
+    lambda init, rate, spe, steps: jax.vmap(make(init, rate, spe, staircase=staircase))(steps)
+  )
 
 
-_JITTED = {(kind, staircase): _evaluate(make, staircase)
-           for kind, make in [('inverse', bnjax.inverse_time_decay),
-                              ('exponential', bnjax.exponential_decay)]
-           for staircase in (True, False)}
+_JITTED = {
+  (kind, staircase): _evaluate(make, staircase)
+  for kind, make in [
+    ('inverse', bnjax.inverse_time_decay),
+    ('exponential', bnjax.exponential_decay),
+  ]
+  for staircase in (True, False)
+}
 _REFERENCE = {'inverse': _np_inverse_time, 'exponential': _np_exponential}
 
 
 @FAST
-@given(kind=st.sampled_from(['inverse', 'exponential']), staircase=st.booleans(),
-       init=st.floats(1e-4, 1.0), rate=st.floats(0.3, 0.99), spe=st.integers(1, 10))
+@given(
+  kind=st.sampled_from(['inverse', 'exponential']),
+  staircase=st.booleans(),
+  init=st.floats(1e-4, 1.0),
+  rate=st.floats(0.3, 0.99),
+  spe=st.integers(1, 10),
+)
 def test_schedules_equal_formulas(kind, staircase, init, rate, spe):
   got = _JITTED[kind, staircase](init, rate, spe, STEPS)
   chex.assert_shape(got, STEPS.shape)
@@ -53,19 +63,24 @@ def test_schedules_equal_formulas(kind, staircase, init, rate, spe):
 
 def test_staircase_epochs_count_from_zero():
   schedule = bnjax.exponential_decay(1.0, 0.5, 3)
-  np.testing.assert_allclose(jax.vmap(schedule)(jnp.arange(10)),
-                             [1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.125])
+  np.testing.assert_allclose(
+    jax.vmap(schedule)(jnp.arange(10)), [1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.125]
+  )
   schedule = bnjax.inverse_time_decay(1.0, 1.0, 2, staircase=False)
-  np.testing.assert_allclose(jax.vmap(schedule)(jnp.arange(5)), [1, 1 / 1.5, 0.5, 0.4, 1 / 3],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    jax.vmap(schedule)(jnp.arange(5)), [1, 1 / 1.5, 0.5, 0.4, 1 / 3], rtol=1e-6
+  )
 
 
 @jax.jit
 @chex.assert_max_traces(n=1)
 def _sweep(init, rate, spe, steps):
   def per_trial(i, r, s):
-    return {'inverse': jax.vmap(bnjax.inverse_time_decay(i, r, s))(steps),
-            'exponential': jax.vmap(bnjax.exponential_decay(i, r, s))(steps)}
+    return {
+      'inverse': jax.vmap(bnjax.inverse_time_decay(i, r, s))(steps),
+      'exponential': jax.vmap(bnjax.exponential_decay(i, r, s))(steps),
+    }
+
   return jax.vmap(per_trial)(init, rate, spe)
 
 
@@ -80,15 +95,18 @@ def test_traced_in_every_argument():
       chex.assert_shape(got[kind], (5, STEPS.size))
       for i in range(5):
         np.testing.assert_allclose(
-            got[kind][i],
-            _REFERENCE[kind](float(init[i]), float(rate[i]), int(spe[i]), STEPS), rtol=1e-5)
+          got[kind][i],
+          _REFERENCE[kind](float(init[i]), float(rate[i]), int(spe[i]), STEPS),
+          rtol=1e-5,
+        )
 
 
 @pytest.mark.parametrize('init, rate, spe', [(0.1, 0.95, 3), (1.0, 0.5, 1), (0.02, 0.9, 7)])
 def test_exponential_matches_optax_staircase(init, rate, spe):
   ours = jax.vmap(bnjax.exponential_decay(init, rate, spe))(STEPS)
-  theirs = jax.vmap(optax.exponential_decay(init, transition_steps=spe, decay_rate=rate,
-                                            staircase=True))(STEPS)
+  theirs = jax.vmap(
+    optax.exponential_decay(init, transition_steps=spe, decay_rate=rate, staircase=True)
+  )(STEPS)
   np.testing.assert_allclose(ours, theirs, rtol=1e-6)
 
 
@@ -111,10 +129,14 @@ def test_decayed_kind_is_traced_and_selects_the_schedule():
     got = _decayed_sweep(kind, init, decay, spe, STEPS)
     for i in range(trials):
       a, d, s = float(init[i]), float(decay[i]), int(spe[i])
-      expect = [np.full(STEPS.shape, a), _np_inverse_time(a, d, s, STEPS),
-                _np_exponential(a, 1.0 - d, s, STEPS)][kind[i]]
+      expect = [
+        np.full(STEPS.shape, a),
+        _np_inverse_time(a, d, s, STEPS),
+        _np_exponential(a, 1.0 - d, s, STEPS),
+      ][kind[i]]
       np.testing.assert_allclose(got[i], expect, rtol=1e-5)
   # decay = 0 is no decay for every kind.
-  flat = _decayed_sweep(kind, np.full(trials, 0.3, np.float32), np.zeros(trials, np.float32),
-                        spe, STEPS)
+  flat = _decayed_sweep(
+    kind, np.full(trials, 0.3, np.float32), np.zeros(trials, np.float32), spe, STEPS
+  )
   np.testing.assert_allclose(flat, np.full((trials, STEPS.size), 0.3), rtol=1e-6)

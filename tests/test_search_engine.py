@@ -27,18 +27,19 @@ RTOL, ATOL = 1e-5, 1e-6
 CURVES = ('train_loss', 'dev_loss', 'dev_accuracy')
 # One bucket per static setting however far apart the widths are (where the
 # engine can split buckets by width), so that padding is what gets tested.
-ONE_BUCKET = ({'width_ratio': None} if 'width_ratio' in inspect.signature(run_trials).parameters
-              else {})
+ONE_BUCKET = (
+  {'width_ratio': None} if 'width_ratio' in inspect.signature(run_trials).parameters else {}
+)
 
 # Six sane trials in one bucket padded to (12, 12), widths close enough that
 # no width-based bucketing splits them.
 TABLE = {
-    'hidden_units': [12, 10, 11, 12, 10, 12],
-    'num_layers': [2, 1, 2, 1, 2, 2],
-    'learning_rate': [1e-2, 3e-2, 3e-3, 1e-1, 2e-2, 5e-3],
-    'optimizer': ['adam', 'momentum', 'adam', 'sgd', 'rmsprop', 'adam'],
-    'keep_prob': [1.0, 0.8, 1.0, 0.9, 1.0, 0.7],
-    'batch_size': [32] * 6,
+  'hidden_units': [12, 10, 11, 12, 10, 12],
+  'num_layers': [2, 1, 2, 1, 2, 2],
+  'learning_rate': [1e-2, 3e-2, 3e-3, 1e-1, 2e-2, 5e-3],
+  'optimizer': ['adam', 'momentum', 'adam', 'sgd', 'rmsprop', 'adam'],
+  'keep_prob': [1.0, 0.8, 1.0, 0.9, 1.0, 0.7],
+  'batch_size': [32] * 6,
 }
 
 
@@ -63,6 +64,7 @@ def compile_once(tmp_path_factory):
   only the last bits of the numbers.
   """
   from jax.experimental.compilation_cache import compilation_cache
+
   names = ('jax_compilation_cache_dir', 'jax_disable_most_optimizations')
   saved = {name: jax.config.values[name] for name in names}
   path = tmp_path_factory.getbasetemp() / 'jax_compilation_cache'
@@ -92,8 +94,11 @@ def run(table, splits, **options):
 def assert_same_trials(got, want, trials_got, trials_want=None, exact=False):
   """Curves and row metrics of some trials of `got` equal those of `want`."""
   trials_want = trials_got if trials_want is None else trials_want
-  check = np.testing.assert_array_equal if exact else (
-      lambda a, b: np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL))
+  check = (
+    np.testing.assert_array_equal
+    if exact
+    else (lambda a, b: np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL))
+  )
   for name in CURVES:
     check(got.curves[name][trials_got], want.curves[name][trials_want])
   for name in ('dev_accuracy', 'dev_loss', 'train_loss', 'best_epoch'):
@@ -108,10 +113,10 @@ def chunked(splits):
   assert len(devices) == 4, 'tests/conftest.py should give four CPU devices'
   one = devices[:1]
   return {
-      'four_devices': run(TABLE, splits, chunk_size=4, test=False),
-      'again': run(TABLE, splits, chunk_size=4, test=False),
-      'chunk_2': run(TABLE, splits, devices=one, chunk_size=2, test=False),
-      'one_device': run(TABLE, splits, devices=one, test=False),
+    'four_devices': run(TABLE, splits, chunk_size=4, test=False),
+    'again': run(TABLE, splits, chunk_size=4, test=False),
+    'chunk_2': run(TABLE, splits, devices=one, chunk_size=2, test=False),
+    'one_device': run(TABLE, splits, devices=one, test=False),
   }
 
 
@@ -120,8 +125,13 @@ def chunked(splits):
 
 @pytest.fixture(scope='module')
 def searched(splits):
-  space = {'learning_rate': LogUniform(1e-3, 3e-1), 'keep_prob': Uniform(0.7, 1.0),
-           'hidden_units': 12, 'num_layers': 2, 'batch_size': 32}
+  space = {
+    'learning_rate': LogUniform(1e-3, 3e-1),
+    'keep_prob': Uniform(0.7, 1.0),
+    'hidden_units': 12,
+    'num_layers': 2,
+    'batch_size': 32,
+  }
   return random_search(space, splits, 4, seed=3, epochs=EPOCHS, top_k=2, chunk_size=4)
 
 
@@ -129,8 +139,17 @@ def test_results_rows_in_trial_order_with_every_column(searched):
   results, n = searched, 4
   assert len(results) == n
   assert list(results.column('trial_id')) == list(range(n))
-  for name in ('trial_id', *DEFAULTS, 'bucket', 'status', 'dev_accuracy', 'dev_loss',
-               'best_epoch', 'train_loss', 'test_accuracy'):
+  for name in (
+    'trial_id',
+    *DEFAULTS,
+    'bucket',
+    'status',
+    'dev_accuracy',
+    'dev_loss',
+    'best_epoch',
+    'train_loss',
+    'test_accuracy',
+  ):
     assert name in results.columns, name
     assert all(name in row for row in results.rows), name
   assert results.searched[:2] == ('learning_rate', 'keep_prob')
@@ -142,11 +161,11 @@ def test_results_rows_in_trial_order_with_every_column(searched):
   for name in CURVES:
     assert results.curves[name].shape == (n, EPOCHS)
   # select='final': a row's dev metrics are its curves at the last epoch.
-  np.testing.assert_array_equal(results.column('dev_accuracy'),
-                                results.curves['dev_accuracy'][:, -1])
+  np.testing.assert_array_equal(
+    results.column('dev_accuracy'), results.curves['dev_accuracy'][:, -1]
+  )
   np.testing.assert_array_equal(results.column('dev_loss'), results.curves['dev_loss'][:, -1])
-  np.testing.assert_array_equal(results.column('train_loss'),
-                                results.curves['train_loss'][:, -1])
+  np.testing.assert_array_equal(results.column('train_loss'), results.curves['train_loss'][:, -1])
   accuracy = results.column('dev_accuracy')
   assert np.all((accuracy > 0.2) & (accuracy <= 1.0))
   np.testing.assert_allclose(accuracy * 60, np.round(accuracy * 60), atol=1e-4)
@@ -178,8 +197,9 @@ def test_csv_and_dataframe_have_one_row_per_trial(searched, tmp_path):
     rows = list(reader)
   assert reader.fieldnames == list(results.columns)
   assert [int(row['trial_id']) for row in rows] == list(range(len(results)))
-  np.testing.assert_allclose([float(row['dev_accuracy']) for row in rows],
-                             results.column('dev_accuracy'))
+  np.testing.assert_allclose(
+    [float(row['dev_accuracy']) for row in rows], results.column('dev_accuracy')
+  )
   assert [row['optimizer'] for row in rows] == list(results.column('optimizer'))
   frame = results.to_dataframe()
   assert len(frame) == len(results) and list(frame.columns) == list(results.columns)
@@ -192,10 +212,18 @@ def test_csv_and_dataframe_have_one_row_per_trial(searched, tmp_path):
 
 def test_results_do_not_depend_on_the_widths_of_neighbours(splits):
   # A (narrow, with dropout) alone is padded to width 4; beside B, to width 12.
-  narrow = {'hidden_units': [4, 3], 'num_layers': [2, 2], 'learning_rate': [1e-2, 3e-2],
-            'optimizer': ['adam', 'momentum'], 'keep_prob': [0.8, 0.9], 'batch_size': [32, 32]}
-  wide = {name: [*column, value] for (name, column), value in zip(
-      narrow.items(), [12, 2, 1e-2, 'adam', 1.0, 32], strict=True)}
+  narrow = {
+    'hidden_units': [4, 3],
+    'num_layers': [2, 2],
+    'learning_rate': [1e-2, 3e-2],
+    'optimizer': ['adam', 'momentum'],
+    'keep_prob': [0.8, 0.9],
+    'batch_size': [32, 32],
+  }
+  wide = {
+    name: [*column, value]
+    for (name, column), value in zip(narrow.items(), [12, 2, 1e-2, 'adam', 1.0, 32], strict=True)
+  }
   alone = run(narrow, splits, test=False)
   beside = run(wide, splits, test=False)
   assert beside.info['buckets'] == 1, 'A and B must share one padded program'
@@ -204,10 +232,17 @@ def test_results_do_not_depend_on_the_widths_of_neighbours(splits):
 
 
 def test_results_do_not_depend_on_the_depths_of_neighbours(splits):
-  shallow = {'hidden_units': [12, 12], 'num_layers': [1, 1], 'learning_rate': [1e-2, 3e-2],
-             'keep_prob': [0.8, 1.0], 'batch_size': [32, 32]}
-  deep = {name: [*column, value] for (name, column), value in zip(
-      shallow.items(), [12, 2, 1e-2, 1.0, 32], strict=True)}
+  shallow = {
+    'hidden_units': [12, 12],
+    'num_layers': [1, 1],
+    'learning_rate': [1e-2, 3e-2],
+    'keep_prob': [0.8, 1.0],
+    'batch_size': [32, 32],
+  }
+  deep = {
+    name: [*column, value]
+    for (name, column), value in zip(shallow.items(), [12, 2, 1e-2, 1.0, 32], strict=True)
+  }
   alone = run(shallow, splits, test=False)
   beside = run(deep, splits, test=False)
   assert beside.info['buckets'] == 1
@@ -259,11 +294,13 @@ def test_divergent_neighbours_leave_sane_trials_alone(splits, chunked):
 def test_one_compile_per_bucket_and_rows_back_in_trial_order(splits):
   # Bucket 0: BN, (12, 12), the strategy tests' program. Bucket 1: no BN, one
   # layer (cheap to compile).
-  table = {'hidden_units': [12, 10, 11, 12, 10, 12, 11, 12],
-           'num_layers': [2, 1, 2, 2, 1, 2, 1, 1],
-           'learning_rate': [1e-2, 3e-2, 3e-3, 1e-1, 2e-2, 5e-3, 2e-2, 3e-2],
-           'batch_norm': [True, False, True, True, False, True, True, False],
-           'batch_size': [32] * 8}
+  table = {
+    'hidden_units': [12, 10, 11, 12, 10, 12, 11, 12],
+    'num_layers': [2, 1, 2, 2, 1, 2, 1, 1],
+    'learning_rate': [1e-2, 3e-2, 3e-3, 1e-1, 2e-2, 5e-3, 2e-2, 3e-2],
+    'batch_norm': [True, False, True, True, False, True, True, False],
+    'batch_size': [32] * 8,
+  }
   mixed = run(table, splits, chunk_size=4, test=False)
   with_bn = run({**table, 'batch_norm': [True] * 8}, splits, chunk_size=4, test=False)
   info = mixed.info
@@ -281,44 +318,60 @@ def test_one_compile_per_bucket_and_rows_back_in_trial_order(splits):
 
 
 def test_select_best_picks_the_best_epoch(splits):
-  table = {'hidden_units': [12, 10, 12, 11], 'num_layers': [1, 1, 1, 1],
-           'learning_rate': [3e-1, 1.0, 3e-2, 1e-2], 'optimizer': ['sgd', 'sgd', 'adam', 'adam'],
-           'batch_size': [32] * 4}
+  table = {
+    'hidden_units': [12, 10, 12, 11],
+    'num_layers': [1, 1, 1, 1],
+    'learning_rate': [3e-1, 1.0, 3e-2, 1e-2],
+    'optimizer': ['sgd', 'sgd', 'adam', 'adam'],
+    'batch_size': [32] * 4,
+  }
   results = run(table, splits, epochs=4, select='best', test=False)
   curve = results.curves['dev_accuracy']
   best_epoch = results.column('best_epoch')
   np.testing.assert_array_equal(best_epoch, np.argmax(curve, axis=1))
   np.testing.assert_array_equal(results.column('dev_accuracy'), curve.max(axis=1))
   trials = np.arange(len(results))
-  np.testing.assert_array_equal(results.column('dev_loss'),
-                                results.curves['dev_loss'][trials, best_epoch])
-  np.testing.assert_array_equal(results.column('train_loss'),
-                                results.curves['train_loss'][trials, best_epoch])
+  np.testing.assert_array_equal(
+    results.column('dev_loss'), results.curves['dev_loss'][trials, best_epoch]
+  )
+  np.testing.assert_array_equal(
+    results.column('train_loss'), results.curves['train_loss'][trials, best_epoch]
+  )
   assert np.any(best_epoch < 3), 'pick a table where some trial peaks before the last epoch'
 
 
 # ---------------------------------------------------------------------------- executions
 
-EXECUTIONS_TABLE = {'hidden_units': [12, 11, 10], 'num_layers': [2, 2, 1],
-                    'learning_rate': [2e-2, 3e-1, 1e-3], 'optimizer': ['adam', 'sgd', 'adam'],
-                    'keep_prob': [0.8, 1.0, 0.9], 'batch_size': [32] * 3}
+EXECUTIONS_TABLE = {
+  'hidden_units': [12, 11, 10],
+  'num_layers': [2, 2, 1],
+  'learning_rate': [2e-2, 3e-1, 1e-3],
+  'optimizer': ['adam', 'sgd', 'adam'],
+  'keep_prob': [0.8, 1.0, 0.9],
+  'batch_size': [32] * 3,
+}
 
 
 @pytest.fixture(scope='module')
 def executions(splits):
   """Three trials x three executions, in chunks of 4, and each execution by hand."""
   seed, count = 7, 3
-  results = run(EXECUTIONS_TABLE, splits, seed=seed, executions_per_trial=count, chunk_size=4,
-                top_k=3)
-  config = bnjax.TrainConfig(epochs=EPOCHS, batch_size=32, hidden_sizes=(12, 12),
-                             num_classes=3)
+  results = run(
+    EXECUTIONS_TABLE, splits, seed=seed, executions_per_trial=count, chunk_size=4, top_k=3
+  )
+  config = bnjax.TrainConfig(epochs=EPOCHS, batch_size=32, hidden_sizes=(12, 12), num_classes=3)
   hps = []
   for trial in range(3):
     width, depth = EXECUTIONS_TABLE['hidden_units'][trial], EXECUTIONS_TABLE['num_layers'][trial]
-    hps += [bnjax.hparams(learning_rate=EXECUTIONS_TABLE['learning_rate'][trial],
-                          optimizer=EXECUTIONS_TABLE['optimizer'][trial],
-                          keep_prob=EXECUTIONS_TABLE['keep_prob'][trial],
-                          widths=[width, width if depth > 1 else 1], depth=depth)] * count
+    hps += [
+      bnjax.hparams(
+        learning_rate=EXECUTIONS_TABLE['learning_rate'][trial],
+        optimizer=EXECUTIONS_TABLE['optimizer'][trial],
+        keep_prob=EXECUTIONS_TABLE['keep_prob'][trial],
+        widths=[width, width if depth > 1 else 1],
+        depth=depth,
+      )
+    ] * count
   hp = jax.tree.map(lambda *leaves: jnp.stack(leaves), *hps)
   keys = trial_keys(seed, np.repeat(np.arange(3), count), np.tile(np.arange(count), 3))
   data = bnjax.TrainData(*(jnp.asarray(a) for a in splits[:4]))
@@ -338,16 +391,16 @@ def test_executions_report_the_mean_of_their_runs(executions):
   results, per_run, _ = executions
   assert len(results) == 3 and list(results.column('trial_id')) == [0, 1, 2]
   final = {name: per_run[name][:, :, -1] for name in CURVES}
-  np.testing.assert_allclose(results.column('dev_accuracy'), final['dev_accuracy'].mean(1),
-                             rtol=RTOL, atol=ATOL)
-  np.testing.assert_allclose(results.column('dev_accuracy_std'), final['dev_accuracy'].std(1),
-                             rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(
+    results.column('dev_accuracy'), final['dev_accuracy'].mean(1), rtol=RTOL, atol=ATOL
+  )
+  np.testing.assert_allclose(
+    results.column('dev_accuracy_std'), final['dev_accuracy'].std(1), rtol=RTOL, atol=ATOL
+  )
   np.testing.assert_allclose(results.column('dev_loss'), final['dev_loss'].mean(1), rtol=RTOL)
-  np.testing.assert_allclose(results.column('train_loss'), final['train_loss'].mean(1),
-                             rtol=RTOL)
+  np.testing.assert_allclose(results.column('train_loss'), final['train_loss'].mean(1), rtol=RTOL)
   for name in CURVES:
-    np.testing.assert_allclose(results.curves[name], per_run[name].mean(1), rtol=RTOL,
-                               atol=ATOL)
+    np.testing.assert_allclose(results.curves[name], per_run[name].mean(1), rtol=RTOL, atol=ATOL)
   assert np.any(results.column('dev_accuracy_std') > 0), 'the seeds should disagree somewhere'
   # Trial 0's three runs finished in the first chunk: its test accuracy is theirs.
   _, _, tested = executions

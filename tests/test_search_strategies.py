@@ -18,8 +18,10 @@ EPOCHS = 2
 N = 4
 FIXED = {'hidden_units': 12, 'num_layers': 2, 'batch_size': 32}
 SPACE = {'learning_rate': LogUniform(1e-3, 1e-1), 'keep_prob': Uniform(0.8, 1.0), **FIXED}
-SPEC = ('learning_rate=log:1e-3:1e-1,keep_prob=uniform:0.8:1.0,hidden_units=fixed:12,'
-        'num_layers=fixed:2,batch_size=fixed:32')
+SPEC = (
+  'learning_rate=log:1e-3:1e-1,keep_prob=uniform:0.8:1.0,hidden_units=fixed:12,'
+  'num_layers=fixed:2,batch_size=fixed:32'
+)
 
 
 def blobs(rng, centers, n):
@@ -38,6 +40,7 @@ def compile_once(tmp_path_factory):
   only the last bits of the numbers.
   """
   from jax.experimental.compilation_cache import compilation_cache
+
   names = ('jax_compilation_cache_dir', 'jax_disable_most_optimizations')
   saved = {name: jax.config.values[name] for name in names}
   path = tmp_path_factory.getbasetemp() / 'jax_compilation_cache'
@@ -75,8 +78,9 @@ def test_grid_search_runs_the_cartesian_product(splits):
 
 @pytest.fixture(scope='module')
 def rounds(splits):
-  return coarse_to_fine(SPACE, splits, N, rounds=2, keep=0.25, shrink=0.5, seed=1, top_k=2,
-                        epochs=EPOCHS)
+  return coarse_to_fine(
+    SPACE, splits, N, rounds=2, keep=0.25, shrink=0.5, seed=1, top_k=2, epochs=EPOCHS
+  )
 
 
 def test_coarse_to_fine_runs_rounds_with_fresh_ids(rounds):
@@ -114,10 +118,11 @@ def test_coarse_to_fine_tests_the_overall_top_k_once(rounds):
 @pytest.fixture(scope='module')
 def sampled(splits):
   options = dict(epochs=EPOCHS, top_k=1)
-  return {'spec': random_search(SPEC, splits, N, seed=5, **options),
-          'dict': random_search({**SPACE, 'hidden_units': Fixed(12)}, splits, N, seed=5,
-                                **options),
-          'other_seed': random_search(SPACE, splits, N, seed=6, **options)}
+  return {
+    'spec': random_search(SPEC, splits, N, seed=5, **options),
+    'dict': random_search({**SPACE, 'hidden_units': Fixed(12)}, splits, N, seed=5, **options),
+    'other_seed': random_search(SPACE, splits, N, seed=6, **options),
+  }
 
 
 def test_random_search_takes_a_spec_string_or_a_dict(sampled):

@@ -8,8 +8,9 @@ import pytest
 
 import bnjax
 
-CONFIG = bnjax.TrainConfig(epochs=4, batch_size=16, hidden_sizes=(8, 8), num_classes=3,
-                           eval_batch_size=32)
+CONFIG = bnjax.TrainConfig(
+  epochs=4, batch_size=16, hidden_sizes=(8, 8), num_classes=3, eval_batch_size=32
+)
 
 
 def blobs(n, seed):
@@ -24,8 +25,9 @@ def blobs(n, seed):
 @pytest.fixture(scope='module')
 def data():
   x, y = blobs(160, 0)
-  return bnjax.TrainData(jnp.asarray(x[:128]), jnp.asarray(y[:128]), jnp.asarray(x[128:]),
-                         jnp.asarray(y[128:]))
+  return bnjax.TrainData(
+    jnp.asarray(x[:128]), jnp.asarray(y[:128]), jnp.asarray(x[128:]), jnp.asarray(y[128:])
+  )
 
 
 def stack(dicts):
@@ -34,27 +36,41 @@ def stack(dicts):
 
 def test_learns_blobs(data):
   config = CONFIG._replace(epochs=10)
-  result = jax.jit(bnjax.make_train(config))(bnjax.hparams(learning_rate=1e-2),
-                                             jax.random.key(0), data)
+  result = jax.jit(bnjax.make_train(config))(
+    bnjax.hparams(learning_rate=1e-2), jax.random.key(0), data
+  )
   curve = np.asarray(result.metrics['dev_accuracy'])
   assert curve[-1] >= 0.9, curve
   assert result.metrics['train_loss'][-1] < result.metrics['train_loss'][0]
   assert not result.diverged and int(result.diverged_step) == -1
   # The metrics are the eval-mode (running statistics) dev metrics.
-  loss, acc = bnjax.evaluate(config, bnjax.hparams(), result.params, result.model_state,
-                             data.x_dev, data.y_dev)
+  loss, acc = bnjax.evaluate(
+    config, bnjax.hparams(), result.params, result.model_state, data.x_dev, data.y_dev
+  )
   np.testing.assert_allclose(acc, curve[-1])
   np.testing.assert_allclose(loss, result.metrics['dev_loss'][-1], rtol=1e-5)
 
 
 def test_vmap_over_hparams_equals_python_loop(data):
-  trials = [bnjax.hparams(learning_rate=lr, optimizer=opt, beta1=b1, l2=l2, keep_prob=kp,
-                          lr_schedule=sched, lr_decay=0.1, bn_momentum=bm, init=init)
-            for lr, opt, b1, l2, kp, sched, bm, init in [
-                (1e-2, 'adam', 0.9, 0.0, 1.0, 'constant', 0.99, 'he'),
-                (3e-2, 'momentum', 0.8, 1e-2, 0.8, 'inverse_time', 0.9, 'xavier'),
-                (1e-1, 'sgd', 0.0, 0.0, 1.0, 'exponential', 0.5, 'he'),
-                (1e-3, 'rmsprop', 0.9, 1e-1, 0.9, 'constant', 0.999, 'xavier')]]
+  trials = [
+    bnjax.hparams(
+      learning_rate=lr,
+      optimizer=opt,
+      beta1=b1,
+      l2=l2,
+      keep_prob=kp,
+      lr_schedule=sched,
+      lr_decay=0.1,
+      bn_momentum=bm,
+      init=init,
+    )
+    for lr, opt, b1, l2, kp, sched, bm, init in [
+      (1e-2, 'adam', 0.9, 0.0, 1.0, 'constant', 0.99, 'he'),
+      (3e-2, 'momentum', 0.8, 1e-2, 0.8, 'inverse_time', 0.9, 'xavier'),
+      (1e-1, 'sgd', 0.0, 0.0, 1.0, 'exponential', 0.5, 'he'),
+      (1e-3, 'rmsprop', 0.9, 1e-1, 0.9, 'constant', 0.999, 'xavier'),
+    ]
+  ]
   keys = [jax.random.fold_in(jax.random.key(1), i) for i in range(len(trials))]
   train = bnjax.make_train(CONFIG)
   single = jax.jit(chex.assert_max_traces(train, n=1))
@@ -84,8 +100,9 @@ def test_diverged_params_stop_changing(data):
   three = jax.jit(bnjax.make_train(CONFIG._replace(epochs=3)))(hp, jax.random.key(0), data)
   assert 0 <= int(three.diverged_step) < 128 // 16  # It blew up in the first epoch...
   # ...so two more epochs of steps change neither params nor BN statistics.
-  chex.assert_trees_all_equal((one_epoch.params, one_epoch.model_state),
-                              (three.params, three.model_state))
+  chex.assert_trees_all_equal(
+    (one_epoch.params, one_epoch.model_state), (three.params, three.model_state)
+  )
 
 
 def test_select_best_returns_best_epoch_params(data):
@@ -94,8 +111,7 @@ def test_select_best_returns_best_epoch_params(data):
   result = jax.jit(bnjax.make_train(config))(hp, jax.random.key(2), data)
   curve = np.asarray(result.metrics['dev_accuracy'])
   assert int(result.best_epoch) == int(np.argmax(curve))
-  _, acc = bnjax.evaluate(config, hp, result.params, result.model_state, data.x_dev,
-                          data.y_dev)
+  _, acc = bnjax.evaluate(config, hp, result.params, result.model_state, data.x_dev, data.y_dev)
   np.testing.assert_allclose(acc, curve.max())
 
 

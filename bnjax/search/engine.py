@@ -54,17 +54,29 @@ def trial_keys(seed: int, trial_ids: np.ndarray, executions: np.ndarray) -> jax.
   """Key of each (trial, execution): independent of chunking and neighbours."""
   base = jax.random.key(seed)
   return jax.vmap(lambda t, e: jax.random.fold_in(jax.random.fold_in(base, t), e))(
-      jnp.asarray(trial_ids, jnp.uint32), jnp.asarray(executions, jnp.uint32))
+    jnp.asarray(trial_ids, jnp.uint32), jnp.asarray(executions, jnp.uint32)
+  )
 
 
-def run_trials(table: dict, splits: Splits, *, seed: int = 0, epochs: int = 20,
-               executions_per_trial: int = 1, select: str = 'final', top_k: int = 5,
-               test: bool = True,
-               chunk_size: int | None = None, devices: Sequence[jax.Device] | None = None,
-               eval_batch_size: int = 1024, width_ratio: float | None = 1.5,
-               first_trial_id: int = 0,
-               hyperparameters: Sequence[str] | None = None, scales: dict | None = None,
-               progress: Callable[[int, int], None] | None = None) -> Results:
+def run_trials(
+  table: dict,
+  splits: Splits,
+  *,
+  seed: int = 0,
+  epochs: int = 20,
+  executions_per_trial: int = 1,
+  select: str = 'final',
+  top_k: int = 5,
+  test: bool = True,
+  chunk_size: int | None = None,
+  devices: Sequence[jax.Device] | None = None,
+  eval_batch_size: int = 1024,
+  width_ratio: float | None = 1.5,
+  first_trial_id: int = 0,
+  hyperparameters: Sequence[str] | None = None,
+  scales: dict | None = None,
+  progress: Callable[[int, int], None] | None = None,
+) -> Results:
   """Trains every row of `table` and returns the `Results`.
 
   Args:
@@ -98,16 +110,25 @@ def run_trials(table: dict, splits: Splits, *, seed: int = 0, epochs: int = 20,
   n_train = splits.x_train.shape[0]
   largest_batch = int(np.max(table['batch_size']))
   if largest_batch > n_train:
-    raise ValueError(f'batch_size {largest_batch} exceeds the {n_train} training examples; '
-                     'lower the batch_size range of the space.')
+    raise ValueError(
+      f'batch_size {largest_batch} exceeds the {n_train} training examples; '
+      'lower the batch_size range of the space.'
+    )
   devices = list(devices or jax.local_devices())
   mesh = Mesh(np.asarray(devices), ('trials',))
   sharded = NamedSharding(mesh, PartitionSpec('trials'))
-  data = jax.device_put(TrainData(splits.x_train, splits.y_train, splits.x_dev, splits.y_dev),
-                        NamedSharding(mesh, PartitionSpec()))
-  buckets = trial_table.make_buckets(table, epochs=epochs, num_classes=splits.num_classes,
-                                     select=select, eval_batch_size=eval_batch_size,
-                                     width_ratio=width_ratio)
+  data = jax.device_put(
+    TrainData(splits.x_train, splits.y_train, splits.x_dev, splits.y_dev),
+    NamedSharding(mesh, PartitionSpec()),
+  )
+  buckets = trial_table.make_buckets(
+    table,
+    epochs=epochs,
+    num_classes=splits.num_classes,
+    select=select,
+    eval_batch_size=eval_batch_size,
+    width_ratio=width_ratio,
+  )
   executions = executions_per_trial
   outcome = {}  # trial index -> per-execution metrics (host numpy)
   pool = []  # the best trials so far, with their params, for the test
@@ -126,10 +147,10 @@ def run_trials(table: dict, splits: Splits, *, seed: int = 0, epochs: int = 20,
     flat = np.repeat(np.arange(len(bucket.trial_ids)), executions)
     flat_exec = np.tile(np.arange(executions), len(bucket.trial_ids))
     for begin in range(0, len(flat), size):
-      rows = flat[begin:begin + size]
+      rows = flat[begin : begin + size]
       pad = size - len(rows)  # the last chunk repeats its first row; results dropped
       rows_padded = np.concatenate([rows, np.full(pad, rows[0])])
-      exec_padded = np.concatenate([flat_exec[begin:begin + size], np.zeros(pad, np.int64)])
+      exec_padded = np.concatenate([flat_exec[begin : begin + size], np.zeros(pad, np.int64)])
       ids = bucket.trial_ids[rows_padded]
       hp = jax.device_put({k: v[rows_padded] for k, v in hp_all.items()}, sharded)
       keys = jax.device_put(trial_keys(seed, first_trial_id + ids, exec_padded), sharded)
@@ -143,8 +164,7 @@ def run_trials(table: dict, splits: Splits, *, seed: int = 0, epochs: int = 20,
         entry['runs'].append((j, jax.tree.map(lambda a, j=j: a[j], metrics)))
         if len(entry['runs']) == executions:
           chunk_done[trial] = [j for j, _ in entry['runs']]
-      pool = _keep_best(pool, chunk_done, outcome, result, bucket, select, top_k,
-                        table, hp_all)
+      pool = _keep_best(pool, chunk_done, outcome, result, bucket, select, top_k, table, hp_all)
       done = sum(len(e['runs']) == executions for e in outcome.values())
       if progress:
         progress(done, num_trials)
@@ -154,8 +174,9 @@ def run_trials(table: dict, splits: Splits, *, seed: int = 0, epochs: int = 20,
   info['seconds'] = time.perf_counter() - start
   searched = tuple(hyperparameters or table.keys())
   names = searched + tuple(name for name in table if name not in searched)
-  results = Results(rows, curves, names, select, searched, dict(scales or {}), info,
-                    candidates=pool)
+  results = Results(
+    rows, curves, names, select, searched, dict(scales or {}), info, candidates=pool
+  )
   return test_top_k(results, splits, top_k) if test else results
 
 
@@ -189,25 +210,32 @@ def _selected(metrics: dict, select: str) -> tuple[float, float, float, int]:
   epoch = len(accuracy) - 1
   if select == 'best' and not np.all(np.isnan(accuracy)):
     epoch = int(np.nanargmax(accuracy))
-  return (float(accuracy[epoch]), float(metrics['dev_loss'][epoch]),
-          float(metrics['train_loss'][epoch]), epoch)
+  return (
+    float(accuracy[epoch]),
+    float(metrics['dev_loss'][epoch]),
+    float(metrics['train_loss'][epoch]),
+    epoch,
+  )
 
 
 def _summarize(entry: dict, select: str) -> dict:
   runs = [run for _, run in entry['runs']]
   picked = np.asarray([_selected(metrics, select) for metrics, _ in runs])
   diverged = [int(step) for _, step in runs if step >= 0]
-  mean_curve = np.nanmean(np.asarray([m['dev_accuracy'] for m, _ in runs]), axis=0) \
-      if not diverged else np.asarray(runs[0][0]['dev_accuracy'])
+  mean_curve = (
+    np.nanmean(np.asarray([m['dev_accuracy'] for m, _ in runs]), axis=0)
+    if not diverged
+    else np.asarray(runs[0][0]['dev_accuracy'])
+  )
   return {
-      'status': 'diverged' if diverged else 'ok',
-      'dev_accuracy': float(np.mean(picked[:, 0])) if not diverged else float('nan'),
-      'dev_accuracy_std': float(np.std(picked[:, 0])) if not diverged else float('nan'),
-      'dev_loss': float(np.mean(picked[:, 1])) if not diverged else float('nan'),
-      'best_epoch': int(np.nanargmax(mean_curve)) if not np.all(np.isnan(mean_curve)) else -1,
-      'train_loss': float(np.mean(picked[:, 2])) if not diverged else float('nan'),
-      'diverged_step': min(diverged) if diverged else -1,
-      'test_accuracy': float('nan'),
+    'status': 'diverged' if diverged else 'ok',
+    'dev_accuracy': float(np.mean(picked[:, 0])) if not diverged else float('nan'),
+    'dev_accuracy_std': float(np.std(picked[:, 0])) if not diverged else float('nan'),
+    'dev_loss': float(np.mean(picked[:, 1])) if not diverged else float('nan'),
+    'best_epoch': int(np.nanargmax(mean_curve)) if not np.all(np.isnan(mean_curve)) else -1,
+    'train_loss': float(np.mean(picked[:, 2])) if not diverged else float('nan'),
+    'diverged_step': min(diverged) if diverged else -1,
+    'test_accuracy': float('nan'),
   }
 
 
@@ -234,20 +262,30 @@ def _keep_best(pool, chunk_done, outcome, result, bucket, select, top_k, table, 
   candidates.sort(key=lambda c: rank_key(c[0]))
   for summary, trial, positions in candidates[:top_k]:
     take = lambda tree, positions=positions: jax.device_get(
-        jax.tree.map(lambda a: a[np.asarray(positions)], tree))
+      jax.tree.map(lambda a: a[np.asarray(positions)], tree)
+    )
     local = int(np.flatnonzero(bucket.trial_ids == trial)[0])
-    pool.append({'trial': trial, 'summary': summary, 'config': bucket.config,
-                 'hp': {k: v[local] for k, v in hp_all.items()},
-                 'params': take(result.params), 'model_state': take(result.model_state)})
+    pool.append(
+      {
+        'trial': trial,
+        'summary': summary,
+        'config': bucket.config,
+        'hp': {k: v[local] for k, v in hp_all.items()},
+        'params': take(result.params),
+        'model_state': take(result.model_state),
+      }
+    )
   pool.sort(key=lambda e: rank_key(e['summary']))
   return pool[:top_k]
 
 
 def _test_accuracy(entry: dict, splits: Splits) -> float:
   """Mean test accuracy over a configuration's executions, in eval mode."""
+
   def accuracy(params, model_state):
-    return evaluate(entry['config'], entry['hp'], params, model_state, splits.x_test,
-                    splits.y_test)[1]
+    return evaluate(
+      entry['config'], entry['hp'], params, model_state, splits.x_test, splits.y_test
+    )[1]
+
   accuracies = jax.jit(jax.vmap(accuracy))(entry['params'], entry['model_state'])
   return float(np.mean(np.asarray(accuracies)))
-

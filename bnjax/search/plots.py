@@ -19,8 +19,15 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from bnjax.search.results import Results
 
 DPI = 110
-STYLE = {'font.size': 9, 'axes.titlesize': 10, 'axes.labelsize': 9, 'legend.fontsize': 8,
-         'xtick.labelsize': 8, 'ytick.labelsize': 8, 'figure.titlesize': 12}
+STYLE = {
+  'font.size': 9,
+  'axes.titlesize': 10,
+  'axes.labelsize': 9,
+  'legend.fontsize': 8,
+  'xtick.labelsize': 8,
+  'ytick.labelsize': 8,
+  'figure.titlesize': 12,
+}
 _SKIPPED = ('round',)  # bookkeeping columns, not hyperparameters
 
 
@@ -82,8 +89,14 @@ def hyperparameters_figure(results: Results) -> Figure:
   fig.suptitle(f'Dev accuracy per hyperparameter ({len(results)} trials, {diverged} diverged)')
   if not names:
     ax = fig.add_subplot()
-    ax.text(0.5, 0.5, 'No searched hyperparameter varies\n(all fixed or all equal).',
-            ha='center', va='center', transform=ax.transAxes)
+    ax.text(
+      0.5,
+      0.5,
+      'No searched hyperparameter varies\n(all fixed or all equal).',
+      ha='center',
+      va='center',
+      transform=ax.transAxes,
+    )
     ax.set_axis_off()
     return fig
   finite = accuracy[~failed]
@@ -99,16 +112,36 @@ def hyperparameters_figure(results: Results) -> Figure:
     if failed.any():
       ax.scatter(x[failed], np.full(int(failed.sum()), floor), marker='x', s=28, color='red')
     if best is not None:
-      ax.scatter(x[best], accuracy[best], marker='*', s=180, color='gold', edgecolor='black',
-                 linewidth=0.8, zorder=3)
+      ax.scatter(
+        x[best],
+        accuracy[best],
+        marker='*',
+        s=180,
+        color='gold',
+        edgecolor='black',
+        linewidth=0.8,
+        zorder=3,
+      )
     ax.set_ylabel('dev accuracy')
     ax.grid(True, alpha=0.3)
-  handles = [Line2D([], [], ls='', marker='o', color='tab:blue', label='finished trial'),
-             Line2D([], [], ls='', marker='x', color='red', label='diverged (drawn at bottom)')]
+  handles = [
+    Line2D([], [], ls='', marker='o', color='tab:blue', label='finished trial'),
+    Line2D([], [], ls='', marker='x', color='red', label='diverged (drawn at bottom)'),
+  ]
   if best is not None:
     trial = results.rows[best]['trial_id']
-    handles.append(Line2D([], [], ls='', marker='*', markersize=12, color='gold',
-                          markeredgecolor='black', label=f'best (trial {trial})'))
+    handles.append(
+      Line2D(
+        [],
+        [],
+        ls='',
+        marker='*',
+        markersize=12,
+        color='gold',
+        markeredgecolor='black',
+        label=f'best (trial {trial})',
+      )
+    )
   fig.legend(handles=handles, loc='outside lower center', ncol=len(handles))
   return fig
 
@@ -127,14 +160,14 @@ def learning_curves_figure(results: Results, k: int = 5) -> Figure:
     accuracy = results.curves['dev_accuracy'][i]
     loss = results.curves['train_loss'][i]
     epochs = np.arange(1, len(accuracy) + 1)
-    settings = ', '.join(f'{name}={_format(row[name], scale_of(results, name))}'
-                         for name in names)
-    label = f"#{rank + 1} trial {row['trial_id']}" + (f': {settings}' if settings else '')
-    line, = ax_accuracy.plot(epochs, accuracy, lw=2.2 if rank == 0 else 1.3, label=label)
+    settings = ', '.join(f'{name}={_format(row[name], scale_of(results, name))}' for name in names)
+    label = f'#{rank + 1} trial {row["trial_id"]}' + (f': {settings}' if settings else '')
+    (line,) = ax_accuracy.plot(epochs, accuracy, lw=2.2 if rank == 0 else 1.3, label=label)
     ax_loss.plot(epochs, loss, lw=2.2 if rank == 0 else 1.3, color=line.get_color())
     if 0 <= row.get('best_epoch', -1) < len(accuracy):
-      ax_accuracy.plot(epochs[row['best_epoch']], accuracy[row['best_epoch']], 'o',
-                       color=line.get_color())
+      ax_accuracy.plot(
+        epochs[row['best_epoch']], accuracy[row['best_epoch']], 'o', color=line.get_color()
+      )
     losses.append(loss)
   ax_accuracy.set(title='Dev accuracy', xlabel='epoch', ylabel='dev accuracy')
   ax_loss.set(title='Train loss', xlabel='epoch', ylabel='train loss')
@@ -160,24 +193,34 @@ def parallel_coordinates_figure(results: Results, k: int = 20) -> Figure:
   names = varying_names(results)
   top = [row for row in results.best(k) if row['status'] == 'ok'][::-1]  # best drawn last
   fig = Figure(figsize=(max(6.0, 1.6 * (len(names) + 1) + 2.0), 4.8), layout='constrained')
-  fig.suptitle(f'Top {len(top)} trials across the searched hyperparameters'
-               + ('' if names else ' (none varies)'))
+  fig.suptitle(
+    f'Top {len(top)} trials across the searched hyperparameters'
+    + ('' if names else ' (none varies)')
+  )
   ax = fig.add_subplot()
   if not top:
     ax.text(0.5, 0.5, 'no finished trial', ha='center', transform=ax.transAxes)
     ax.set_axis_off()
     return fig
   accuracy = np.asarray([row['dev_accuracy'] for row in top], dtype=np.float64)
-  positions = [normalize([row[n] for row in top], scale_of(results, n), results.column(n))
-               for n in names]
+  positions = [
+    normalize([row[n] for row in top], scale_of(results, n), results.column(n)) for n in names
+  ]
   positions.append(normalize(accuracy, 'linear'))
   positions_TxA = np.stack(positions, axis=1)
   color_norm = mpl.colors.Normalize(accuracy.min(), accuracy.max() + 1e-12)
   colormap = mpl.colormaps['viridis']
   for i in range(len(top)):
     best = i == len(top) - 1
-    ax.plot(np.arange(len(positions)), positions_TxA[i], color=colormap(color_norm(accuracy[i])),
-            lw=2.6 if best else 1.2, alpha=1.0 if best else 0.75, marker='o', markersize=3)
+    ax.plot(
+      np.arange(len(positions)),
+      positions_TxA[i],
+      color=colormap(color_norm(accuracy[i])),
+      lw=2.6 if best else 1.2,
+      alpha=1.0 if best else 0.75,
+      marker='o',
+      markersize=3,
+    )
   for axis, name in enumerate((*names, 'dev_accuracy')):
     ax.axvline(axis, color='0.4', lw=0.8)
     if name == 'dev_accuracy':
@@ -220,9 +263,11 @@ def plot_all(results: Results, output_dir) -> list[pathlib.Path]:
   """Writes hyperparameters.png, learning_curves.png and parallel_coordinates.png."""
   output_dir = pathlib.Path(output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
-  return [plot_hyperparameters(results, output_dir / 'hyperparameters.png'),
-          plot_learning_curves(results, output_dir / 'learning_curves.png'),
-          plot_parallel_coordinates(results, output_dir / 'parallel_coordinates.png')]
+  return [
+    plot_hyperparameters(results, output_dir / 'hyperparameters.png'),
+    plot_learning_curves(results, output_dir / 'learning_curves.png'),
+    plot_parallel_coordinates(results, output_dir / 'parallel_coordinates.png'),
+  ]
 
 
 def _save(build, path, results: Results, **options) -> pathlib.Path:
@@ -274,9 +319,15 @@ def _label_inner_categories(ax, axis: int, values) -> None:
   if len(categories) > 8:  # too many to read; the ends say the order
     return
   for i, category in enumerate(categories[1:-1], 1):
-    ax.text(axis + 0.04, i / (len(categories) - 1), _format(category, 'categorical'),
-            ha='left', va='center', fontsize=8,
-            bbox={'boxstyle': 'round,pad=0.15', 'facecolor': 'white', 'alpha': 0.7, 'lw': 0})
+    ax.text(
+      axis + 0.04,
+      i / (len(categories) - 1),
+      _format(category, 'categorical'),
+      ha='left',
+      va='center',
+      fontsize=8,
+      bbox={'boxstyle': 'round,pad=0.15', 'facecolor': 'white', 'alpha': 0.7, 'lw': 0},
+    )
 
 
 def _accuracy(results: Results) -> tuple[np.ndarray, np.ndarray]:

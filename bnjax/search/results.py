@@ -7,18 +7,28 @@ from typing import Any
 
 import numpy as np
 
-METRIC_COLUMNS = ('status', 'dev_accuracy', 'dev_accuracy_std', 'dev_loss', 'best_epoch',
-                  'train_loss', 'diverged_step', 'test_accuracy')
+METRIC_COLUMNS = (
+  'status',
+  'dev_accuracy',
+  'dev_accuracy_std',
+  'dev_loss',
+  'best_epoch',
+  'train_loss',
+  'diverged_step',
+  'test_accuracy',
+)
 
 
 def rank_key(row: dict) -> tuple:
   """Sort key, best first: finished before diverged, then dev accuracy, then dev loss."""
   accuracy = row['dev_accuracy']
   loss = row['dev_loss']
-  return (row['status'] != 'ok',
-          -accuracy if math.isfinite(accuracy) else math.inf,
-          loss if math.isfinite(loss) else math.inf,
-          row['trial_id'])
+  return (
+    row['status'] != 'ok',
+    -accuracy if math.isfinite(accuracy) else math.inf,
+    loss if math.isfinite(loss) else math.inf,
+    row['trial_id'],
+  )
 
 
 @dataclasses.dataclass
@@ -39,6 +49,7 @@ class Results:
     select: 'final' or 'best': the epoch whose dev metrics rank a trial.
     info: run facts (buckets, compiles, chunks, devices, seconds).
   """
+
   rows: list[dict]
   curves: dict[str, np.ndarray]
   hyperparameters: tuple[str, ...]
@@ -78,13 +89,19 @@ class Results:
       cells += [_format(row[name]) for name in names]
       accuracy = _format(row['dev_accuracy'])
       if row['dev_accuracy_std'] > 0:
-        accuracy += f"±{row['dev_accuracy_std']:.3f}"
-      cells += [accuracy, _format(row['dev_loss']), str(row['best_epoch']),
-                _format(row['test_accuracy']), row['status']]
+        accuracy += f'±{row["dev_accuracy_std"]:.3f}'
+      cells += [
+        accuracy,
+        _format(row['dev_loss']),
+        str(row['best_epoch']),
+        _format(row['test_accuracy']),
+        row['status'],
+      ]
       lines.append(cells)
     widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
-    render = lambda cells: '  '.join(cell.rjust(width) for cell, width in zip(cells, widths,
-                                                                              strict=True))
+    render = lambda cells: '  '.join(
+      cell.rjust(width) for cell, width in zip(cells, widths, strict=True)
+    )
     rule = '-' * len(render(header))
     return '\n'.join([render(header), rule, *map(render, lines)])
 
@@ -122,9 +139,16 @@ def concatenate(parts: list[Results]) -> Results:
   for part in parts:
     for key, value in part.info.items():
       info[key] = info.get(key, 0) + value if key != 'devices' else value
-  curves = {name: np.concatenate([part.curves[name] for part in parts])
-            for name in parts[0].curves}
+  curves = {name: np.concatenate([part.curves[name] for part in parts]) for name in parts[0].curves}
   searched = tuple(dict.fromkeys(name for part in parts for name in part.searched))
   scales = {name: scale for part in parts for name, scale in part.scales.items()}
-  return Results([row for part in parts for row in part.rows], curves, names, parts[0].select,
-                 searched, scales, info, [entry for part in parts for entry in part.candidates])
+  return Results(
+    [row for part in parts for row in part.rows],
+    curves,
+    names,
+    parts[0].select,
+    searched,
+    scales,
+    info,
+    [entry for part in parts for entry in part.candidates],
+  )

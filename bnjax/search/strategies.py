@@ -32,8 +32,9 @@ def space_scales(space: Space) -> dict[str, str]:
   return {name: dist.scale for name, dist in space.items()}
 
 
-def random_search(space, splits: Splits, num_trials: int, *, seed: int = 0,
-                  **engine_options) -> Results:
+def random_search(
+  space, splits: Splits, num_trials: int, *, seed: int = 0, **engine_options
+) -> Results:
   """`num_trials` configurations drawn at random from `space`, trained at once.
 
   Args:
@@ -48,12 +49,19 @@ def random_search(space, splits: Splits, num_trials: int, *, seed: int = 0,
   if num_trials < 1:
     raise ValueError(f'num_trials must be >= 1; got {num_trials}.')
   table = space.sample(_sampling_key(seed, 0), num_trials)
-  return run_trials(table, splits, seed=seed, hyperparameters=space.names,
-                    scales=space_scales(space), **engine_options)
+  return run_trials(
+    table,
+    splits,
+    seed=seed,
+    hyperparameters=space.names,
+    scales=space_scales(space),
+    **engine_options,
+  )
 
 
-def grid_search(space, splits: Splits, points_per_axis: int = 3, *, seed: int = 0,
-                **engine_options) -> Results:
+def grid_search(
+  space, splits: Splits, points_per_axis: int = 3, *, seed: int = 0, **engine_options
+) -> Results:
   """Every combination of `points_per_axis` values per axis, each on its own scale.
 
   The notes' point: with the same budget, a grid tries only `points_per_axis`
@@ -62,13 +70,28 @@ def grid_search(space, splits: Splits, points_per_axis: int = 3, *, seed: int = 
   """
   space = as_space(space)
   table = space.grid(points_per_axis)
-  return run_trials(table, splits, seed=seed, hyperparameters=space.names,
-                    scales=space_scales(space), **engine_options)
+  return run_trials(
+    table,
+    splits,
+    seed=seed,
+    hyperparameters=space.names,
+    scales=space_scales(space),
+    **engine_options,
+  )
 
 
-def coarse_to_fine(space, splits: Splits, num_trials: int, *, rounds: int = 2,
-                   keep: float = 0.1, shrink: float = 0.5, seed: int = 0, top_k: int = 5,
-                   **engine_options) -> Results:
+def coarse_to_fine(
+  space,
+  splits: Splits,
+  num_trials: int,
+  *,
+  rounds: int = 2,
+  keep: float = 0.1,
+  shrink: float = 0.5,
+  seed: int = 0,
+  top_k: int = 5,
+  **engine_options,
+) -> Results:
   """Random search in rounds, each range shrunk around the previous bests.
 
   Round `r + 1` samples `num_trials` new configurations from `space` refined
@@ -82,9 +105,17 @@ def coarse_to_fine(space, splits: Splits, num_trials: int, *, rounds: int = 2,
   parts = []
   for round_index in range(rounds):
     table = space.sample(_sampling_key(seed, round_index), num_trials)
-    part = run_trials(table, splits, seed=seed, first_trial_id=round_index * num_trials,
-                      hyperparameters=space.names, scales=space_scales(space), top_k=top_k,
-                      test=False, **engine_options)
+    part = run_trials(
+      table,
+      splits,
+      seed=seed,
+      first_trial_id=round_index * num_trials,
+      hyperparameters=space.names,
+      scales=space_scales(space),
+      top_k=top_k,
+      test=False,
+      **engine_options,
+    )
     for row in part.rows:
       row['round'] = round_index
     part.searched = (*part.searched, 'round')
@@ -93,8 +124,9 @@ def coarse_to_fine(space, splits: Splits, num_trials: int, *, rounds: int = 2,
     results = concatenate(parts)
     best = results.best(max(1, int(round(keep * len(results)))))
     best = [row for row in best if row['status'] == 'ok'] or best
-    space = space.refine({name: np.asarray([row[name] for row in best]) for name in space.names},
-                         shrink=shrink)
+    space = space.refine(
+      {name: np.asarray([row[name] for row in best]) for name in space.names}, shrink=shrink
+    )
   return test_top_k(results, splits, top_k)
 
 

@@ -16,8 +16,19 @@ from bnjax.space import with_defaults
 from bnjax.training import CATEGORIES, TrainConfig
 
 STATIC = ('batch_size', 'activation', 'batch_norm', 'bn_placement')
-TRACED = ('learning_rate', 'optimizer', 'beta1', 'beta2', 'eps', 'lr_schedule', 'lr_decay',
-          'l2', 'keep_prob', 'bn_momentum', 'init')
+TRACED = (
+  'learning_rate',
+  'optimizer',
+  'beta1',
+  'beta2',
+  'eps',
+  'lr_schedule',
+  'lr_decay',
+  'l2',
+  'keep_prob',
+  'bn_momentum',
+  'init',
+)
 
 
 class Bucket(NamedTuple):
@@ -47,8 +58,9 @@ def layer_widths(table: dict[str, np.ndarray]) -> np.ndarray:
   return np.where(np.arange(max_depth) < depth[:, None], widths, 1)
 
 
-def traced_hparams(table: dict[str, np.ndarray], ids: np.ndarray,
-                   max_depth: int) -> dict[str, np.ndarray]:
+def traced_hparams(
+  table: dict[str, np.ndarray], ids: np.ndarray, max_depth: int
+) -> dict[str, np.ndarray]:
   """The hyperparameter dict `train` takes, with a leading trial axis."""
   out = {}
   for name in TRACED:
@@ -63,9 +75,15 @@ def traced_hparams(table: dict[str, np.ndarray], ids: np.ndarray,
   return out
 
 
-def make_buckets(table: dict[str, np.ndarray], *, epochs: int, num_classes: int,
-                 select: str = 'final', eval_batch_size: int = 1024,
-                 width_ratio: float | None = 1.5) -> list[Bucket]:
+def make_buckets(
+  table: dict[str, np.ndarray],
+  *,
+  epochs: int,
+  num_classes: int,
+  select: str = 'final',
+  eval_batch_size: int = 1024,
+  width_ratio: float | None = 1.5,
+) -> list[Bucket]:
   """Groups trials by their static values, then by width.
 
   Padding a 100-unit trial to 300 units costs it 9 times the work, so a
@@ -84,17 +102,23 @@ def make_buckets(table: dict[str, np.ndarray], *, epochs: int, num_classes: int,
     for group in _width_groups(ids, trial_width, width_ratio):
       values = dict(zip(STATIC, static, strict=True))
       config = TrainConfig(
-          epochs=epochs, batch_size=int(values['batch_size']),
-          hidden_sizes=(int(trial_width[group].max()),) * int(depth[group].max()),
-          num_classes=num_classes, activation=values['activation'],
-          batch_norm=bool(values['batch_norm']), bn_placement=values['bn_placement'],
-          eval_batch_size=eval_batch_size, select=select)
+        epochs=epochs,
+        batch_size=int(values['batch_size']),
+        hidden_sizes=(int(trial_width[group].max()),) * int(depth[group].max()),
+        num_classes=num_classes,
+        activation=values['activation'],
+        batch_norm=bool(values['batch_norm']),
+        bn_placement=values['bn_placement'],
+        eval_batch_size=eval_batch_size,
+        select=select,
+      )
       buckets.append(Bucket(values, group, config))
   return buckets
 
 
-def _width_groups(ids: np.ndarray, trial_width: np.ndarray,
-                  width_ratio: float | None) -> list[np.ndarray]:
+def _width_groups(
+  ids: np.ndarray, trial_width: np.ndarray, width_ratio: float | None
+) -> list[np.ndarray]:
   if width_ratio is None:
     return [ids]
   if width_ratio < 1:
@@ -112,4 +136,3 @@ def _width_groups(ids: np.ndarray, trial_width: np.ndarray,
 def plain(value):
   """numpy scalars to Python, so bucket keys print and compare cleanly."""
   return value.item() if isinstance(value, np.generic) else value
-
