@@ -26,7 +26,7 @@ from experiments import common
 
 EPOCHS = flags.DEFINE_integer('epochs', 40, 'Passes over the training split.')
 BATCH_SIZE = flags.DEFINE_integer('batch_size', 128, 'Mini-batch size.')
-LEARNING_RATE = flags.DEFINE_float('learning_rate', 3e-3, 'Initial learning rate alpha0.')
+LEARNING_RATE = flags.DEFINE_float('learning_rate', 0.02, 'Initial learning rate alpha0.')
 OPTIMIZER = flags.DEFINE_enum(
   'optimizer',
   'adam',
@@ -42,7 +42,7 @@ LR_SCHEDULE = flags.DEFINE_enum(
   'Learning-rate decay per epoch.',
 )
 LR_DECAY = flags.DEFINE_float(
-  'lr_decay', 0.1, 'inverse_time: lr/(1+d*epoch); exponential: lr*(1-d)**epoch.'
+  'lr_decay', 0.05, 'inverse_time: lr/(1+d*epoch); exponential: lr*(1-d)**epoch.'
 )
 L2 = flags.DEFINE_float('l2', 0.0, 'L2 lambda: lambda/(2m) * sum ||W||^2 in the cost.')
 KEEP_PROB = flags.DEFINE_float('keep_prob', 0.8, 'Inverted-dropout keep probability.')

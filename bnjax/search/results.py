@@ -82,7 +82,7 @@ class Results:
   def summary(self, k: int = 10, names: tuple[str, ...] | None = None) -> str:
     """A text table of the top `k` trials."""
     names = names or self.searched or self.hyperparameters
-    header = ['rank', 'trial', *names, 'dev_acc', 'dev_loss', 'epoch', 'test_acc', 'status']
+    header = ['rank', 'trial', *names, 'dev_acc', 'dev_loss', 'best_epoch', 'test_acc', 'status']
     lines = []
     for rank, row in enumerate(self.best(k), 1):
       cells = [str(rank), str(row['trial_id'])]
