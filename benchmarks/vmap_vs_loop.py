@@ -23,9 +23,8 @@ from absl import app, flags
 
 import bnjax
 from bnjax import data as bn_data
-from bnjax.search import engine, strategies
+from bnjax.search import DEFAULT_SPACE, engine, strategies
 from bnjax.search import trials as trial_table
-from experiments.random_search import DEFAULT_SPACE
 
 NUM_TRIALS = flags.DEFINE_integer('num_trials', 24, 'Trials on each side.')
 EPOCHS = flags.DEFINE_integer('epochs', 5, 'Epochs per trial.')

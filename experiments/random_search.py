@@ -27,17 +27,7 @@ from bnjax.search import plots
 from bnjax.space import SpaceError
 from experiments import common
 
-# The notes' example (learning rate 10**r, beta1 = 1 - 10**r, integer units
-# and layers), with ranges moved to where BN-MLPs do well on MNIST-1D and the
-# run stays under 5 minutes on a 2-core CPU: layers wider than the notes'
-# 50..100 (3 x 384 units reach ~74% where 3 x 256 reach ~72%), a learning rate
-# range without the decades where Adam only diverges or crawls, dropout, and
-# 1/(1 + d * epoch) decay.
-DEFAULT_SPACE = (
-  'learning_rate=log:5e-3:5e-2,beta1=1mlog:0.8:0.95,hidden_units=int:256:448,'
-  'num_layers=int:2:3,keep_prob=uniform:0.7:0.9,lr_schedule=fixed:inverse_time,'
-  'lr_decay=log:0.02:0.15'
-)
+DEFAULT_SPACE = search.DEFAULT_SPACE
 
 SPACE = flags.DEFINE_string(
   'space',
