@@ -184,9 +184,11 @@ def test_top_k(results: Results, splits: Splits, k: int) -> Results:
   """Evaluates the `k` best configurations on the test split, once, in eval mode.
 
   Fills their `test_accuracy` (the rest stay NaN) and drops the kept params.
+  Diverged trials are never tested: their numbers would mean nothing.
   """
   by_id = {row['trial_id']: row for row in results.rows}
   kept = sorted(results.candidates, key=lambda e: rank_key(by_id[e['trial']]))
+  kept = [entry for entry in kept if by_id[entry['trial']]['status'] == 'ok']
   for entry in kept[:k]:
     by_id[entry['trial']]['test_accuracy'] = _test_accuracy(entry, splits)
   results.candidates = []
