@@ -13,26 +13,28 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from bnjax import schedules
+from bnjax import schedules, space_names
 from bnjax.losses import l2_penalty, softmax_cross_entropy
 from bnjax.mlp import INIT_GAINS, mlp_apply, mlp_init
 from bnjax.optimizers import FAMILIES, optimizer
 
-# Numeric hyperparameters and their defaults. `optimizer`, `lr_schedule` and
-# `init` are categorical but traced, as indices (see `hparams`).
-DEFAULTS = {
-  'learning_rate': 1e-3,
-  'optimizer': 'adam',
-  'beta1': 0.9,
-  'beta2': 0.999,
-  'eps': 1e-8,
-  'lr_schedule': 'constant',
-  'lr_decay': 0.0,
-  'l2': 0.0,
-  'keep_prob': 1.0,
-  'bn_momentum': 0.99,
-  'init': 'he',
-}
+# The hyperparameters `train` traces, with the canonical defaults of
+# `bnjax.space_names`. `optimizer`, `lr_schedule` and `init` are categorical
+# but traced, as indices (see `hparams`).
+TRACED = (
+  'learning_rate',
+  'optimizer',
+  'beta1',
+  'beta2',
+  'eps',
+  'lr_schedule',
+  'lr_decay',
+  'l2',
+  'keep_prob',
+  'bn_momentum',
+  'init',
+)
+DEFAULTS = {name: space_names.DEFAULTS[name] for name in TRACED}
 CATEGORIES = {'optimizer': FAMILIES, 'lr_schedule': schedules.SCHEDULES, 'init': tuple(INIT_GAINS)}
 
 

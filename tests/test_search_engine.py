@@ -8,7 +8,6 @@ the four CPU devices in chunks of 4 trials, as in the strategy tests.
 """
 
 import csv
-import inspect
 import math
 
 import jax
@@ -17,19 +16,24 @@ import numpy as np
 import pytest
 
 import bnjax
-from bnjax.data import Splits
 from bnjax.search import engine, random_search, run_trials
 from bnjax.search.engine import trial_keys
 from bnjax.space import DEFAULTS, LogUniform, Uniform
 
+pytestmark = pytest.mark.usefixtures('search_compile_cache')
+
+
+@pytest.fixture(scope='module')
+def splits(blob_splits):
+  return blob_splits
+
+
 EPOCHS = 2
 RTOL, ATOL = 1e-5, 1e-6
 CURVES = ('train_loss', 'dev_loss', 'dev_accuracy')
-# One bucket per static setting however far apart the widths are (where the
-# engine can split buckets by width), so that padding is what gets tested.
-ONE_BUCKET = (
-  {'width_ratio': None} if 'width_ratio' in inspect.signature(run_trials).parameters else {}
-)
+# One bucket per static setting however far apart the widths are, so that
+# padding is what gets tested.
+ONE_BUCKET = {'width_ratio': None}
 
 # Six sane trials in one bucket padded to (12, 12), widths close enough that
 # no width-based bucketing splits them.
@@ -45,46 +49,6 @@ TABLE = {
 
 def columns(**values):
   return {name: np.asarray(column) for name, column in values.items()}
-
-
-def blobs(rng, centers, n):
-  """Three overlapping Gaussian blobs in 6-D: learnable, but not solved in two epochs."""
-  y = rng.integers(0, 3, size=n)
-  x = centers[y] + 1.5 * rng.normal(size=(n, 6))
-  return x.astype(np.float32), y.astype(np.int32)
-
-
-@pytest.fixture(scope='module', autouse=True)
-def compile_once(tmp_path_factory):
-  """Compiles each distinct program once per session, and cheaply; restored afterwards.
-
-  `run_trials` jits its buckets anew on every call, so a persistent cache
-  (shared by the search test modules) lets equal programs compile once. XLA's
-  optimization passes cost more than they save on these tiny runs, and change
-  only the last bits of the numbers.
-  """
-  from jax.experimental.compilation_cache import compilation_cache
-
-  names = ('jax_compilation_cache_dir', 'jax_disable_most_optimizations')
-  saved = {name: jax.config.values[name] for name in names}
-  path = tmp_path_factory.getbasetemp() / 'jax_compilation_cache'
-  path.mkdir(exist_ok=True)
-  jax.config.update('jax_compilation_cache_dir', str(path))
-  jax.config.update('jax_disable_most_optimizations', True)
-  compilation_cache.reset_cache()
-  yield
-  for name, value in saved.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-  jax.clear_caches()  # no unoptimized executable outlives this module
-
-
-@pytest.fixture(scope='module')
-def splits():
-  rng = np.random.default_rng(0)
-  centers = rng.normal(size=(3, 6))
-  parts = [blobs(rng, centers, n) for n in (200, 60, 60)]
-  return Splits(*parts[0], *parts[1], *parts[2], num_classes=3, name='blobs')
 
 
 def run(table, splits, **options):

@@ -6,13 +6,19 @@ Every space here fixes 12 units x 2 layers and batch size 32, so each search of
 
 import math
 
-import jax
 import numpy as np
 import pytest
 
-from bnjax.data import Splits
 from bnjax.search import coarse_to_fine, grid_search, random_search
 from bnjax.space import Fixed, LogUniform, Uniform
+
+pytestmark = pytest.mark.usefixtures('search_compile_cache')
+
+
+@pytest.fixture(scope='module')
+def splits(blob_splits):
+  return blob_splits
+
 
 EPOCHS = 2
 N = 4
@@ -22,45 +28,6 @@ SPEC = (
   'learning_rate=log:1e-3:1e-1,keep_prob=uniform:0.8:1.0,hidden_units=fixed:12,'
   'num_layers=fixed:2,batch_size=fixed:32'
 )
-
-
-def blobs(rng, centers, n):
-  y = rng.integers(0, 3, size=n)
-  x = centers[y] + 1.5 * rng.normal(size=(n, 6))
-  return x.astype(np.float32), y.astype(np.int32)
-
-
-@pytest.fixture(scope='module', autouse=True)
-def compile_once(tmp_path_factory):
-  """Compiles each distinct program once per session, and cheaply; restored afterwards.
-
-  `run_trials` jits its buckets anew on every call, so a persistent cache
-  (shared by the search test modules) lets equal programs compile once. XLA's
-  optimization passes cost more than they save on these tiny runs, and change
-  only the last bits of the numbers.
-  """
-  from jax.experimental.compilation_cache import compilation_cache
-
-  names = ('jax_compilation_cache_dir', 'jax_disable_most_optimizations')
-  saved = {name: jax.config.values[name] for name in names}
-  path = tmp_path_factory.getbasetemp() / 'jax_compilation_cache'
-  path.mkdir(exist_ok=True)
-  jax.config.update('jax_compilation_cache_dir', str(path))
-  jax.config.update('jax_disable_most_optimizations', True)
-  compilation_cache.reset_cache()
-  yield
-  for name, value in saved.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-  jax.clear_caches()  # no unoptimized executable outlives this module
-
-
-@pytest.fixture(scope='module')
-def splits():
-  rng = np.random.default_rng(0)
-  centers = rng.normal(size=(3, 6))
-  parts = [blobs(rng, centers, n) for n in (200, 60, 60)]
-  return Splits(*parts[0], *parts[1], *parts[2], num_classes=3, name='blobs')
 
 
 def test_grid_search_runs_the_cartesian_product(splits):

@@ -13,22 +13,9 @@ from typing import NamedTuple
 import numpy as np
 
 from bnjax.space import with_defaults
-from bnjax.training import CATEGORIES, TrainConfig
+from bnjax.training import CATEGORIES, TRACED, TrainConfig
 
 STATIC = ('batch_size', 'activation', 'batch_norm', 'bn_placement')
-TRACED = (
-  'learning_rate',
-  'optimizer',
-  'beta1',
-  'beta2',
-  'eps',
-  'lr_schedule',
-  'lr_decay',
-  'l2',
-  'keep_prob',
-  'bn_momentum',
-  'init',
-)
 
 
 class Bucket(NamedTuple):
