@@ -164,7 +164,7 @@ def run_trials(
         entry['runs'].append((j, jax.tree.map(lambda a, j=j: a[j], metrics)))
         if len(entry['runs']) == executions:
           chunk_done[trial] = [j for j, _ in entry['runs']]
-      pool = _keep_best(pool, chunk_done, outcome, result, bucket, select, top_k, table, hp_all)
+      pool = _keep_best(pool, chunk_done, outcome, result, bucket, select, top_k, hp_all)
       done = sum(len(e['runs']) == executions for e in outcome.values())
       if progress:
         progress(done, num_trials)
@@ -255,7 +255,7 @@ def _rows(table: dict, outcome: dict, select: str, first_trial_id: int):
   return rows, {name: np.asarray(curve) for name, curve in curves.items()}
 
 
-def _keep_best(pool, chunk_done, outcome, result, bucket, select, top_k, table, hp_all):
+def _keep_best(pool, chunk_done, outcome, result, bucket, select, top_k, hp_all):
   """Merges this chunk's finished trials into the top-k pool, with their params."""
   candidates = []
   for trial, positions in chunk_done.items():
