@@ -50,6 +50,9 @@ class TrainConfig(NamedTuple):
   bn_placement: str = 'before'
   eval_batch_size: int = 1024
   select: str = 'final'  # 'final' epoch, or the 'best' dev-accuracy epoch's params
+  # False skips dropout's random numbers (about a fifth of a CPU step) when
+  # every trial has keep_prob = 1; `keep_prob` is then ignored.
+  dropout: bool = True
 
 
 class TrainData(NamedTuple):
@@ -192,7 +195,7 @@ def train_step(
       trial.model_state,
       x,
       training=True,
-      key=key,
+      key=key if config.dropout else None,
       keep_prob=hp['keep_prob'],
       **_model_options(config, hp),
     )

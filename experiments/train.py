@@ -103,6 +103,7 @@ def main(argv):
       activation=ACTIVATION.value,
       batch_norm=BATCH_NORM.value,
       bn_placement=BN_PLACEMENT.value,
+      dropout=KEEP_PROB.value < 1,
     )
     bnjax.make_train(config)  # validates the static settings
   except ValueError as error:

@@ -125,3 +125,15 @@ def test_hparams_rejects_bad_names_and_values():
 def test_batch_larger_than_data_is_an_error(data):
   with pytest.raises(ValueError, match='exceeds the 128 training examples'):
     bnjax.make_train(CONFIG._replace(batch_size=1000))(bnjax.hparams(), jax.random.key(0), data)
+
+
+def test_skipping_dropout_equals_keep_prob_one(data):
+  """`dropout=False` only saves the random numbers: keep_prob = 1 computes the same."""
+  hp = bnjax.hparams(learning_rate=1e-2, keep_prob=1.0)
+  with_rng = jax.jit(bnjax.make_train(CONFIG))(hp, jax.random.key(4), data)
+  without = jax.jit(bnjax.make_train(CONFIG._replace(dropout=False)))(hp, jax.random.key(4), data)
+  chex.assert_trees_all_close(with_rng, without, rtol=1e-6, atol=1e-7)
+  dropped = jax.jit(bnjax.make_train(CONFIG))(
+    bnjax.hparams(learning_rate=1e-2, keep_prob=0.5), jax.random.key(4), data
+  )
+  assert not np.allclose(dropped.metrics['train_loss'], with_rng.metrics['train_loss'])

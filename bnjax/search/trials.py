@@ -98,6 +98,7 @@ def make_buckets(
         bn_placement=values['bn_placement'],
         eval_batch_size=eval_batch_size,
         select=select,
+        dropout=bool(np.any(np.asarray(table['keep_prob'], np.float64)[group] < 1)),
       )
       buckets.append(Bucket(values, group, config))
   return buckets
