@@ -25,6 +25,7 @@ import bnjax
 from bnjax import data as bn_data
 from bnjax.search import DEFAULT_SPACE, engine, strategies
 from bnjax.search import trials as trial_table
+from bnjax.space import with_defaults
 
 NUM_TRIALS = flags.DEFINE_integer('num_trials', 24, 'Trials on each side.')
 EPOCHS = flags.DEFINE_integer('epochs', 5, 'Epochs per trial.')
@@ -35,7 +36,7 @@ SEED = flags.DEFINE_integer('seed', 0, 'Seed.')
 
 def loop(table, splits, seed, epochs):
   """Trains each trial alone; returns (seconds, dev accuracies, programs compiled)."""
-  table = trial_table.complete(table, len(table['learning_rate']))
+  table = with_defaults(table, len(table['learning_rate']))
   widths = trial_table.layer_widths(table)
   data = bnjax.TrainData(splits.x_train, splits.y_train, splits.x_dev, splits.y_dev)
   programs = {}

@@ -16,6 +16,13 @@ from bnjax.batch_norm import batch_norm, batch_statistics, bn_init
 # A few shapes only, so each jitted function compiles a handful of times.
 SHAPES = [(2, 1), (5, 3), (16, 3), (3, 2, 2, 3), (4, 3, 2, 1)]
 FAST = settings(max_examples=15, deadline=None)
+# Batches `loc + spread * N(0, 1)` of a shape from SHAPES, drawn from `seed`.
+BATCHES = dict(
+  shape=st.sampled_from(SHAPES),
+  loc=st.floats(-10, 10),
+  spread=st.floats(0.5, 10),
+  seed=st.integers(0, 2**31 - 1),
+)
 
 
 def _np_stats(x):
@@ -50,12 +57,7 @@ _train = jax.jit(lambda p, s, x, m, e: batch_norm(p, s, x, training=True, moment
 
 
 @FAST
-@given(
-  shape=st.sampled_from(SHAPES),
-  loc=st.floats(-10, 10),
-  spread=st.floats(0.5, 10),
-  seed=st.integers(0, 2**31 - 1),
-)
+@given(**BATCHES)
 def test_training_output_has_zero_mean_unit_variance(shape, loc, spread, seed):
   rng = np.random.default_rng(seed)
   x = (loc + spread * rng.normal(size=shape)).astype(np.float32)
@@ -77,12 +79,7 @@ def test_training_output_has_zero_mean_unit_variance(shape, loc, spread, seed):
 
 
 @FAST
-@given(
-  shape=st.sampled_from(SHAPES),
-  loc=st.floats(-10, 10),
-  spread=st.floats(0.5, 10),
-  seed=st.integers(0, 2**31 - 1),
-)
+@given(**BATCHES)
 def test_scale_sqrt_var_offset_mean_inverts(shape, loc, spread, seed):
   rng = np.random.default_rng(seed)
   x = (loc + spread * rng.normal(size=shape)).astype(np.float32)

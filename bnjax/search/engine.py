@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from bnjax.data import Splits
 from bnjax.search import trials as trial_table
 from bnjax.search.results import Results, rank_key
+from bnjax.space import with_defaults
 from bnjax.training import TrainConfig, TrainData, evaluate, make_train
 
 # Bytes a chunk may use where the device does not report its memory (CPU).
@@ -106,7 +107,7 @@ def run_trials(
   num_trials = len(next(iter(table.values())))
   if executions_per_trial < 1:
     raise ValueError(f'executions_per_trial must be >= 1; got {executions_per_trial}.')
-  table = trial_table.complete(table, num_trials)
+  table = with_defaults(table, num_trials)
   n_train = splits.x_train.shape[0]
   largest_batch = int(np.max(table['batch_size']))
   if largest_batch > n_train:

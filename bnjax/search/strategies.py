@@ -61,14 +61,7 @@ def random_search(
   if num_trials < 1:
     raise ValueError(f'num_trials must be >= 1; got {num_trials}.')
   table = space.sample(_sampling_key(seed, 0), num_trials)
-  return run_trials(
-    table,
-    splits,
-    seed=seed,
-    hyperparameters=space.names,
-    scales=space_scales(space),
-    **engine_options,
-  )
+  return _run(space, table, splits, seed, **engine_options)
 
 
 def grid_search(
@@ -82,14 +75,7 @@ def grid_search(
   """
   space = as_space(space)
   table = space.grid(points_per_axis)
-  return run_trials(
-    table,
-    splits,
-    seed=seed,
-    hyperparameters=space.names,
-    scales=space_scales(space),
-    **engine_options,
-  )
+  return _run(space, table, splits, seed, **engine_options)
 
 
 def coarse_to_fine(
@@ -117,13 +103,12 @@ def coarse_to_fine(
   parts = []
   for round_index in range(rounds):
     table = space.sample(_sampling_key(seed, round_index), num_trials)
-    part = run_trials(
+    part = _run(
+      space,
       table,
       splits,
-      seed=seed,
+      seed,
       first_trial_id=round_index * num_trials,
-      hyperparameters=space.names,
-      scales=space_scales(space),
       top_k=top_k,
       test=False,
       **engine_options,
@@ -140,6 +125,18 @@ def coarse_to_fine(
       {name: np.asarray([row[name] for row in best]) for name in space.names}, shrink=shrink
     )
   return test_top_k(results, splits, top_k)
+
+
+def _run(space: Space, table: dict, splits: Splits, seed: int, **engine_options) -> Results:
+  """`run_trials` on a table drawn from `space`, its names and scales attached."""
+  return run_trials(
+    table,
+    splits,
+    seed=seed,
+    hyperparameters=space.names,
+    scales=space_scales(space),
+    **engine_options,
+  )
 
 
 def _sampling_key(seed: int, round_index: int) -> jax.Array:

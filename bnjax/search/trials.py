@@ -12,7 +12,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bnjax.space import with_defaults
 from bnjax.training import CATEGORIES, TRACED, TrainConfig
 
 STATIC = ('batch_size', 'activation', 'batch_norm', 'bn_placement')
@@ -22,11 +21,6 @@ class Bucket(NamedTuple):
   static: dict  # the static hyperparameter values its trials share
   trial_ids: np.ndarray  # [n] int, positions in the trial table
   config: TrainConfig
-
-
-def complete(columns: dict, num_trials: int) -> dict[str, np.ndarray]:
-  """Fills every canonical name the space left out with its default."""
-  return with_defaults(columns, num_trials)
 
 
 def layer_widths(table: dict[str, np.ndarray]) -> np.ndarray:
