@@ -24,7 +24,7 @@ from absl import app, flags
 import bnjax
 from bnjax import data as bn_data
 from bnjax.search import DEFAULT_SPACE, engine, strategies
-from bnjax.search import trials as trial_table
+from bnjax.search import buckets
 from bnjax.space import with_defaults
 
 NUM_TRIALS = flags.DEFINE_integer('num_trials', 24, 'Trials on each side.')
@@ -37,7 +37,7 @@ SEED = flags.DEFINE_integer('seed', 0, 'Seed.')
 def loop(table, splits, seed, epochs):
   """Trains each trial alone; returns (seconds, dev accuracies, programs compiled)."""
   table = with_defaults(table, len(table['learning_rate']))
-  widths = trial_table.layer_widths(table)
+  widths = buckets.layer_widths(table)
   data = bnjax.TrainData(splits.x_train, splits.y_train, splits.x_dev, splits.y_dev)
   programs = {}
   accuracies = []
@@ -55,7 +55,7 @@ def loop(table, splits, seed, epochs):
     )
     if config not in programs:
       programs[config] = jax.jit(bnjax.make_train(config))
-    hp = trial_table.traced_hparams(table, np.asarray([trial]), depth)
+    hp = buckets.traced_hparams(table, np.asarray([trial]), depth)
     hp = {name: value[0] for name, value in hp.items() if name not in ('widths', 'depth')}
     key = engine.trial_keys(seed, np.asarray([trial]), np.asarray([0]))[0]
     result = programs[config](hp, key, data)

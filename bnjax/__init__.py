@@ -1,26 +1,58 @@
-"""bnjax: batch-normalized networks and cheap hyperparameter search in JAX."""
+"""bnjax: batch-normalized networks and cheap hyperparameter search in JAX.
 
-from bnjax.batch_norm import batch_norm, batch_statistics, bn_init
-from bnjax.grad_check import grad_check
-from bnjax.losses import accuracy, l2_penalty, softmax_cross_entropy, weight_matrices
-from bnjax.mlp import dropout, mlp_apply, mlp_init
-from bnjax.optimizers import adam, momentum, optimizer, rmsprop, sgd
-from bnjax.schedules import exponential_decay, inverse_time_decay
+This module only re-exports (optax-style). The pieces live in `bnjax.nn`
+(batch norm, losses, dropout, the MLP), `bnjax.optim` (optimizers, schedules),
+`bnjax.training` (one trial), `bnjax.registry` (every hyperparameter once),
+`bnjax.space` (search spaces), `bnjax.data` and `bnjax.search`.
+"""
+
+from bnjax.gradient_check import grad_check
+from bnjax.nn import (
+  accuracy,
+  batch_norm,
+  batch_statistics,
+  bn_init,
+  dropout,
+  l2_penalty,
+  mlp_apply,
+  mlp_init,
+  softmax_cross_entropy,
+  weight_matrices,
+)
+from bnjax.optim import (
+  adam,
+  exponential_decay,
+  inverse_time_decay,
+  momentum,
+  optimizer,
+  rmsprop,
+  sgd,
+)
+from bnjax.registry import HyperparameterError
 from bnjax.training import (
   TrainConfig,
   TrainData,
   TrainResult,
+  TrialState,
   evaluate,
+  finish,
+  fit,
   hparams,
   init_trial,
   make_train,
   train_epoch,
+  train_epochs,
   train_step,
 )
 
 __version__ = '0.1.0'
 
 __all__ = [
+  'HyperparameterError',
+  'TrainConfig',
+  'TrainData',
+  'TrainResult',
+  'TrialState',
   'accuracy',
   'adam',
   'batch_norm',
@@ -29,6 +61,8 @@ __all__ = [
   'dropout',
   'evaluate',
   'exponential_decay',
+  'finish',
+  'fit',
   'grad_check',
   'hparams',
   'init_trial',
@@ -43,9 +77,7 @@ __all__ = [
   'sgd',
   'softmax_cross_entropy',
   'train_epoch',
+  'train_epochs',
   'train_step',
-  'TrainConfig',
-  'TrainData',
-  'TrainResult',
   'weight_matrices',
 ]

@@ -3,39 +3,30 @@
 `make_train(config)` closes over the static settings (shapes, batch size,
 activation, epochs) and returns `train(hparams, key, data)`, whose whole loop
 is a `lax.scan`; it jits once and vmaps over hyperparameter dicts and keys.
-Its pieces (`init_trial`, `train_epoch`, `evaluate`) are public so that
-adaptive searches can carry a trial's state from one round to the next.
+`fit` runs the same pieces one epoch at a time with a callback. The pieces
+(`init_trial`, `train_epoch`, `train_epochs`, `finish`, `evaluate`) are public,
+and `TrialState` carries the epoch and the loop key, so that adaptive
+searches can stop a trial and carry on from where it stopped.
 """
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from bnjax import schedules, space_names
-from bnjax.losses import l2_penalty, softmax_cross_entropy
-from bnjax.mlp import INIT_GAINS, mlp_apply, mlp_init
-from bnjax.optimizers import FAMILIES, optimizer
+from bnjax import registry
+from bnjax.nn.losses import l2_penalty, softmax_cross_entropy
+from bnjax.nn.mlp import INIT_GAINS, mlp_apply, mlp_init
+from bnjax.optim import schedules
+from bnjax.optim.transforms import optimizer
 
-# The hyperparameters `train` traces, with the canonical defaults of
-# `bnjax.space_names`. `optimizer`, `lr_schedule` and `init` are categorical
-# but traced, as indices (see `hparams`).
-TRACED = (
-  'learning_rate',
-  'optimizer',
-  'beta1',
-  'beta2',
-  'eps',
-  'lr_schedule',
-  'lr_decay',
-  'l2',
-  'keep_prob',
-  'bn_momentum',
-  'init',
-)
-DEFAULTS = {name: space_names.DEFAULTS[name] for name in TRACED}
-CATEGORIES = {'optimizer': FAMILIES, 'lr_schedule': schedules.SCHEDULES, 'init': tuple(INIT_GAINS)}
+# The hyperparameters `train` receives as arrays (`bnjax.registry`: role 'traced').
+TRACED = registry.TRACED
+# Beside them, the architecture masks: `widths [layers]` and `depth`.
+MASKS = ('widths', 'depth')
 
 
 class TrainConfig(NamedTuple):
@@ -65,9 +56,13 @@ class TrainData(NamedTuple):
 
 
 class TrialState(NamedTuple):
+  """Everything a trial needs to go on training: a run can stop and resume here."""
+
   params: Any
   model_state: Any
   opt_state: Any
+  key: jax.Array  # the loop key; epoch `e` draws from `fold_in(key, e)`
+  epoch: jax.Array  # int32 epochs done
   step: jax.Array  # int32 optimizer steps taken (or attempted)
   diverged_step: jax.Array  # int32 step whose loss was non-finite, -1 if none
   best: Any  # (params, model_state) kept for select='best', else ()
@@ -80,30 +75,72 @@ class TrainResult(NamedTuple):
   metrics: dict  # 'train_loss', 'dev_loss', 'dev_accuracy': [epochs]; NaN once diverged
   diverged: jax.Array  # bool
   diverged_step: jax.Array  # int32, -1 if none
-  best_epoch: jax.Array  # int32 epoch of the best dev accuracy
+  best_epoch: jax.Array  # int32 epoch of the best dev accuracy, -1 if diverged at once
+
+
+def _concrete(value: Any) -> bool:
+  return not isinstance(value, jax.core.Tracer)
+
+
+def _encode(name: str, value: Any) -> jax.Array:
+  """One traced hyperparameter as an array: categories become int32 indices.
+
+  Concrete values are checked against the registry (every element of an
+  array); traced values pass through unchecked, since they have no value yet.
+  """
+  entry = registry.REGISTRY[name]
+  if entry.kind == 'choice':
+    if _concrete(value):
+      value = np.asarray(value)
+      if value.dtype.kind in 'USO':  # names: 'adam', or one per trial
+        value = np.vectorize(entry.index, otypes=[np.int32])(value)
+      _check_index(entry, value)
+    return jnp.asarray(value, jnp.int32)
+  if _concrete(value):
+    values = np.asarray(value, np.float64)
+    inside = np.vectorize(entry.admits, otypes=[bool])(values) if values.size else values
+    if not np.all(inside):
+      entry.check(float(values[~inside].ravel()[0]))  # raises with the rule in its message
+  return jnp.asarray(value, jnp.float32)
+
+
+def _check_index(entry: registry.Hyperparameter, index: np.ndarray) -> None:
+  """A category index must name a choice: JAX would clamp one out of range silently."""
+  outside = (
+    (index < 0) | (index >= len(entry.choices))
+    if index.dtype.kind in 'iu'
+    else np.ones(index.shape, bool)
+  )
+  if np.any(outside):
+    raise registry.HyperparameterError(
+      f'{entry.name} got index {index[outside].ravel()[0].item()!r}; use a name from '
+      f'{entry.choices} or an integer index in 0..{len(entry.choices) - 1}'
+    )
 
 
 def hparams(**values) -> dict:
-  """A complete hyperparameter dict: defaults, overridden by `values`.
+  """The hyperparameter dict `train` takes: defaults, overridden by `values`.
 
+  Each value may be a scalar, an array with one value per trial (a leading
+  trial axis, as the search builds it), or a tracer (inside `vmap`).
   Categorical values may be given by name ('adam', 'inverse_time', 'he') and
-  become int32 indices; `widths` (`[layers]` ints) and `depth` (int) turn on
-  architecture masking. Everything becomes an array, so the dict traces.
+  become int32 indices into `bnjax.registry.choices(name)`; an index out of
+  range is an error, never clamped. `widths` (`[..., layers]` ints) and
+  `depth` turn on architecture masking. Concrete values are checked against
+  the registry's ranges; everything becomes an array, so the dict traces.
   """
-  unknown = set(values) - set(DEFAULTS) - {'widths', 'depth'}
+  unknown = set(values) - set(TRACED) - set(MASKS)
   if unknown:
-    raise ValueError(
-      f'unknown hyperparameters {sorted(unknown)}; known: {sorted(DEFAULTS)} plus widths, depth.'
+    raise registry.HyperparameterError(
+      f'unknown hyperparameters {sorted(unknown)}; known: {sorted(TRACED)} plus widths, depth'
     )
-  merged = {**DEFAULTS, **values}
-  out = {}
-  for name, value in merged.items():
-    if name in CATEGORIES and isinstance(value, str):
-      if value not in CATEGORIES[name]:
-        raise ValueError(f'{name} must be one of {CATEGORIES[name]}; got {value!r}.')
-      value = CATEGORIES[name].index(value)
-    integer = name in CATEGORIES or name in ('widths', 'depth')
-    out[name] = jnp.asarray(value, jnp.int32 if integer else jnp.float32)
+  out = {name: _encode(name, values.get(name, registry.DEFAULTS[name])) for name in TRACED}
+  for name in MASKS:
+    if name in values:
+      mask = values[name]
+      if _concrete(mask) and np.any(np.asarray(mask) < 1):
+        raise registry.HyperparameterError(f'{name} must be >= 1; got {np.asarray(mask)!r}')
+      out[name] = jnp.asarray(mask, jnp.int32)
   return out
 
 
@@ -122,14 +159,23 @@ def _optimizer(config: TrainConfig, hp: dict, steps_per_epoch: int):
   return optimizer(rate, hp['optimizer'], beta1=hp['beta1'], beta2=hp['beta2'], eps=hp['eps'])
 
 
-def init_trial(
-  config: TrainConfig, hp: dict, key: jax.Array, in_features: int, steps_per_epoch: int
-) -> TrialState:
-  """Initial params (He/Xavier by `hp['init']`), BN state and optimizer state."""
-  gain = jnp.asarray([INIT_GAINS[name] for name in CATEGORIES['init']])[hp['init']]
+def steps_per_epoch(config: TrainConfig, data: TrainData) -> int:
+  """Mini-batches per epoch: the last partial batch is dropped."""
+  return data.x_train.shape[0] // config.batch_size
+
+
+def init_trial(config: TrainConfig, hp: dict, key: jax.Array, data: TrainData) -> TrialState:
+  """A trial before its first epoch: params (He/Xavier by `hp['init']`), BN and optimizer state.
+
+  `key` is the trial's key: one half initializes, the other drives the
+  epochs (permutations and dropout), whichever way the epochs are run.
+  """
+  _check(config, data)
+  init_key, loop_key = jax.random.split(key)
+  gain = registry.lookup('init', INIT_GAINS, hp['init'])
   params, model_state = mlp_init(
-    key,
-    in_features,
+    init_key,
+    data.x_train.shape[1],
     config.hidden_sizes,
     config.num_classes,
     batch_norm=config.batch_norm,
@@ -138,12 +184,14 @@ def init_trial(
     widths=hp.get('widths'),
     depth=hp.get('depth'),
   )
-  opt_state = _optimizer(config, hp, steps_per_epoch).init(params)
+  opt_state = _optimizer(config, hp, steps_per_epoch(config, data)).init(params)
   best = (params, model_state) if config.select == 'best' else ()
   return TrialState(
     params,
     model_state,
     opt_state,
+    loop_key,
+    jnp.zeros([], jnp.int32),
     jnp.zeros([], jnp.int32),
     jnp.full([], -1, jnp.int32),
     best,
@@ -223,17 +271,17 @@ def train_step(
 
 
 def train_epoch(
-  config: TrainConfig,
-  hp: dict,
-  trial: TrialState,
-  data: TrainData,
-  key: jax.Array,
-  epoch: jax.typing.ArrayLike,
+  config: TrainConfig, hp: dict, trial: TrialState, data: TrainData
 ) -> tuple[TrialState, dict]:
-  """One pass over a fresh permutation of the training split, then dev metrics."""
+  """One pass over a fresh permutation of the training split, then dev metrics.
+
+  The permutation and dropout keys derive from `fold_in(trial.key,
+  trial.epoch)`, so an epoch computes the same numbers however the epochs
+  before it were run (one scan, or one call each).
+  """
   n_train = data.x_train.shape[0]
-  steps = n_train // config.batch_size  # The last partial batch is dropped.
-  epoch_key = jax.random.fold_in(key, epoch)
+  steps = steps_per_epoch(config, data)
+  epoch_key = jax.random.fold_in(trial.key, trial.epoch)
   order = jax.random.permutation(jax.random.fold_in(epoch_key, 0), n_train)
   batches = order[: steps * config.batch_size].reshape(steps, config.batch_size)
   dropout_key = jax.random.fold_in(epoch_key, 1)
@@ -261,6 +309,7 @@ def train_epoch(
     'dev_loss': nan_if_diverged(dev_loss),
     'dev_accuracy': nan_if_diverged(dev_accuracy),
   }
+  trial = trial._replace(epoch=trial.epoch + 1)
   if config.select == 'best':
     better = ~diverged & (dev_accuracy > trial.best_accuracy)
     best = jax.tree.map(
@@ -272,45 +321,84 @@ def train_epoch(
   return trial, metrics
 
 
-def make_train(config: TrainConfig):
-  """Returns the pure `train(hparams, key, data) -> TrainResult` for `config`.
+def train_epochs(
+  config: TrainConfig, hp: dict, trial: TrialState, data: TrainData, epochs: int
+) -> tuple[TrialState, dict]:
+  """`epochs` epochs in one `lax.scan`; metrics gain a leading `[epochs]` axis."""
+  return lax.scan(lambda trial, _: train_epoch(config, hp, trial, data), trial, None, epochs)
 
-  `hparams` is a dict like `hparams(...)` returns (arrays, traceable);
-  `data` a `TrainData`. Under `jax.vmap(train, in_axes=(0, 0, None))` every
-  trial shares one copy of the data and gathers its own mini-batches.
+
+def finish(config: TrainConfig, trial: TrialState, metrics: dict) -> TrainResult:
+  """The `TrainResult` of a trial whose epochs produced `metrics` (`[epochs]` each).
+
+  `best_epoch` is the epoch of the highest dev accuracy, or -1 when the
+  trial diverged before its first epoch ended.
   """
+  accuracy = jnp.asarray(metrics['dev_accuracy'])
+  finite = ~jnp.isnan(accuracy)
+  best_epoch = jnp.where(
+    jnp.any(finite), jnp.argmax(jnp.where(finite, accuracy, -jnp.inf)), -1
+  ).astype(jnp.int32)
+  params, model_state = trial.best if config.select == 'best' else (trial.params, trial.model_state)
+  return TrainResult(
+    params, model_state, metrics, trial.diverged_step >= 0, trial.diverged_step, best_epoch
+  )
+
+
+def _check(config: TrainConfig, data: TrainData) -> None:
+  """Static settings that cannot work, before any compute (shapes are known at trace time)."""
   if config.select not in ('final', 'best'):
     raise ValueError(f"select must be 'final' or 'best'; got {config.select!r}.")
   if config.epochs < 1 or config.batch_size < 1:
     raise ValueError(
       f'epochs and batch_size must be >= 1; got {config.epochs}, {config.batch_size}.'
     )
+  n_train = data.x_train.shape[0]
+  if n_train < config.batch_size:
+    raise ValueError(
+      f'batch_size {config.batch_size} exceeds the {n_train} training '
+      'examples; use a smaller batch size.'
+    )
+
+
+def make_train(config: TrainConfig) -> Callable[[dict, jax.Array, TrainData], TrainResult]:
+  """Returns the pure `train(hparams, key, data) -> TrainResult` for `config`.
+
+  `hparams` is a dict like `hparams(...)` returns (arrays, traceable);
+  `data` a `TrainData`. Under `jax.vmap(train, in_axes=(0, 0, None))` every
+  trial shares one copy of the data and gathers its own mini-batches.
+  """
 
   def train(hp: dict, key: jax.Array, data: TrainData) -> TrainResult:
-    n_train, in_features = data.x_train.shape
-    if n_train < config.batch_size:
-      raise ValueError(
-        f'batch_size {config.batch_size} exceeds the {n_train} training '
-        'examples; use a smaller batch size.'
-      )
-    init_key, loop_key = jax.random.split(key)
-    trial = init_trial(config, hp, init_key, in_features, n_train // config.batch_size)
-
-    def epoch(trial, index):
-      return train_epoch(config, hp, trial, data, loop_key, index)
-
-    trial, metrics = lax.scan(epoch, trial, jnp.arange(config.epochs))
-    accuracy = jnp.where(jnp.isnan(metrics['dev_accuracy']), -1.0, metrics['dev_accuracy'])
-    params, model_state = (
-      trial.best if config.select == 'best' else (trial.params, trial.model_state)
-    )
-    return TrainResult(
-      params,
-      model_state,
-      metrics,
-      trial.diverged_step >= 0,
-      trial.diverged_step,
-      jnp.argmax(accuracy).astype(jnp.int32),
-    )
+    trial = init_trial(config, hp, key, data)
+    trial, metrics = train_epochs(config, hp, trial, data, config.epochs)
+    return finish(config, trial, metrics)
 
   return train
+
+
+def fit(
+  config: TrainConfig,
+  hp: dict,
+  key: jax.Array,
+  data: TrainData,
+  *,
+  on_epoch: Callable[[int, dict], None] | None = None,
+) -> TrainResult:
+  """Trains one configuration epoch by epoch, calling `on_epoch(epoch, metrics)` after each.
+
+  The same pieces as `make_train`'s `train` (`init_trial`, `train_epoch`,
+  `finish`), one jitted epoch at a time so that a caller can print or log
+  as training goes; `metrics` holds Python floats.
+  """
+  trial = jax.jit(init_trial, static_argnums=0)(config, hp, key, data)
+  epoch = jax.jit(train_epoch, static_argnums=0)
+  history = []
+  for index in range(config.epochs):
+    trial, metrics = epoch(config, hp, trial, data)
+    metrics = {name: float(value) for name, value in metrics.items()}
+    history.append(metrics)
+    if on_epoch is not None:
+      on_epoch(index, metrics)
+  stacked = {name: np.asarray([m[name] for m in history], np.float32) for name in history[0]}
+  return finish(config, trial, stacked)

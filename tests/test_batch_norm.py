@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from jax import lax
 
 import bnjax
-from bnjax.batch_norm import batch_norm, batch_statistics, bn_init
+from bnjax.nn.normalization import batch_norm, batch_statistics, bn_init
 
 # A few shapes only, so each jitted function compiles a handful of times.
 SHAPES = [(2, 1), (5, 3), (16, 3), (3, 2, 2, 3), (4, 3, 2, 1)]

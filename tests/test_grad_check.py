@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import bnjax
-from bnjax.grad_check import grad_check
+from bnjax.gradient_check import grad_check
 
 BATCH, IN, HIDDEN, CLASSES = 8, 5, (4, 3), 3
 

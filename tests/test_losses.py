@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bnjax.losses import accuracy, l2_penalty, softmax_cross_entropy, weight_matrices
+from bnjax.nn.losses import accuracy, l2_penalty, softmax_cross_entropy, weight_matrices
 
 FAST = settings(max_examples=15, deadline=None)
 SHAPES = [(1, 2), (4, 3), (8, 10)]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bnjax
-from bnjax import schedules
+from bnjax.optim import schedules
 
 FAST = settings(max_examples=15, deadline=None)
 STEPS = np.arange(0, 41, dtype=np.int32)  # several epochs for steps_per_epoch <= 10

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bnjax import stable_random
+from bnjax.nn import stable_random
 
 DRAWS = {'normal': stable_random.normal, 'uniform': stable_random.uniform}
 BIG = (7, 9)

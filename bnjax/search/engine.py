@@ -19,7 +19,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bnjax.data import Splits
-from bnjax.search import trials as trial_table
+from bnjax.registry import to_python
+from bnjax.search import buckets
 from bnjax.search.results import Results, rank_key
 from bnjax.space import with_defaults
 from bnjax.training import TrainConfig, TrainData, evaluate, make_train
@@ -122,7 +123,7 @@ def run_trials(
     TrainData(splits.x_train, splits.y_train, splits.x_dev, splits.y_dev),
     NamedSharding(mesh, PartitionSpec()),
   )
-  buckets = trial_table.make_buckets(
+  planned = buckets.make_buckets(
     table,
     epochs=epochs,
     num_classes=splits.num_classes,
@@ -133,9 +134,9 @@ def run_trials(
   executions = executions_per_trial
   outcome = {}  # trial index -> per-execution metrics (host numpy)
   pool = []  # the best trials so far, with their params, for the test
-  info = {'buckets': len(buckets), 'compiles': 0, 'chunks': 0, 'devices': len(devices)}
+  info = {'buckets': len(planned), 'compiles': 0, 'chunks': 0, 'devices': len(devices)}
   done = 0
-  for bucket_index, bucket in enumerate(buckets):
+  for bucket_index, bucket in enumerate(planned):
     program = _compile_counting(bucket.config, info)
     per_trial = trial_bytes(bucket.config, splits.num_features, n_train, splits.x_dev.shape[0])
     size = chunk_size or max(1, memory_budget(devices) // per_trial)
@@ -144,7 +145,7 @@ def run_trials(
     # runs always share a chunk.
     unit = math.lcm(len(devices), executions)
     size = -(-size // unit) * unit
-    hp_all = trial_table.traced_hparams(table, bucket.trial_ids, len(bucket.config.hidden_sizes))
+    hp_all = buckets.traced_hparams(table, bucket.trial_ids, len(bucket.config.hidden_sizes))
     flat = np.repeat(np.arange(len(bucket.trial_ids)), executions)
     flat_exec = np.tile(np.arange(executions), len(bucket.trial_ids))
     for begin in range(0, len(flat), size):
@@ -247,7 +248,7 @@ def _rows(table: dict, outcome: dict, select: str, first_trial_id: int):
   for trial in range(len(table['learning_rate'])):
     entry = outcome[trial]
     row = {'trial_id': first_trial_id + trial}
-    row.update({name: trial_table.plain(table[name][trial]) for name in table})
+    row.update({name: to_python(table[name][trial]) for name in table})
     row['bucket'] = entry['bucket']
     row.update(_summarize(entry, select))
     rows.append(row)

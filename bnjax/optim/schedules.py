@@ -12,10 +12,12 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from bnjax import registry
+
 Schedule = Callable[[jax.typing.ArrayLike], jax.Array]
 
-# Integer ids of the schedule kinds, so a search can trace the choice.
-SCHEDULES = ('constant', 'inverse_time', 'exponential')
+# The schedule kinds; a search traces the choice as an index into this tuple.
+SCHEDULES = registry.choices('lr_schedule')
 
 
 def epoch_of(
@@ -74,9 +76,12 @@ def decayed(
   exponential = exponential_decay(init_value, 1.0 - decay, steps_per_epoch)
 
   def schedule(step):
-    candidates = jnp.stack(
-      [jnp.broadcast_to(jnp.asarray(init_value, jnp.float32), ()), inverse(step), exponential(step)]
-    )
-    return candidates[kind]
+    constant = jnp.broadcast_to(jnp.asarray(init_value, jnp.float32), ())
+    candidates = {
+      'constant': constant,
+      'inverse_time': inverse(step),
+      'exponential': exponential(step),
+    }
+    return registry.lookup('lr_schedule', candidates, kind)
 
   return schedule

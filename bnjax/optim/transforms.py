@@ -24,9 +24,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bnjax.schedules import Schedule
+from bnjax import registry
+from bnjax.optim.schedules import Schedule
 
-FAMILIES = ('sgd', 'momentum', 'rmsprop', 'adam')
+FAMILIES = registry.choices('optimizer')
+# Per family: (keeps the gradient average v, divides by sqrt(s), bias-corrects).
+_FLAGS = {
+  'sgd': (False, False, False),
+  'momentum': (True, False, False),
+  'rmsprop': (False, True, False),
+  'adam': (True, True, True),
+}
 LearningRate = jax.typing.ArrayLike | Schedule
 
 
@@ -39,11 +47,11 @@ class OptimizerState(NamedTuple):
 def _family_flags(family):
   """(uses v, uses s, bias-corrects) as Python bools or traced booleans."""
   if isinstance(family, str):
-    if family not in FAMILIES:
-      raise ValueError(f'unknown optimizer {family!r}; choose one of {FAMILIES}.')
-    return family in ('momentum', 'adam'), family in ('rmsprop', 'adam'), family == 'adam'
-  family = jnp.asarray(family)
-  return (family == 1) | (family == 3), family >= 2, family == 3
+    return _FLAGS[registry.check('optimizer', family)]
+  return tuple(
+    registry.lookup('optimizer', {name: flags[k] for name, flags in _FLAGS.items()}, family)
+    for k in range(3)
+  )
 
 
 def _learning_rate(learning_rate: LearningRate, count: jax.Array) -> jax.Array:

@@ -10,11 +10,11 @@ to the bucket's widest and deepest trial.
 
 from typing import NamedTuple
 
+import jax
 import numpy as np
 
-from bnjax.training import CATEGORIES, TRACED, TrainConfig
-
-STATIC = ('batch_size', 'activation', 'batch_norm', 'bn_placement')
+from bnjax.registry import STATIC, to_python
+from bnjax.training import TRACED, TrainConfig, hparams
 
 
 class Bucket(NamedTuple):
@@ -41,19 +41,13 @@ def layer_widths(table: dict[str, np.ndarray]) -> np.ndarray:
 
 def traced_hparams(
   table: dict[str, np.ndarray], ids: np.ndarray, max_depth: int
-) -> dict[str, np.ndarray]:
-  """The hyperparameter dict `train` takes, with a leading trial axis."""
-  out = {}
-  for name in TRACED:
-    column = np.asarray(table[name])[ids]
-    if name in CATEGORIES:
-      choices = CATEGORIES[name]
-      out[name] = np.asarray([choices.index(v) for v in column], np.int32)
-    else:
-      out[name] = column.astype(np.float32)
-  out['widths'] = layer_widths(table)[ids, :max_depth].astype(np.int32)
-  out['depth'] = np.asarray(table['num_layers'], np.int32)[ids]
-  return out
+) -> dict[str, jax.Array]:
+  """The hyperparameter dict `train` takes for rows `ids`, with a leading trial axis."""
+  return hparams(
+    **{name: np.asarray(table[name])[ids] for name in TRACED},
+    widths=layer_widths(table)[ids, :max_depth],
+    depth=np.asarray(table['num_layers'])[ids],
+  )
 
 
 def make_buckets(
@@ -72,7 +66,7 @@ def make_buckets(
   times the narrowest (None: never split). Each bucket compiles once.
   """
   num_trials = len(table['learning_rate'])
-  keys = [tuple(plain(table[name][i]) for name in STATIC) for i in range(num_trials)]
+  keys = [tuple(to_python(table[name][i]) for name in STATIC) for i in range(num_trials)]
   depth = np.asarray(table['num_layers'], np.int64)
   widths = layer_widths(table)
   real = np.where(np.arange(widths.shape[1]) < depth[:, None], widths, 0)
@@ -113,8 +107,3 @@ def _width_groups(
     current.append(i)
   groups.append(np.sort(np.asarray(current)))
   return groups
-
-
-def plain(value):
-  """numpy scalars to Python, so bucket keys print and compare cleanly."""
-  return value.item() if isinstance(value, np.generic) else value

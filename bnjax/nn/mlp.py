@@ -18,14 +18,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from bnjax import stable_random
-from bnjax.batch_norm import batch_norm as bn_apply
-from bnjax.batch_norm import bn_init
+from bnjax import registry
+from bnjax.nn import normalization, stable_random
 
 ACTIVATIONS = {'relu': jax.nn.relu, 'tanh': jnp.tanh, 'sigmoid': jax.nn.sigmoid}
 # Weight variance is gain / fan_in: He for ReLU, the notes' Xavier for tanh.
 INIT_GAINS = {'he': 2.0, 'xavier': 1.0}
-PLACEMENTS = ('before', 'after')
+PLACEMENTS = registry.choices('bn_placement')
 # The output layer's key must not depend on how deep the network is padded.
 OUTPUT_LAYER_STREAM = 2**31 - 1
 
@@ -33,10 +32,9 @@ OUTPUT_LAYER_STREAM = 2**31 - 1
 def _check(hidden_sizes, activation=None, bn_placement='before', depth=None):
   if not hidden_sizes or any(int(h) < 1 for h in hidden_sizes):
     raise ValueError(f'hidden_sizes must be a non-empty list of positive ints; got {hidden_sizes}.')
-  if activation is not None and activation not in ACTIVATIONS:
-    raise ValueError(f'unknown activation {activation!r}; choose one of {tuple(ACTIVATIONS)}.')
-  if bn_placement not in PLACEMENTS:
-    raise ValueError(f'bn_placement must be one of {PLACEMENTS}; got {bn_placement!r}.')
+  if activation is not None:
+    registry.check('activation', activation)
+  registry.check('bn_placement', bn_placement)
   if depth is not None and len(set(hidden_sizes)) > 1:
     raise ValueError(
       'depth masking passes activations through skipped layers, so every '
@@ -88,9 +86,7 @@ def mlp_init(
   hidden_sizes = tuple(int(h) for h in hidden_sizes)
   _check(hidden_sizes, bn_placement=bn_placement, depth=depth)
   if isinstance(init, str):
-    if init not in INIT_GAINS:
-      raise ValueError(f'unknown init {init!r}; choose one of {tuple(INIT_GAINS)} or a gain.')
-    init = INIT_GAINS[init]
+    init = INIT_GAINS[registry.check('init', init)]
   unit_masks = _unit_masks(hidden_sizes, widths)
   real = (
     jnp.asarray(widths, jnp.float32)
@@ -117,7 +113,7 @@ def mlp_init(
       'w': dense(jax.random.fold_in(key, i), fan_in_real, (fan_in, size), row_mask, col_mask)
     }
     if batch_norm:
-      layer['bn'], bn_state = bn_init(size, dtype)
+      layer['bn'], bn_state = normalization.bn_init(size, dtype)
       states.append(bn_state)
     else:
       states.append({})
@@ -204,10 +200,10 @@ def mlp_apply(
       h = h + layer['b']
     new_state = layer_state
     if 'bn' in layer and bn_placement == 'before':
-      h, new_state = bn_apply(layer['bn'], layer_state, h, **bn_options)
+      h, new_state = normalization.batch_norm(layer['bn'], layer_state, h, **bn_options)
     h = act(h)
     if 'bn' in layer and bn_placement == 'after':
-      h, new_state = bn_apply(layer['bn'], layer_state, h, **bn_options)
+      h, new_state = normalization.batch_norm(layer['bn'], layer_state, h, **bn_options)
     if training and key is not None:
       h = dropout(jax.random.fold_in(key, i), h, keep_prob)
     if unit_masks[i] is not None:
