@@ -1,12 +1,10 @@
-"""Flags and helpers the launchers share: data set, seed, output directory."""
+"""What the launchers share: data set, seed and output flags, flags made from the registry."""
 
-import json
 import logging
-import os
 
 from absl import flags
 
-from bnjax import data
+from bnjax import data, files, registry
 
 DATASET = flags.DEFINE_string(
   'dataset',
@@ -23,6 +21,41 @@ SEED = flags.DEFINE_integer('seed', 0, 'Seed of every random choice (data split 
 logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
 
 
+def define_hyperparameter_flags(names, defaults=None) -> dict[str, flags.FlagHolder]:
+  """One flag per registry name, with its kind, choices, help and default.
+
+  Args:
+    names: registry names to expose.
+    defaults: name -> the launcher's own default where it differs from the
+      registry's (say why beside the dict).
+
+  Returns:
+    name -> FlagHolder.
+  """
+  defaults = dict(defaults or {})
+  holders = {}
+  for name in names:
+    entry = registry.REGISTRY[name]
+    default = defaults.get(name, entry.default)
+    if entry.kind == 'choice':
+      holders[name] = flags.DEFINE_enum(name, default, list(entry.choices), entry.help)
+    elif entry.kind == 'bool':
+      holders[name] = flags.DEFINE_boolean(name, default, entry.help)
+    elif entry.kind == 'int':
+      holders[name] = flags.DEFINE_integer(name, default, entry.help)
+    else:
+      holders[name] = flags.DEFINE_float(name, default, f'{entry.help} In {entry.interval()}.')
+  return holders
+
+
+def output_dir_or_exit(path: str) -> str:
+  """The output directory, created and writable, checked before any compute."""
+  try:
+    return files.check_output_dir(path)
+  except files.OutputError as error:
+    raise SystemExit(f'error: {error}') from None
+
+
 def load_data() -> data.Splits:
   """The data set the flags name; a bad file stops with one line."""
   try:
@@ -37,11 +70,3 @@ def describe(splits: data.Splits) -> str:
     f'{len(splits.y_test)} test, {splits.num_features} features, '
     f'{splits.num_classes} classes'
   )
-
-
-def write_json(output_dir: str, name: str, payload: dict) -> str:
-  os.makedirs(output_dir, exist_ok=True)
-  path = os.path.join(output_dir, name)
-  with open(path, 'w') as f:
-    json.dump(payload, f, indent=2, default=float)
-  return path
