@@ -34,6 +34,22 @@ def unpadded(params, state, widths, depth):
   return {'layers': layers, 'output': output}, {'layers': states}
 
 
+def outside(params, widths, depth):
+  """A copy of a padded params tree with the real network's entries set to zero."""
+  params = jax.tree.map(np.array, params)
+  fan_in = IN
+  for i in range(depth):
+    layer, width = params['layers'][i], widths[i]
+    layer['w'][:fan_in, :width] = 0
+    for leaf in [layer.get('b'), *layer.get('bn', {}).values()]:
+      if leaf is not None:
+        leaf[:width] = 0
+    fan_in = width
+  params['output']['w'][:fan_in] = 0
+  params['output']['b'][:] = 0
+  return params
+
+
 @functools.cache
 def make_loss(masked, training, activation, placement):
   """Value and gradient of the cost; jitted once per case when masked.
@@ -94,17 +110,21 @@ def test_padded_equals_unpadded(batch_norm, activation, placement, training, wid
   (cost_ref, (logits_ref, state_ref)), grads_ref = plain(
     small_params, small_state, x, y, None, None
   )
+  # Padded and unpadded arrays have different shapes, so XLA may sum the same
+  # real terms in another order (the padded ones add exact zeros): they agree
+  # to float32 rounding, a few ulps per sum of at most 6 terms, amplified by
+  # BN's 1 / std and the backward pass. Over 160 drawn cases the worst error
+  # was a tenth of these tolerances.
   chex.assert_trees_all_close(cost, cost_ref, rtol=1e-5, atol=1e-6)
   chex.assert_trees_all_close(logits, logits_ref, rtol=1e-5, atol=1e-5)
   _, sliced_state = unpadded(params, new_state, widths, depth)
   chex.assert_trees_all_close(sliced_state, state_ref, rtol=1e-5, atol=1e-6)
   sliced_grads, _ = unpadded(grads, state, widths, depth)
   chex.assert_trees_all_close(sliced_grads, grads_ref, rtol=1e-4, atol=1e-5)
-  # Everything outside the real network gets exactly zero gradient: the
-  # gradient mass of the padded tree is all inside the real slices.
-  assert float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grads))) == pytest.approx(
-    float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(sliced_grads))), rel=1e-5
-  )
+  # Everything outside the real network gets exactly zero gradient: masked
+  # units are multiplied by 0, skipped layers are selected out.
+  for leaf in jax.tree.leaves(outside(grads, widths, depth)):
+    np.testing.assert_array_equal(leaf, 0.0)
 
 
 def test_init_ignores_padding_and_uses_real_fan_in():
@@ -112,13 +132,15 @@ def test_init_ignores_padding_and_uses_real_fan_in():
   widths, depth = jnp.asarray([3, 5, 2]), 2
   small, _ = bnjax.mlp_init(key, IN, (6, 6, 6), CLASSES, widths=widths, depth=depth)
   large, _ = bnjax.mlp_init(key, IN, (40, 40, 40), CLASSES, widths=widths, depth=depth)
+  # Exact across shapes: init is elementwise arithmetic on padding-stable
+  # draws (see test_stable_random.py), with no sum whose order could change.
   chex.assert_trees_all_equal(
     unpadded(small, small, [3, 5, 2], 2)[0], unpadded(large, large, [3, 5, 2], 2)[0]
   )
   # Padded and skipped weights start at exactly zero, so they add nothing to L2.
-  assert float(bnjax.l2_penalty(small, 1.0, 1)) == pytest.approx(
-    float(bnjax.l2_penalty(unpadded(small, small, [3, 5, 2], 2)[0], 1.0, 1))
-  )
+  for params in (small, large):
+    for w in bnjax.weight_matrices(outside(params, [3, 5, 2], 2)):
+      np.testing.assert_array_equal(w, 0.0)
   assert not jnp.any(large['layers'][2]['w'])
   # He init with the real fan-in: layer 1 has fan-in 3 (not 40).
   wide, _ = bnjax.mlp_init(key, IN, (400, 400), CLASSES, widths=jnp.asarray([300, 400]))
