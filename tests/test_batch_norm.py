@@ -218,6 +218,10 @@ def test_masked_batch_equals_batch_norm_of_unmasked_rows():
   mask = np.array([1, 0, 1, 1, 0, 0, 1, 1], bool)
   params, state, x, y, new_state = _check_mask((8, 3), mask, 1e4)
   y_ref, state_ref = _bn(params, state, x[mask], training=True, momentum=0.7, eps=1e-5)
+  # 8 rows with 3 masked against 5 rows: other shapes, so the 5 real terms may
+  # be summed in another order. Float32 rounding moves a mean of 5 terms with
+  # |x| <= ~10 by 1e-6 at most; the largest error seen is a tenth of these
+  # tolerances.
   np.testing.assert_allclose(np.asarray(y)[mask], y_ref, rtol=1e-5, atol=1e-5)
   chex.assert_trees_all_close(new_state, state_ref, rtol=1e-6, atol=1e-6)
 
@@ -257,6 +261,7 @@ def test_matches_flax_batch_norm(training, shape):
   x = jnp.asarray(np.random.default_rng(9).normal(1.5, 2.5, size=shape), jnp.float32)
   y, new_state = _bn(params, state, x, training=training, momentum=momentum, eps=eps)
   y_flax, state_flax = flax_bn(params, state, x, training=training, momentum=momentum, eps=eps)
+  # An independent implementation: the same formulas in another order of float32 operations.
   np.testing.assert_allclose(y, y_flax, rtol=1e-5, atol=1e-5)
   chex.assert_trees_all_close(new_state, state_flax, rtol=1e-5, atol=1e-6)
   if training:  # The update really moved the running stats.
@@ -316,6 +321,8 @@ def test_axis_name_pools_statistics_over_shards():
     axis_name='d',
   )
   y, new_state = jax.jit(pooled)(shards)
+  # Four partial sums pooled by psum against one sum of 20 rows: the same
+  # terms in another order, so float32 rounding (|x| up to ~20: a few 1e-6).
   np.testing.assert_allclose(np.asarray(y).reshape(20, 3), y_whole, rtol=1e-5, atol=1e-5)
   for i in range(4):
     chex.assert_trees_all_close(
@@ -324,6 +331,7 @@ def test_axis_name_pools_statistics_over_shards():
 
   per_shard = jax.vmap(lambda xs: batch_norm(params, state, xs, training=True, momentum=0.6))
   y_sep, state_sep = jax.jit(per_shard)(shards)
+  # A vmap of 4 against one shard alone: other shapes, hence float32 rounding.
   for i in range(4):
     y_i, state_i = _train(params, state, shards[i], 0.6, 1e-5)
     np.testing.assert_allclose(y_sep[i], y_i, rtol=1e-5, atol=1e-5)
@@ -352,6 +360,8 @@ def test_vmap_over_traced_momentum_and_eps_matches_loop():
     ([0.3, 0.7, 0.95, 0.999], [1.0, 1e-3, 1e-5, 0.5]),
   ]:
     got = _bn_sweep(params, state, x, jnp.asarray(momenta), jnp.asarray(epsilons))
+    # The vmap and the single calls have other shapes, so their sums over the
+    # 6 rows may round differently: float32 agreement, not bitwise.
     for i, (m, e) in enumerate(zip(momenta, epsilons, strict=True)):
       y_train, s_train = _bn(params, state, x, training=True, momentum=m, eps=e)
       y_eval, s_eval = _bn(params, s_train, x, training=False, momentum=m, eps=e)

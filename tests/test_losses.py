@@ -89,6 +89,7 @@ def test_large_logits_are_finite_and_exact():
 def test_probability_labels(shape, seed):
   logits, labels = _draw(shape, 4.0, seed)
   one_hot = np.eye(shape[1], dtype=np.float32)[labels]
+  # One loss by two formulas (a gather against a weighted sum): float32 rounding apart.
   np.testing.assert_allclose(_ce(logits, one_hot), _ce(logits, labels), rtol=1e-6, atol=1e-6)
   probs = np.random.default_rng(seed).dirichlet(np.ones(shape[1]), size=shape[0])
   probs = probs.astype(np.float32)
@@ -147,6 +148,7 @@ def test_l2_penalty_is_notes_formula_on_w_leaves():
   params = _tree(0)
   ws = [params['layers'][0]['w'], params['layers'][1]['w'], params['output']['w']]
   squares = sum(np.sum(np.asarray(w, np.float64) ** 2) for w in ws)
+  # A float32 sum of 28 squares against float64: about 1e-7 relative, in any order.
   for lam, m in [(0.1, 32), (0.7, 5), (0.0, 8)]:
     np.testing.assert_allclose(_l2(params, lam, m), lam / (2 * m) * squares, rtol=1e-6)
   assert len(weight_matrices(params)) == 3

@@ -162,6 +162,7 @@ def test_matches_optax(hp):
     family: _run_named(params, grads, lr, b1, b2, eps, family=family)[0] for family in FAMILIES
   }
   theirs = _run_optax_all(params, grads, lr, b1, b2, eps)
+  # optax is an independent implementation: the same updates in another order of float32 ops.
   chex.assert_trees_all_close(ours, theirs, rtol=1e-5, atol=1e-6)
   # The documented relation is not an identity: plain optax.sgd(lr, momentum=b) steps larger.
   if 0 < b1 < 1:
@@ -186,6 +187,10 @@ def test_traced_family_index_equals_named_family():
   for index, family in enumerate(FAMILIES):
     indexed, _ = _run_indexed(params, grads, *hp, jnp.int32(index))
     named, _ = _run_named(params, grads, *hp, family=family)
+    # Equal shapes, but two programs: the traced index selects among all four
+    # updates, which XLA may fuse (and contract into FMAs) differently than the
+    # named family's. Elementwise float32 over 6 steps: a few ulps (sgd and
+    # momentum come out bitwise equal here, adam within a sixth of this).
     chex.assert_trees_all_close(indexed, named, rtol=1e-6, atol=1e-7)
     string_family, _ = jax.jit(
       lambda p, g, family=family: _trajectory(
@@ -257,6 +262,8 @@ def test_vmap_over_hyperparameters_and_family_compiles_once():
       family = FAMILIES[family_index[i]]
       args = [float(hp[k][i]) for k in ('lr', 'beta1', 'beta2', 'eps')]
       loop, _ = _run_named(params, grads, *args, family=family)
+      # A vmap of 8 against one named call: other shapes and programs, so
+      # elementwise float32 rounding over 6 steps, not bitwise.
       chex.assert_trees_all_close(
         jax.tree.map(lambda a, i=i: a[i], got), loop, rtol=1e-5, atol=1e-6
       )
