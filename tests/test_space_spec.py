@@ -1,4 +1,4 @@
-"""Tests for bnjax.space_spec: the --space grammar, JSON files and the Keras-Tuner facade."""
+"""Tests for bnjax.space: the --space grammar, JSON files and the Keras-Tuner facade."""
 
 import json
 import re
@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from bnjax.space import (
   Choice,
   Fixed,
+  HyperParameters,
   IntLogUniform,
   IntUniform,
   LogUniform,
@@ -19,8 +20,10 @@ from bnjax.space import (
   Space,
   SpaceError,
   Uniform,
+  load_space,
+  parse_spec,
+  space_from_json,
 )
-from bnjax.space_spec import HyperParameters, load_space, parse_spec, space_from_json
 
 EXAMPLE = (
   'learning_rate=log:1e-4:1,beta1=1mlog:0.9:0.999,hidden_units=int:50:100,num_layers=int:2:4'

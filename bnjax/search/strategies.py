@@ -10,8 +10,7 @@ import numpy as np
 from bnjax.data import Splits
 from bnjax.search.engine import run_trials, test_top_k
 from bnjax.search.results import Results, concatenate
-from bnjax.space import Space
-from bnjax.space_spec import load_space
+from bnjax.space import Space, as_space
 
 # The launcher's default space: the notes' example (learning rate 10**r,
 # beta1 = 1 - 10**r, integer units and layers), with ranges moved to where
@@ -28,15 +27,6 @@ DEFAULT_SPACE = (
 # Sampling keys fold in ids from the top of the uint32 range; trial keys fold in
 # trial ids from 0 up, so the two streams never meet.
 _SAMPLING_STREAM = 2**32 - 1
-
-
-def as_space(space) -> Space:
-  """A `Space` from a `Space`, a dict, a spec string or a JSON file path."""
-  if isinstance(space, Space):
-    return space
-  if isinstance(space, dict):
-    return Space(space)
-  return load_space(space)
 
 
 def space_scales(space: Space) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Writing spaces down: the ``--space`` string grammar, JSON files, and a Keras-Tuner facade.
+"""Writing spaces down: the ``--space`` string grammar and JSON files.
 
 Grammar (`parse_spec`): comma-separated ``NAME=KIND:ARGS`` items, e.g.
 ``learning_rate=log:1e-4:1,beta1=1mlog:0.9:0.999,hidden_units=int:50:100,num_layers=int:2:4``.
@@ -25,28 +25,13 @@ import difflib
 import json
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from bnjax.space import (
-  Choice,
-  Distribution,
-  Fixed,
-  IntLogUniform,
-  IntUniform,
-  LogUniform,
-  OneMinusLogUniform,
-  Scalar,
-  Space,
-  SpaceError,
-  Uniform,
-  _parse_scalar,
-)
+from bnjax.space._distributions import KINDS, Choice, Distribution, Fixed
+from bnjax.space._scalars import SpaceError, parse_scalar
+from bnjax.space._space import Space
 
-KINDS: dict[str, type[Distribution]] = {
-  cls.kind: cls
-  for cls in (Uniform, LogUniform, OneMinusLogUniform, IntUniform, IntLogUniform, Choice, Fixed)
-}
 _FORMS = {k: f'{k}:LOW:HIGH' for k in KINDS} | {'choice': 'choice:A|B|C', 'fixed': 'fixed:V'}
 _EXAMPLE = 'learning_rate=log:1e-4:1,beta1=1mlog:0.9:0.999'
 
@@ -57,6 +42,15 @@ def _kind_class(kind: Any, where: str) -> type[Distribution]:
   close = difflib.get_close_matches(str(kind), list(KINDS), n=1)
   hint = f' (did you mean {close[0]!r}?)' if close else ''
   raise SpaceError(f'{where} has unknown kind {kind!r}{hint}; kinds: {", ".join(KINDS)}')
+
+
+def _validated(where: str, name: str, dist: Distribution) -> Distribution:
+  """`dist` if `name` admits it; else a `SpaceError` that quotes `where`."""
+  try:
+    Space({name: dist})
+  except SpaceError as e:
+    raise SpaceError(f'{where}: {e}') from None
+  return dist
 
 
 def _parse_item(item: str) -> tuple[str, Distribution]:
@@ -78,7 +72,7 @@ def _parse_item(item: str) -> tuple[str, Distribution]:
       f'expected {name}={_FORMS[kind]}'
     )
   raw = args[0].split('|') if cls is Choice else args
-  values = [_parse_scalar(v.strip()) for v in raw]
+  values = [parse_scalar(v.strip()) for v in raw]
   if any(v == '' for v in values):
     raise SpaceError(f'spec item {item!r} has an empty value; expected {name}={_FORMS[kind]}')
   if want == 2:
@@ -120,11 +114,7 @@ def parse_spec(text: str) -> Space:
     name, dist = _parse_item(item)
     if name in dists:
       raise SpaceError(f'spec item {item!r} repeats name {name!r}; give each name once')
-    try:
-      Space({name: dist})  # validate here so the message can quote the item
-    except SpaceError as e:
-      raise SpaceError(f'spec item {item!r}: {e}') from None
-    dists[name] = dist
+    dists[name] = _validated(f'spec item {item!r}', name, dist)
   return Space(dists)
 
 
@@ -153,11 +143,12 @@ def space_from_json(obj: Any) -> Space:
     raise SpaceError(f'a JSON space must be an object {{"name": ...}}; got {type(obj).__name__}')
   dists = {}
   for name, entry in obj.items():
+    where = f'JSON entry {name!r}'
     try:
-      dists[name] = _dist_from_json(entry)
-      Space({name: dists[name]})
+      dist = _dist_from_json(entry)
     except SpaceError as e:
-      raise SpaceError(f'JSON entry {name!r}: {e}') from None
+      raise SpaceError(f'{where}: {e}') from None
+    dists[name] = _validated(where, name, dist)
   return Space(dists)
 
 
@@ -186,92 +177,10 @@ def load_space(path_or_spec: str | os.PathLike) -> Space:
   return parse_spec(text)
 
 
-def _contains(dist: Distribution, v: Any) -> bool:
-  if isinstance(dist, Choice):
-    return v in dist.values
-  if isinstance(dist, Fixed):
-    return v == dist.value
-  return dist.low <= v <= dist.high  # type: ignore[attr-defined]
-
-
-class HyperParameters:
-  """Records a `Space` through the Keras-Tuner API; instances are conventionally ``hp``.
-
-  Each method registers a distribution and returns a usable value (the default if given,
-  else the minimum / first value), so a model-building function can run on it directly::
-
-      def build(hp):
-          lr = hp.Float("learning_rate", 1e-4, 1.0, sampling="log")
-          ...
-      hp = HyperParameters(); build(hp); space = hp.space()
-
-  Names and ranges are validated at the call, so mistakes point at the offending line.
-  """
-
-  def __init__(self) -> None:
-    self._dists: dict[str, Distribution] = {}
-
-  def _record(self, name: str, dist: Distribution, default: Any, first: Scalar) -> Any:
-    Space({name: dist})
-    old = self._dists.get(name)
-    if old is not None and old != dist:
-      raise SpaceError(
-        f'hyperparameter {name!r} is already {old.to_spec()}; got '
-        f'{dist.to_spec()}; define each name once'
-      )
-    if default is not None and not _contains(dist, default):
-      raise SpaceError(f'default {default!r} of {name!r} is outside {dist.to_spec()}')
-    self._dists[name] = dist
-    return first if default is None else default
-
-  @staticmethod
-  def _sampler(sampling: str, table: dict[str, type[Distribution]]) -> type[Distribution]:
-    if sampling not in table:
-      raise SpaceError(f'sampling must be one of {", ".join(map(repr, table))}; got {sampling!r}')
-    return table[sampling]
-
-  def Int(
-    self,
-    name: str,
-    min_value: int,
-    max_value: int,
-    sampling: str = 'linear',
-    default: int | None = None,
-  ) -> int:
-    """Integer in [min_value, max_value]; sampling 'linear' or 'log'."""
-    cls = self._sampler(sampling, {'linear': IntUniform, 'log': IntLogUniform})
-    dist = cls(min_value, max_value)  # type: ignore[call-arg]
-    return self._record(name, dist, default, dist.low)  # type: ignore[attr-defined]
-
-  def Float(
-    self,
-    name: str,
-    min_value: float,
-    max_value: float,
-    sampling: str = 'linear',
-    default: float | None = None,
-  ) -> float:
-    """Float in [min_value, max_value]; sampling 'linear', 'log' or 'reverse_log'."""
-    cls = self._sampler(
-      sampling, {'linear': Uniform, 'log': LogUniform, 'reverse_log': OneMinusLogUniform}
-    )
-    dist = cls(min_value, max_value)  # type: ignore[call-arg]
-    return self._record(name, dist, default, dist.low)  # type: ignore[attr-defined]
-
-  def Choice(self, name: str, values: Sequence[Scalar], default: Scalar | None = None) -> Any:
-    """One of `values` (uniform)."""
-    dist = Choice(tuple(values) if isinstance(values, list) else values)
-    return self._record(name, dist, default, dist.values[0])
-
-  def Boolean(self, name: str, default: bool = False) -> bool:
-    """True or False (uniform)."""
-    return self._record(name, Choice((False, True)), default, False)
-
-  def Fixed(self, name: str, value: Scalar) -> Any:
-    """Always `value`."""
-    dist = Fixed(value)
-    return self._record(name, dist, None, dist.value)
-
-  def space(self) -> Space:
-    """The `Space` recorded so far."""
-    return Space(self._dists)
+def as_space(space: Space | dict | str | os.PathLike) -> Space:
+  """A `Space` from a `Space`, a dict, a spec string or a JSON file path."""
+  if isinstance(space, Space):
+    return space
+  if isinstance(space, dict):
+    return Space(space)
+  return load_space(space)
