@@ -84,6 +84,7 @@ class _Ranged(Distribution):
 
   low: Any
   high: Any
+  _convert: ClassVar[Any]  # reads low and high: `real` or `integer`
 
   @staticmethod
   def to_scale(x: Any) -> Any:
