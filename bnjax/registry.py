@@ -83,9 +83,13 @@ class Hyperparameter(NamedTuple):
   def interval(self) -> str:
     return f'{self.ends[0]}{self.low:g}, {self.high:g}{self.ends[1]}'
 
-  def admits(self, x: float) -> bool:
-    above = x >= self.low if self.ends[0] == '[' else x > self.low
-    return above and (x <= self.high if self.ends[1] == ']' else x < self.high)
+  def admits(self, x: Any) -> Any:
+    """Whether `x` (a number, or elementwise an array) lies in the interval; NaN never does."""
+    x = np.asarray(x, np.float64)
+    with np.errstate(invalid='ignore'):
+      above = x >= self.low if self.ends[0] == '[' else x > self.low
+      below = x <= self.high if self.ends[1] == ']' else x < self.high
+    return above & below
 
   def check(self, value: Any) -> Scalar:
     """Returns `value` as a Python scalar, or raises a one-line `HyperparameterError`."""

@@ -98,7 +98,7 @@ def _encode(name: str, value: Any) -> jax.Array:
     return jnp.asarray(value, jnp.int32)
   if _concrete(value):
     values = np.asarray(value, np.float64)
-    inside = np.vectorize(entry.admits, otypes=[bool])(values) if values.size else values
+    inside = entry.admits(values)
     if not np.all(inside):
       entry.check(float(values[~inside].ravel()[0]))  # raises with the rule in its message
   return jnp.asarray(value, jnp.float32)
