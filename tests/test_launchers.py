@@ -1,0 +1,144 @@
+"""The launchers as a user runs them: a one-epoch smoke run each, and the real runs (slow).
+
+The smoke runs are in the default suite. The `slow` ones run the launchers with
+their defaults on the real data and check the accuracies the README claims;
+`pytest -m slow` selects them (about 8 minutes on a 2-core CPU). Accuracies
+differ a little between machines, so the thresholds sit below the README's
+numbers, at the figures it compares with.
+"""
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PLOTS = ('hyperparameters.png', 'learning_curves.png', 'parallel_coordinates.png')
+
+
+def _reject(constant):
+  raise ValueError(f'bare {constant} in JSON: strict parsers reject it; write null')
+
+
+def read_json(path: pathlib.Path):
+  """JSON as strict parsers read it: NaN and Infinity are errors, not numbers."""
+  return json.loads(path.read_text(), parse_constant=_reject)
+
+
+def launch(script: str, *flags: str, timeout: float) -> subprocess.CompletedProcess:
+  """Runs `python experiments/<script> <flags>` from the repository root."""
+  env = dict(os.environ)
+  # conftest.py gives this process four virtual CPU devices; a user has one.
+  env['XLA_FLAGS'] = env.get('XLA_FLAGS', '').replace(
+    '--xla_force_host_platform_device_count=4', ''
+  )
+  return subprocess.run(
+    [sys.executable, str(ROOT / 'experiments' / script), *flags],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+
+
+def succeeded(run: subprocess.CompletedProcess) -> bool:
+  if run.returncode != 0:
+    print(run.stdout[-3000:], run.stderr[-3000:], sep='\n')
+  return run.returncode == 0
+
+
+def check_search_outputs(output_dir: pathlib.Path, num_trials: int) -> dict:
+  """results.csv has a row per trial, best.json is strict JSON, the plots exist."""
+  with open(output_dir / 'results.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == num_trials
+  assert sorted(int(row['trial_id']) for row in rows) == list(range(num_trials))
+  best = read_json(output_dir / 'best.json')
+  assert best['trial_id'] in range(num_trials)
+  assert 0 <= best['dev_accuracy'] <= 1 and 0 <= best['test_accuracy'] <= 1
+  for name in PLOTS:
+    assert (output_dir / name).stat().st_size > 0, name
+  return best
+
+
+def test_train_smoke(tmp_path):
+  run = launch(
+    'train.py',
+    '--dataset=digits',
+    '--epochs=1',
+    '--hidden_sizes=16',
+    f'--output_dir={tmp_path}',
+    timeout=300,
+  )
+  assert succeeded(run)
+  metrics = read_json(tmp_path / 'metrics.json')
+  assert metrics['status'] == 'ok' and metrics['dataset'] == 'digits'
+  assert 0 <= metrics['dev_accuracy'] <= 1 and 0 <= metrics['test_accuracy'] <= 1
+  assert 'test_accuracy' in run.stdout
+
+
+def test_train_diverged_run_writes_strict_json(tmp_path):
+  run = launch(
+    'train.py',
+    '--dataset=digits',
+    '--epochs=1',
+    '--hidden_sizes=16',
+    '--optimizer=sgd',
+    '--learning_rate=1e30',
+    f'--output_dir={tmp_path}',
+    timeout=300,
+  )
+  assert 'diverged' in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
+  metrics = read_json(tmp_path / 'metrics.json')
+  assert metrics['status'] == 'diverged'
+  assert metrics['dev_accuracy'] is None and metrics['test_accuracy'] is None
+
+
+def test_random_search_smoke(tmp_path):
+  run = launch(
+    'random_search.py',
+    '--dataset=digits',
+    '--num_trials=2',
+    '--epochs=1',
+    f'--output_dir={tmp_path}',
+    timeout=300,
+  )
+  assert succeeded(run)
+  check_search_outputs(tmp_path, num_trials=2)
+  assert 'winner' in run.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+  'dataset, threshold',
+  [
+    ('mnist1d', 0.68),  # the MLP of the MNIST-1D paper; the README shows 71.9%
+    ('digits', 0.96),  # the README shows 97.2%
+  ],
+)
+def test_train_defaults_reach_readme_accuracy(tmp_path, dataset, threshold):
+  run = launch('train.py', f'--dataset={dataset}', f'--output_dir={tmp_path}', timeout=900)
+  assert succeeded(run)
+  metrics = read_json(tmp_path / 'metrics.json')
+  assert metrics['status'] == 'ok'
+  assert metrics['test_accuracy'] >= threshold, metrics['test_accuracy']
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+  'dataset, threshold',
+  [
+    ('mnist1d', 0.70),  # the README's winner reaches 75.0%; the paper's MLP 68%
+    ('digits', 0.96),  # the README's winner reaches 98.1%
+  ],
+)
+def test_random_search_defaults_reach_readme_accuracy(tmp_path, dataset, threshold):
+  run = launch('random_search.py', f'--dataset={dataset}', f'--output_dir={tmp_path}', timeout=1500)
+  assert succeeded(run)
+  best = check_search_outputs(tmp_path, num_trials=24)  # the launcher's default
+  assert best['test_accuracy'] >= threshold, best
