@@ -400,3 +400,125 @@ def test_bn_init_rejects_non_positive_features(num_features):
 def test_public_api_exports_batch_norm():
   assert bnjax.batch_norm is batch_norm and bnjax.bn_init is bn_init
   assert bnjax.batch_statistics is batch_statistics
+
+
+# Mistakes that used to broadcast, zero out or truncate silently. Each must fail while
+# tracing (`jax.eval_shape` runs nothing), with the shapes or dtype in the message.
+_F = 4
+_X = np.random.default_rng(19).normal(size=(8, _F)).astype(np.float32)
+BAD_SHAPES = {
+  'x_one_feature_against_four': (
+    dict(x=_X[:, :1]),
+    ValueError,
+    r"x has shape \(8, 1\) but params\['scale'\] has shape \(4,\)",
+  ),
+  'x_too_wide': (dict(x=np.ones((8, 5), np.float32)), ValueError, r'x has shape \(8, 5\)'),
+  'x_one_dimensional': (
+    dict(x=_X[:, 0]),
+    ValueError,
+    r'batch_norm needs \[batch, \.\.\., features\]; got shape \(8,\)',
+  ),
+  'x_scalar': (dict(x=np.float32(1.0)), ValueError, r'got shape \(\)'),
+  'x_integer': (dict(x=_X.astype(np.int32)), TypeError, 'floating-point x; got dtype int32'),
+  'x_bool': (dict(x=_X > 0), TypeError, 'got dtype bool'),
+  'mask_column': (
+    dict(mask=np.ones((8, 1), bool)),
+    ValueError,
+    r'mask has shape \(8, 1\) but x has shape \(8, 4\); mask must be \[batch\] = \(8,\)',
+  ),
+  'mask_too_short': (dict(mask=np.ones(5, bool)), ValueError, r'mask has shape \(5,\)'),
+  'state_other_width': (
+    dict(state=bn_init(3)[1]),
+    ValueError,
+    r"state\['mean'\] has shape \(3,\) but params\['scale'\] has shape \(4,\)",
+  ),
+}
+
+
+def _bn_call(params=None, state=None, x=_X, mask=None, training=True):
+  default_params, default_state = bn_init(_F)
+  params = default_params if params is None else params
+  state = default_state if state is None else state
+  return lambda: batch_norm(params, state, x, training=training, mask=mask)
+
+
+@pytest.mark.parametrize('case', BAD_SHAPES)
+@pytest.mark.parametrize('training', [True, False])
+def test_bad_shapes_and_dtypes_fail_at_trace_time(case, training):
+  kwargs, error, pattern = BAD_SHAPES[case]
+  with pytest.raises(error, match=pattern):
+    jax.eval_shape(_bn_call(training=training, **kwargs))
+  with pytest.raises(error, match=pattern):  # and eagerly, with the same message
+    _bn_call(training=training, **kwargs)()
+
+
+def test_batch_statistics_rejects_what_batch_norm_does():
+  with pytest.raises(ValueError, match=r'batch_statistics needs .* got shape \(8,\)'):
+    jax.eval_shape(batch_statistics, _X[:, 0])
+  with pytest.raises(ValueError, match=r'mask has shape \(8, 1\)'):
+    jax.eval_shape(lambda x: batch_statistics(x, mask=np.ones((8, 1), bool)), _X)
+
+
+@pytest.mark.parametrize(
+  'momentum, eps, pattern',
+  [
+    (2, 1e-5, r'momentum must be in \[0, 1\); got 2.0'),
+    (1.0, 1e-5, r'momentum must be in \[0, 1\); got 1.0'),
+    (-0.1, 1e-5, 'momentum must be in'),
+    (np.float32(1.5), 1e-5, 'momentum must be in'),
+    (np.array([0.5, 1.0]), 1e-5, r'momentum must be in \[0, 1\); got 1.0'),
+    (jnp.asarray(2.0), 1e-5, 'momentum must be in'),  # concrete, so checked too
+    (float('nan'), 1e-5, 'momentum must be in'),
+    (0.9, -1, r'eps must be a finite number > 0; got -1.0'),
+    (0.9, 0.0, 'eps must be a finite number > 0'),
+    (0.9, np.inf, 'eps must be a finite number > 0; got inf'),
+  ],
+)
+def test_concrete_momentum_and_eps_are_checked(momentum, eps, pattern):
+  params, state = bn_init(_F)
+  for training in (True, False):
+    with pytest.raises(bnjax.registry.HyperparameterError, match=pattern):
+      batch_norm(params, state, _X, training=training, momentum=momentum, eps=eps)
+
+
+def test_traced_momentum_and_eps_trace_unchecked():
+  """A traced value has no value yet: no check, and the formula runs as written."""
+  params, state = _random_bn(_F, seed=20)
+  run = jax.jit(
+    lambda m, e: batch_norm(params, state, _X, training=True, momentum=m, eps=e),
+  )
+  _, new_state = run(2.0, 1e-5)  # out of range, but traced: computed, not refused
+  mean, _ = _np_stats(_X)
+  np.testing.assert_allclose(
+    new_state['mean'], 2.0 * np.asarray(state['mean']) - mean, rtol=1e-5, atol=1e-5
+  )
+  y, _ = run(0.9, 1e-5)
+  chex.assert_tree_all_finite(y)
+  # The checks run in Python at trace time only: the jitted program is the same as one
+  # traced with in-range values, so they cost the jitted path nothing.
+  assert str(jax.make_jaxpr(run)(0.9, 1e-5)) == str(jax.make_jaxpr(run)(2.0, -1.0))
+
+
+@pytest.mark.parametrize(
+  'training, pattern',
+  [
+    (jnp.asarray(True), r'training must be a Python bool; got ArrayImpl of shape \(\)'),
+    (np.array(True), 'training must be a Python bool; got ndarray'),
+    (1, 'training must be a Python bool; got 1'),
+    ('yes', "training must be a Python bool; got 'yes'"),
+  ],
+)
+def test_training_must_be_a_python_bool(training, pattern):
+  params, state = bn_init(_F)
+  with pytest.raises(TypeError, match=pattern + '.*static_argnames'):
+    batch_norm(params, state, _X, training=training)
+
+
+def test_traced_training_names_the_fix():
+  params, state = bn_init(_F)
+  traced = jax.jit(lambda t: batch_norm(params, state, _X, training=t))
+  with pytest.raises(TypeError, match=r"training is traced.*static_argnames=\('training',\)"):
+    traced(True)
+  # NumPy's bool is a bool too.
+  y, _ = batch_norm(params, state, _X, training=np.bool_(True))
+  chex.assert_shape(y, _X.shape)

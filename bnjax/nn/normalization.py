@@ -9,13 +9,22 @@ The notes' formulas, for one feature over a mini-batch of m examples:
 At test time mu and sigma^2 come from exponentially weighted averages kept
 during training: `running = momentum * running + (1 - momentum) * batch`
 (flax's convention; PyTorch's `momentum=0.1` is our 0.9).
+
+Mistakes fail at trace time with the shapes in the message: an `x` whose last
+axis is not the features (no silent broadcasting), a 1-D or integer `x`, a
+`mask` that is not `[batch]`, a `training` that is not a Python bool. Values
+are checked only where they are concrete (a Python or NumPy `momentum` of 2,
+an `eps` of -1); traced values pass unchecked, so jitted code pays nothing.
 """
 
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+
+from bnjax import registry
 
 Params = dict[str, jax.Array]
 State = dict[str, jax.Array]
@@ -39,6 +48,82 @@ def bn_init(num_features: int, dtype: Any = jnp.float32) -> tuple[Params, State]
   return params, state
 
 
+def static_flag(value: Any, *, name: str, where: str) -> bool:
+  """`value` as a Python bool, or a `TypeError` that says how to make it static.
+
+  A flag that picks a code path is read in Python while tracing, so it cannot
+  be an array: under `jit` or `vmap` an array is a tracer with no value yet.
+  """
+  if isinstance(value, bool | np.bool_):
+    return bool(value)
+  fix = (
+    f'pass a Python bool (under jax.jit: static_argnames=({name!r},)), or pick '
+    f'between a {name}=True and a {name}=False call with jax.lax.cond'
+  )
+  if isinstance(value, jax.core.Tracer):
+    raise TypeError(f'{where}: {name} is traced, but it picks a code path; {fix}')
+  raise TypeError(f'{where}: {name} must be a Python bool; got {_describe(value)}; {fix}')
+
+
+def _describe(value: Any) -> str:
+  """A one-line description of `value` for an error message."""
+  if hasattr(value, 'shape') and hasattr(value, 'dtype'):
+    return f'{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}'
+  text = repr(value)
+  return ' '.join(text.split()) if len(text) < 60 else type(value).__name__
+
+
+def _check_batch(x: jax.Array, mask: Any, where: str) -> None:
+  """Static shape checks: `x` is `[batch, ..., F]` and `mask` is `[batch]`."""
+  if x.ndim < 2:
+    raise ValueError(
+      f'{where} needs [batch, ..., features]; got shape {x.shape}: add the missing axis, '
+      'e.g. x[:, None] for one feature'
+    )
+  if mask is not None and jnp.shape(mask) != x.shape[:1]:
+    raise ValueError(
+      f'{where}: mask has shape {jnp.shape(mask)} but x has shape {x.shape}; '
+      f'mask must be [batch] = {x.shape[:1]}'
+    )
+
+
+def _check_features(params: Params, state: State, x: jax.Array) -> None:
+  """Static shape checks: every parameter and statistic is `[F]`, and so is `x`'s last axis."""
+  features = jnp.shape(params['scale'])
+  for where, value in (
+    ("params['offset']", params['offset']),
+    ("state['mean']", state['mean']),
+    ("state['var']", state['var']),
+  ):
+    if jnp.shape(value) != features:
+      raise ValueError(
+        f"batch_norm: {where} has shape {jnp.shape(value)} but params['scale'] has shape "
+        f'{features}; build params and state together with bn_init(num_features)'
+      )
+  if x.shape[-1:] != features:
+    raise ValueError(
+      f"batch_norm: x has shape {x.shape} but params['scale'] has shape {features}; x must be "
+      f'[batch, ..., {features[0] if features else "F"}] with the features last, or build '
+      'params with bn_init(x.shape[-1])'
+    )
+
+
+def _check_concrete(name: str, value: Any, admits: Any, rule: str) -> None:
+  """Raises if a concrete `value` (any element of it) breaks `rule`; tracers pass."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  try:
+    values = np.asarray(value, np.float64)
+  except (TypeError, ValueError):
+    raise TypeError(f'batch_norm {name} must be a number; got {_describe(value)}') from None
+  with np.errstate(invalid='ignore'):
+    bad = ~admits(values)
+  if np.any(bad):
+    raise registry.HyperparameterError(
+      f'batch_norm {name} must be {rule}; got {values[bad].ravel()[0].item()!r}'
+    )
+
+
 def batch_statistics(
   x: jax.Array, *, mask: jax.Array | None = None, axis_name: str | None = None
 ) -> tuple[jax.Array, jax.Array]:
@@ -54,7 +139,12 @@ def batch_statistics(
 
   Returns:
     `(mean, var)`, each `[F]`.
+
+  Raises:
+    ValueError: at trace time, if `x` has fewer than 2 axes or `mask` is not `[batch]`.
   """
+  x = jnp.asarray(x)
+  _check_batch(x, mask, 'batch_statistics')
   x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   axes = tuple(range(x.ndim - 1))
   if mask is None:
@@ -90,21 +180,46 @@ def batch_norm(
 ) -> tuple[jax.Array, State]:
   """Normalizes `x` per feature and returns `(y, new_state)`.
 
+  `training` and `axis_name` pick code paths and must be Python values: under
+  `jax.jit` mark them static (`static_argnames=('training', 'axis_name')`); to
+  switch mode on a traced flag, call twice inside `jax.lax.cond`. Everything
+  else traces, so `momentum` and `eps` may vary per trial under `vmap`.
+
   Args:
     params: `{'scale': [F], 'offset': [F]}`.
     state: `{'mean': [F], 'var': [F]}` running averages.
-    x: `[batch, F]` or `[batch, ..., F]`; statistics over all axes but the last.
-    training: mini-batch statistics and updated running averages if True;
-      the running averages and an unchanged state if False.
-    momentum: weight of the old running average (traceable).
-    eps: added to the variance before the square root (traceable).
+    x: floating `[batch, F]` or `[batch, ..., F]`; statistics over all axes but
+      the last, which must have the F features of `params`.
+    training: Python bool (static). Mini-batch statistics and updated running
+      averages if True; the running averages and an unchanged state if False.
+    momentum: weight of the old running average, in [0, 1) (traceable;
+      checked when concrete).
+    eps: added to the variance before the square root, > 0 (traceable;
+      checked when concrete).
     mask: optional `[batch]` bool; False rows stay out of the statistics.
     axis_name: pool statistics over this named mapped axis (data parallel).
       Without it an outer `vmap` over trials gives per-trial statistics.
 
   Returns:
     `y` with the shape and dtype of `x`, and the new state.
+
+  Raises:
+    ValueError: at trace time, for shapes that do not fit together.
+    TypeError: at trace time, for a non-floating `x` or a `training` that is
+      not a Python bool.
+    HyperparameterError: for a concrete `momentum` outside [0, 1) or `eps` <= 0.
   """
+  training = static_flag(training, name='training', where='batch_norm')
+  x = jnp.asarray(x)
+  _check_batch(x, mask, 'batch_norm')
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(
+      f'batch_norm needs floating-point x; got dtype {x.dtype} (shape {x.shape}): '
+      'cast it first, e.g. x.astype(jnp.float32)'
+    )
+  _check_features(params, state, x)
+  _check_concrete('momentum', momentum, registry.REGISTRY['bn_momentum'].admits, 'in [0, 1)')
+  _check_concrete('eps', eps, lambda v: np.isfinite(v) & (v > 0), 'a finite number > 0')
   if training:
     mean, var = batch_statistics(x, mask=mask, axis_name=axis_name)
     if mask is not None:  # A batch with no real rows leaves the averages alone.
