@@ -186,3 +186,58 @@ def test_l2_penalty_keeps_float64():
     penalty = l2_penalty({'w': jnp.asarray(w, jnp.float64)}, 1.0, 0.5)
     assert penalty.dtype == jnp.float64
     assert float(penalty) == pytest.approx(np.sum(w**2), rel=1e-15, abs=0)
+
+
+_LOGITS = np.random.default_rng(5).normal(size=(4, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize('fn', [softmax_cross_entropy, accuracy])
+@pytest.mark.parametrize(
+  'labels, where',
+  [
+    (np.array([0, 1, 3, 2]), r'label 3 \(at flat index 2\)'),
+    (np.array([0, -1, 2, 2]), r'label -1 \(at flat index 1\)'),
+    # Not wrapped into the range by a cast to int32:
+    (np.array([0, 1, 2, 2**40], np.int64), r'label 1099511627776 \(at flat index 3\)'),
+    (jnp.asarray([0, 1, 2, 7]), r'label 7 \(at flat index 3\)'),  # concrete JAX: checked too
+  ],
+)
+def test_concrete_labels_outside_the_classes_raise(fn, labels, where):
+  # One-hot of an id outside [0, C) is a row of zeros: a loss of 0, silently.
+  with pytest.raises(ValueError, match=where + r' is outside \[0, 3\) for logits of shape'):
+    fn(_LOGITS, labels)
+
+
+def test_traced_labels_are_not_checked():
+  """Inside jit the ids have no value: the check costs the compiled program nothing."""
+  loss = _ce(_LOGITS, np.array([0, 1, 2, 3]))
+  chex.assert_shape(loss, (4,))
+  assert float(loss[3]) == 0.0  # what the check exists to catch where it can
+
+
+@pytest.mark.parametrize('fn', [softmax_cross_entropy, accuracy])
+@pytest.mark.parametrize(
+  'labels, pattern',
+  [
+    (np.zeros(3, np.int32), r'labels have shape \(3,\) but logits have shape \(4, 3\)'),
+    (np.zeros((4, 1), np.int32), r'labels have shape \(4, 1\) but logits have shape \(4, 3\)'),
+    (np.zeros((4, 2), np.float32), r'shape \(4, 2\).*probability rows of shape \(4, 3\)'),
+    (np.zeros((4, 3, 1), np.float32), r'labels have shape \(4, 3, 1\)'),
+  ],
+)
+def test_label_shapes_must_fit_the_logits_at_trace_time(fn, labels, pattern):
+  with pytest.raises(ValueError, match=pattern):
+    jax.eval_shape(fn, _LOGITS, labels)  # traces only: the error comes before any compute
+
+
+@pytest.mark.parametrize('fn', [softmax_cross_entropy, accuracy])
+def test_class_ids_must_be_integers(fn):
+  # A float id of 0.5 would one-hot to zeros; bool ids are a mistake too.
+  for labels in (np.array([0.0, 1.0, 0.5, 2.0]), np.array([True, False, True, True])):
+    with pytest.raises(TypeError, match=r'labels of shape \(4,\) are class ids and must be'):
+      jax.eval_shape(fn, _LOGITS, labels)
+
+
+def test_logits_need_a_class_axis():
+  with pytest.raises(ValueError, match=r'logits has shape \(\)'):
+    softmax_cross_entropy(np.float32(1.0), np.int32(0))
