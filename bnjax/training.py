@@ -233,8 +233,16 @@ def train_step(
 ) -> tuple[TrialState, jax.Array]:
   """One mini-batch update; returns the new trial state and the batch loss.
 
-  A non-finite loss or gradient marks the trial diverged; from then on its
-  parameters, BN statistics and optimizer state stop changing.
+  The step is rejected, and the trial marked diverged at it, when anything it
+  would keep is non-finite: the loss, a gradient, or the parameters, BN
+  statistics or optimizer state it computed (an update can overflow weights
+  that a finite loss and gradient produced). A diverged trial keeps its last
+  finite state: its parameters, BN statistics and optimizer state stop
+  changing, and `diverged_step` is the step that failed.
+
+  `config` and `steps_per_epoch` are static (under `jax.jit`,
+  `static_argnums=(0, 6)`): they fix shapes and the program. Everything else
+  traces, `hp` included.
   """
 
   def cost(params):
@@ -255,9 +263,10 @@ def train_step(
     grads, trial.opt_state, trial.params
   )
   new_params = jax.tree.map(jnp.add, trial.params, updates)
-  finite = jnp.isfinite(loss) & jnp.all(
-    jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
-  )
+  # Every leaf of what the step produces, not only the loss and gradients:
+  # otherwise the update that overflows the weights would be kept.
+  produced = (loss, grads, new_params, new_model_state, new_opt_state)
+  finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(produced)]))
   ok = finite & (trial.diverged_step < 0)
   keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
   diverged_step = jnp.where((trial.diverged_step < 0) & ~finite, trial.step, trial.diverged_step)

@@ -156,6 +156,61 @@ def test_diverged_params_stop_changing(data):
     assert np.isnan(float(metrics['train_loss']))
 
 
+def test_update_that_overflows_the_weights_is_caught_on_its_step(data):
+  """A finite loss and finite gradients can still give inf weights: that step is the divergence."""
+  # l2 = 1e3 makes the weight gradients about 1e2, so a learning rate of 1e38 overflows the
+  # weights on the very first step while the loss (about 1e3) and the gradients stay finite.
+  hp = bnjax.hparams(learning_rate=1e38, optimizer='sgd', l2=1e3)
+  trial = jax.jit(bnjax.init_trial, static_argnums=0)(CONFIG, hp, jax.random.key(0), data)
+  x, y = data.x_train[:16], data.y_train[:16]
+
+  def cost(params):  # the step's objective, written out
+    logits, _ = bnjax.mlp_apply(params, trial.model_state, x, training=True)
+    return jnp.mean(bnjax.softmax_cross_entropy(logits, y)) + bnjax.l2_penalty(params, 1e3, 16)
+
+  loss, grads = jax.jit(jax.value_and_grad(cost))(trial.params)
+  chex.assert_tree_all_finite((loss, grads))  # what the old check looked at: all finite
+  naive = jax.tree.map(lambda p, g: p - jnp.float32(1e38) * g, trial.params, grads)
+  assert not all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(naive))
+
+  step = jax.jit(bnjax.train_step, static_argnums=(0, 6))
+  after, step_loss = step(CONFIG, hp, trial, x, y, jax.random.key(1), 128 // 16)
+  assert np.isfinite(float(step_loss))
+  assert int(after.diverged_step) == 0 and int(after.step) == 1
+  # The rejected step changed nothing: the state is the input's, selected bitwise.
+  chex.assert_trees_all_equal(
+    (after.params, after.model_state, after.opt_state),
+    (trial.params, trial.model_state, trial.opt_state),
+  )
+
+  result = jax.jit(bnjax.make_train(CONFIG))(hp, jax.random.key(0), data)
+  assert bool(result.diverged) and int(result.diverged_step) == 0
+  assert np.all(np.isnan(np.asarray(result.metrics['dev_accuracy'])))
+  # The last finite weights are the initial ones. `init_trial` alone and inside the training
+  # program are two programs computing the same few float32 operations per weight (a normal
+  # draw times a scale): equal up to float32 rounding of that product.
+  chex.assert_tree_all_finite((result.params, result.model_state))
+  chex.assert_trees_all_close(
+    (result.params, result.model_state), (trial.params, trial.model_state), rtol=1e-6, atol=0
+  )
+
+
+def test_mlp_apply_needs_a_static_training_flag_and_fitting_x():
+  params, state = bnjax.mlp_init(jax.random.key(0), 6, (8,), 3)
+  x = np.ones((5, 6), np.float32)
+  traced = jax.jit(lambda t: bnjax.mlp_apply(params, state, x, training=t))
+  with pytest.raises(TypeError, match=r'mlp_apply: training is traced.*static_argnames'):
+    traced(True)
+  with pytest.raises(TypeError, match='mlp_apply: training must be a Python bool; got ArrayImpl'):
+    bnjax.mlp_apply(params, state, x, training=jnp.asarray(False))
+  for bad in (np.ones((5, 7), np.float32), np.ones(6, np.float32)):
+    with pytest.raises(ValueError, match=r'mlp_apply: x has shape .*takes \[batch, 6\]'):
+      jax.eval_shape(lambda x: bnjax.mlp_apply(params, state, x, training=False), bad)
+  # The static form works.
+  static = jax.jit(bnjax.mlp_apply, static_argnames='training')
+  chex.assert_shape(static(params, state, x, training=False)[0], (5, 3))
+
+
 def test_select_best_returns_best_epoch_params(data):
   config = CONFIG._replace(epochs=6, select='best')
   hp = bnjax.hparams(learning_rate=0.3, optimizer='sgd')

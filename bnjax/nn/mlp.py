@@ -172,8 +172,9 @@ def mlp_apply(
   Args:
     params, state: from `mlp_init`.
     x: `[batch, in_features]`.
-    training: mini-batch BN statistics (and updated running averages) and
-      dropout if True; running averages and no dropout if False.
+    training: Python bool (static: under `jax.jit`, mark it in
+      `static_argnames`). Mini-batch BN statistics (and updated running
+      averages) and dropout if True; running averages and no dropout if False.
     key: PRNG key for dropout; needed when training with `keep_prob < 1`.
     activation: 'relu', 'tanh' or 'sigmoid' for the hidden layers.
     bn_placement: as given to `mlp_init`.
@@ -183,8 +184,14 @@ def mlp_apply(
     mask: optional `[batch]` bool; False rows stay out of BN statistics.
     axis_name: pool BN statistics over this named axis.
   """
+  training = normalization.static_flag(training, name='training', where='mlp_apply')
   hidden_sizes = [layer['w'].shape[1] for layer in params['layers']]
   _check(hidden_sizes, activation, bn_placement, depth)
+  in_features = params['layers'][0]['w'].shape[0]
+  if jnp.ndim(x) != 2 or jnp.shape(x)[1] != in_features:
+    raise ValueError(
+      f'mlp_apply: x has shape {jnp.shape(x)}; the first layer takes [batch, {in_features}]'
+    )
   if training and key is None and isinstance(keep_prob, int | float) and keep_prob < 1:
     raise ValueError('dropout with keep_prob < 1 needs a PRNG key: pass key=...')
   act = ACTIVATIONS[activation]
