@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bnjax import data
-from bnjax.data import DataError
+from bnjax.data import DataError, _builtin
 
 
 @pytest.fixture(scope='module')
@@ -73,9 +73,9 @@ def test_mnist1d_shapes_and_classes(mnist):
 
 
 def test_mnist1d_is_cached_and_seed_moves_only_dev(mnist):
-  hits = data._mnist1d_raw.cache_info().hits
+  hits = _builtin._mnist1d_raw.cache_info().hits
   other = data.mnist1d(seed=1)
-  assert data._mnist1d_raw.cache_info().hits == hits + 1  # no second generation
+  assert _builtin._mnist1d_raw.cache_info().hits == hits + 1  # no second generation
   np.testing.assert_array_equal(other.y_test, mnist.y_test)
   assert not np.array_equal(other.y_dev, mnist.y_dev)
   # The raw train+dev pool is the same, so its label counts agree.
@@ -128,6 +128,19 @@ def test_constant_features_do_not_produce_nan():
   # digits has pixels that are always 0 on train.
   s = data.digits()
   assert np.isfinite(s.x_train).all() and np.isfinite(s.x_dev).all()
+
+
+def test_huge_features_standardize_like_ordinary_ones():
+  """Squares of 1e306 overflow float64: a plain std is inf and turns every feature into 0."""
+  x_train = np.random.default_rng(5).normal(3.0, 2.0, size=(50, 3))
+  x_dev = x_train[:7] * 2.0
+  ordinary = data.normalize(x_train, x_dev)
+  huge = data.normalize(x_train * 1e306, x_dev * 1e306)
+  # Scaling by 1e306 (not a power of two) rounds each value in float64 (1e-16 relative); the
+  # float32 results agree to their own rounding.
+  for a, b in zip(ordinary, huge, strict=True):
+    np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(huge[0].std(axis=0), 1.0, rtol=1e-5)
 
 
 def test_split_dev_is_deterministic_disjoint_and_complete():
@@ -249,6 +262,33 @@ def _call(fn, *args, **kwargs):
   return lambda tmp_path: lambda: fn(*args, **kwargs)
 
 
+def _h5_edit(edit):
+  """A valid SIGNS file of 40 examples and 3 classes, then `edit(f)` on it."""
+
+  def make(tmp_path):
+    x, y = _toy(20, num_classes=3)
+    path = _write_signs(tmp_path / 'bad.h5', x, y, x, y, 3)
+    with h5py.File(path, 'a') as f:
+      edit(f)
+    return lambda: data.from_h5(path)
+
+  return make
+
+
+def _replace(key, make_new):
+  def edit(f):
+    del f[key]
+    make_new(f, key)
+
+  return edit
+
+
+def _stray(y, row, label):
+  y = y.copy()
+  y[row] = label
+  return y
+
+
 _X, _Y = _toy(20)
 _NAN = _X.copy()
 _NAN[3, 1] = np.nan
@@ -286,6 +326,80 @@ BAD_INPUTS = {
   'unstratifiable': (_call(data.digits, test_fraction=0.001), 'cannot be stratified'),
   'npz_test_fraction': (_npz_case(x=_X, y=_Y, kw={'test_fraction': 0}), 'test_fraction=0'),
   'x_rank': (_call(data.validate, _X[0], _Y), r'must be \[n, features\]'),
+  'x_test_width': (
+    _npz_case(x=_X, y=_Y, x_test=np.ones((6, 7)), y_test=_Y[:6]),
+    r'x_test has 7 features per row \(shape \(6, 7\)\) but x has 5 \(shape \(20, 5\)\)',
+  ),
+  'h5_test_width': (
+    _h5_edit(_replace('test_set_x', lambda f, k: f.create_dataset(k, data=np.ones((20, 2, 2))))),
+    r'test_set_x has 4 features per row .* but train_set_x has 5',
+  ),
+  'h5_group_for_dataset': (
+    _h5_edit(_replace('train_set_y', lambda f, k: f.create_group(k))),
+    'train_set_y is an HDF5 group, where a dataset should be',
+  ),
+  'h5_group_for_classes': (
+    _h5_edit(_replace('list_classes', lambda f, k: f.create_group(k))),
+    'list_classes is an HDF5 group',
+  ),
+  'h5_dangling_link': (
+    _h5_edit(_replace('test_set_y', lambda f, k: f.__setitem__(k, h5py.SoftLink('/nowhere')))),
+    'cannot open test_set_y',
+  ),
+  'h5_string_labels': (
+    _h5_edit(_replace('train_set_y', lambda f, k: f.create_dataset(k, data=[b'a'] * 20))),
+    'labels must be integer class ids',
+  ),
+  'h5_string_features': (
+    _h5_edit(_replace('train_set_x', lambda f, k: f.create_dataset(k, data=['a'] * 20))),
+    'features must be real numbers',
+  ),
+  'h5_huge_class_list': (  # declared, never written: a small file that claims a million classes
+    _h5_edit(_replace('list_classes', lambda f, k: f.create_dataset(k, (10**6,), 'i1'))),
+    'the class list names 1000000 classes, more than the 40 examples',
+  ),
+  'h5_more_than_memory': (  # 8 TB declared in a file of a few KB
+    _h5_edit(
+      _replace('train_set_x', lambda f, k: f.create_dataset(k, (10**12,), 'f8', chunks=(1000,)))
+    ),
+    r'its datasets take .* GiB, more than the .* GiB of memory here',
+  ),
+  'stray_label': (
+    _npz_case(x=_X, y=_stray(_Y, 3, 2**40)),
+    r'label 1099511627776 \(row 3 of y\) would mean 1099511627777 classes, more than the '
+    '20 examples',
+  ),
+  'stray_test_label': (
+    _npz_case(x=_X, y=_Y, x_test=_X[:6], y_test=_stray(_Y[:6], 2, 500)),
+    r'label 500 \(row 2 of y_test\) would mean 501 classes, more than the 26 examples',
+  ),
+  'stray_float_label': (
+    _npz_case(x=_X, y=_stray(_Y.astype(float), 7, 1e15)),
+    r'label 1000000000000000 \(row 7 of y\)',
+  ),
+  'stray_label_validate_alone': (_call(data.validate, _X, _stray(_Y, 0, 2**40), 4), 'outside'),
+  'no_features': (_npz_case(x=np.ones((20, 0)), y=_Y), r'shape \(20, 0\), no features'),
+  'empty_x': (_npz_case(x=np.ones((0, 5)), y=_Y[:0]), 'split is empty'),
+  'complex_features': (_npz_case(x=_X + 1j, y=_Y), 'complex128; features must be real'),
+  'object_features': (
+    _npz_case(x=np.array([{}] * 20, dtype=object), y=_Y),
+    r"cannot read array 'x' \(ValueError: Object arrays cannot be loaded",
+  ),
+  'test_far_outside_training_range': (
+    _npz_case(x=np.zeros((20, 2)), y=_Y, x_test=np.full((4, 2), 1e300), y_test=_Y[:4]),
+    'bad.npz test: features overflow float32',
+  ),
+  'seed_beyond_64_bits': (_call(data.load, 'digits', seed=2**64), 'seed=18446744073709551616'),
+  'seed_huge': (_call(data.digits, seed=2**1000), r'seed=<a 1001-bit integer> is out of range'),
+  'seed_negative': (_npz_case(x=_X, y=_Y, kw={'seed': -1}), r'seed=-1 .*\[0, 2\*\*64\)'),
+  'seed_float': (_call(data.mnist1d, seed=1.5), 'seed=1.5 is out of range'),
+  'seed_bool': (_call(data.split_dev, _X, _Y, 0.1, True), 'seed=True'),
+  'seed_h5': (_call(data.from_h5, '/no/such.h5', seed=-3), 'seed=-3'),  # before the file
+  'num_samples_float': (_call(data.mnist1d, num_samples=100.5), 'must be an integer'),
+  'path_not_a_path': (_call(data.from_npz, 5), 'must be a str or os.PathLike; got int'),
+  'dataset_not_a_name': (_call(data.load, None), 'unknown dataset None'),
+  'dataset_with_nul': (_call(data.load, 'a\0b.npz'), 'unknown dataset'),
+  'dev_fraction_nan': (_call(data.load, 'digits', dev_fraction=float('nan')), 'dev_fraction=nan'),
 }
 
 
@@ -296,3 +410,20 @@ def test_bad_input_raises_one_clear_line(tmp_path, case):
     make(tmp_path)()
   assert '\n' not in str(info.value)
   assert isinstance(info.value, ValueError)
+
+
+def test_class_count_may_equal_the_examples_and_extra_arrays_are_not_read(tmp_path):
+  x, y = _toy(20)
+  y = np.arange(20)  # 20 classes, one example each: unusual, not absurd
+  # An extra array that cannot be read without pickle is ignored: only x, y, x_test, y_test are.
+  path = _write_npz(tmp_path / 'many.npz', x=x, y=y, notes=np.array([{}], dtype=object))
+  assert data.from_npz(path, test_fraction=0.2).num_classes == 20
+  with pytest.raises(DataError, match=r'label 20 \(row 19 of y\) would mean 21 classes'):
+    data.from_npz(_write_npz(tmp_path / 'one_more.npz', x=x, y=y + 1))
+
+
+def test_largest_seed_is_accepted():
+  x, y = _toy(20)
+  train, _, dev, _ = data.split_dev(x, y, 0.25, seed=2**64 - 1)
+  assert len(train) == 15 and len(dev) == 5
+  assert data.split_dev(x, y, 0.25, seed=np.uint64(2**64 - 1))[2].shape == (5, 5)
