@@ -4,9 +4,11 @@ import matplotlib as mpl
 import matplotlib.image
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
-from bnjax.search import plots
+from bnjax.search import plots, scales
 from bnjax.search.results import Results
+from bnjax.space import Choice, Fixed, IntUniform, LogUniform, OneMinusLogUniform, Space
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 VARYING = ('learning_rate', 'beta1', 'hidden_units', 'optimizer')
@@ -23,7 +25,7 @@ def fake_results(num_trials: int = NUM_TRIALS, vary: bool = True) -> Results:
     'hidden_units': rng.integers(16, 257, n) if vary else np.full(n, 64),
     'optimizer': rng.choice(['adam', 'momentum', 'sgd'], n) if vary else np.full(n, 'adam'),
     'batch_size': np.full(n, 64),  # searched but fixed
-    'weight_decay': np.full(n, 1e-4),  # searched, log, but every trial drew the same
+    'l2': np.full(n, 1e-4),  # searched, log, but every trial drew the same
   }
   quality = -np.abs(np.log10(table['learning_rate']) + 2.5) + 0.1 * (table['optimizer'] == 'adam')
   rows, curves = [], {'train_loss': [], 'dev_loss': [], 'dev_accuracy': []}
@@ -56,17 +58,23 @@ def fake_results(num_trials: int = NUM_TRIALS, vary: bool = True) -> Results:
     curves['dev_accuracy'].append(accuracy_curve)
     curves['train_loss'].append(loss_curve)
     curves['dev_loss'].append(loss_curve + 0.1)
-  scales = {
-    'learning_rate': 'log',
-    'beta1': 'one_minus_log',
-    'hidden_units': 'linear',
-    'optimizer': 'categorical',
-    'batch_size': 'fixed',
-    'weight_decay': 'log',
-  }
-  searched = (*table, 'round')
+  space = Space(
+    {
+      'learning_rate': LogUniform(1e-4, 1e-1),
+      'beta1': OneMinusLogUniform(0.9, 0.999),
+      'hidden_units': IntUniform(16, 256),
+      'optimizer': Choice(('adam', 'momentum', 'sgd')),
+      'batch_size': Fixed(64),
+      'l2': LogUniform(1e-5, 1e-3),
+    }
+  )
   return Results(
-    rows, {k: np.asarray(v) for k, v in curves.items()}, searched, 'final', searched, scales, {}
+    rows=rows,
+    curves={k: np.asarray(v) for k, v in curves.items()},
+    hyperparameters=space.names,
+    searched=space.names,
+    space=space,
+    extra_columns=('round',),
   )
 
 
@@ -101,11 +109,27 @@ def test_plot_all_writes_the_three_figures(tmp_path):
   ]
   for path in paths:
     assert_png(path)
+  assert sorted(p.name for p in (tmp_path / 'new_dir').iterdir()) == sorted(plots.FIGURES)
 
 
-def test_varying_names_skip_fixed_equal_and_round():
-  assert plots.varying_names(fake_results()) == VARYING
-  assert plots.varying_names(fake_results(vary=False)) == ()
+def test_a_failed_save_leaves_the_previous_figure(tmp_path, monkeypatch):
+  path = tmp_path / 'figure.png'
+  path.write_bytes(b'the previous figure')
+  monkeypatch.setattr(Figure, 'savefig', lambda *args, **kwargs: 1 / 0)
+  with pytest.raises(ZeroDivisionError):
+    plots.plot_hyperparameters(fake_results(), path)
+  assert path.read_bytes() == b'the previous figure'
+  assert [p.name for p in tmp_path.iterdir()] == ['figure.png'], 'no temporary file left'
+
+
+def test_varying_names_skip_fixed_equal_and_extra_columns():
+  results = fake_results()
+  assert scales.varying_names(results) == VARYING
+  # 'round' varies, but is an extra column: skipped even where it is searched.
+  assert len(set(results.column('round'))) > 1
+  results.searched = (*results.searched, 'round')
+  assert scales.varying_names(results) == VARYING
+  assert scales.varying_names(fake_results(vary=False)) == ()
 
 
 def test_one_panel_per_varying_name_on_its_scale():
@@ -150,21 +174,32 @@ def test_nothing_varies_still_writes_a_figure(tmp_path):
     assert_png(path)
 
 
-def test_normalize_log_axes_and_categories():
-  np.testing.assert_allclose(plots.normalize([1e-4, 1e-3, 1e-2], 'log'), [0, 0.5, 1])
-  np.testing.assert_allclose(plots.normalize([0.9, 0.99, 0.999], 'one_minus_log'), [0, 0.5, 1])
-  np.testing.assert_allclose(plots.normalize([10, 20, 50], 'linear'), [0, 0.25, 1])
-  np.testing.assert_allclose(
-    plots.normalize(['sgd', 'adam', 'momentum'], 'categorical'), [1, 0, 0.5]
-  )
-  np.testing.assert_allclose(plots.normalize([3.0, 3.0], 'log'), [0.5, 0.5])
-  np.testing.assert_allclose(plots.normalize([1e-3], 'log', reference=[1e-4, 1e-2]), [0.5])
+def test_normalize_puts_values_on_their_distributions_scale():
+  results = fake_results()
+  normalize = lambda name, values, **kw: scales.normalize(results, name, values, **kw)
+  np.testing.assert_allclose(normalize('learning_rate', [1e-4, 1e-3, 1e-2]), [0, 0.5, 1])
+  np.testing.assert_allclose(normalize('beta1', [0.9, 0.99, 0.999]), [0, 0.5, 1])
+  np.testing.assert_allclose(normalize('hidden_units', [10, 20, 50]), [0, 0.25, 1])
+  np.testing.assert_allclose(normalize('optimizer', ['sgd', 'adam', 'momentum']), [1, 0, 0.5])
+  np.testing.assert_allclose(normalize('learning_rate', [3.0, 3.0]), [0.5, 0.5])
+  np.testing.assert_allclose(normalize('learning_rate', [1e-3], reference=[1e-4, 1e-2]), [0.5])
+  # The scale is the distribution's: without a space, every number is linear.
+  results.space = None
+  assert scales.scale_of(results, 'learning_rate') == 'linear'
+  np.testing.assert_allclose(normalize('learning_rate', [1e-4, 1e-3, 1e-2]), [0, 1 / 11, 1])
+  assert scales.scale_of(results, 'optimizer') == 'categorical'  # strings are, whatever
+
+
+def test_scale_of_reads_the_distribution():
+  results = fake_results()
+  by_name = {name: scales.scale_of(results, name) for name in results.searched}
+  assert by_name == {name: dist.scale for name, dist in results.space.items()}
 
 
 def test_normalize_real_columns_span_unit_interval():
   results = fake_results()
   for name in VARYING:
-    t = plots.normalize(results.column(name), plots.scale_of(results, name))
+    t = scales.normalize(results, name, results.column(name))
     assert t.min() == 0 and t.max() == 1
 
 
@@ -176,12 +211,14 @@ def test_parallel_coordinates_lines_follow_the_top_trials():
   lines = [line for line in ax.lines if len(line.get_xdata()) == len(VARYING) + 1]
   assert len(lines) == k
   best = results.best(1)[0]  # drawn last, on top
-  expected = plots.normalize([best['learning_rate']], 'log', results.column('learning_rate'))
+  expected = scales.normalize(
+    results, 'learning_rate', [best['learning_rate']], results.column('learning_rate')
+  )
   np.testing.assert_allclose(lines[-1].get_ydata()[0], expected[0])
   assert lines[-1].get_ydata()[-1] == 1.0  # the best accuracy tops its axis
   texts = {t.get_text() for t in ax.texts}
   low_lr = min(results.column('learning_rate'))
-  assert plots._format(low_lr, 'log') in texts
+  assert scales.label(low_lr, 'log') in texts
   assert 'adam' in texts and 'sgd' in texts
   assert any(a.get_label() == '<colorbar>' for a in fig.axes)
 

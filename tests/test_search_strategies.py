@@ -1,16 +1,19 @@
-"""Random, grid and coarse-to-fine search: which trials they run, and what they report.
+"""Random, grid and coarse-to-fine search, and `search.run`: which trials, what they report.
 
 Every space here fixes 12 units x 2 layers and batch size 32, so each search of
 4 trials runs the same compiled program (see tests/test_search_engine.py).
 """
 
 import math
+import types
 
+import jax
 import numpy as np
 import pytest
 
-from bnjax.search import coarse_to_fine, grid_search, random_search
-from bnjax.space import Fixed, LogUniform, Uniform
+from bnjax import search
+from bnjax.search import chunks, coarse_to_fine, grid_search, random_search
+from bnjax.space import Fixed, LogUniform, SpaceError, Uniform
 
 pytestmark = pytest.mark.usefixtures('search_compile_cache')
 
@@ -30,13 +33,19 @@ SPEC = (
 )
 
 
-def test_grid_search_runs_the_cartesian_product(splits):
-  results = grid_search(SPACE, splits, 2, epochs=EPOCHS, top_k=1)
+@pytest.fixture(scope='module')
+def grid(splits):
+  return grid_search(SPACE, splits, 2, epochs=EPOCHS, top_k=1)
+
+
+def test_grid_search_runs_the_cartesian_product(grid):
+  results = grid
   assert len(results) == 4 and list(results.column('trial_id')) == [0, 1, 2, 3]
   pairs = sorted(zip(results.column('learning_rate'), results.column('keep_prob'), strict=True))
   assert pairs == [(1e-3, 0.8), (1e-3, 1.0), (1e-1, 0.8), (1e-1, 1.0)]
   assert set(results.column('hidden_units')) == {12}
-  assert results.scales['learning_rate'] == 'log' and results.scales['keep_prob'] == 'linear'
+  assert results.space['learning_rate'].scale == 'log'
+  assert results.space['keep_prob'].scale == 'linear'
   assert np.isfinite(results.column('test_accuracy')).sum() == 1
   assert math.isfinite(results.best(1)[0]['test_accuracy'])
   # The four trials trained differently (ten times the learning rate shows).
@@ -55,7 +64,9 @@ def test_coarse_to_fine_runs_rounds_with_fresh_ids(rounds):
   assert len(results) == 2 * N
   assert list(results.column('trial_id')) == list(range(2 * N))
   assert list(results.column('round')) == [0] * N + [1] * N
-  assert 'round' in results.columns
+  assert results.extra_columns == ('round',) and 'round' in results.columns
+  assert 'round' not in results.hyperparameters and 'round' not in results.searched
+  assert results.space['learning_rate'] == SPACE['learning_rate'], "round 0's space"
   assert results.curves['dev_accuracy'].shape == (2 * N, EPOCHS)
   # Trial ids go on across rounds, so round 1 trains with fresh keys: no two
   # trials (even with close hyperparameters) give the same curve.
@@ -108,3 +119,89 @@ def test_random_search_seed_changes_the_sample(sampled):
   same, other = sampled['spec'], sampled['other_seed']
   assert not np.any(np.isin(other.column('learning_rate'), same.column('learning_rate')))
   assert not np.allclose(other.curves['train_loss'], same.curves['train_loss'])
+
+
+# ------------------------------------------------------------------------------ search.run
+
+
+def test_run_dispatches_to_the_strategy_by_name(splits, sampled, grid, rounds):
+  # On the CPU, run's default chunks (a quarter of 4 trials, at least one per
+  # device) are the memory default's here: the same program, the same bits.
+  assert chunks.progress_chunk_size(N) == len(jax.devices()) == N
+  cases = (
+    (
+      search.run('random', SPEC, splits, num_trials=N, seed=5, epochs=EPOCHS, top_k=1),
+      sampled['spec'],
+    ),
+    (search.run('grid', SPACE, splits, points_per_axis=2, epochs=EPOCHS, top_k=1), grid),
+    (
+      search.run(
+        'coarse_to_fine',
+        SPACE,
+        splits,
+        num_trials=N,
+        rounds=2,
+        keep=0.25,
+        shrink=0.5,
+        seed=1,
+        top_k=2,
+        epochs=EPOCHS,
+      ),
+      rounds,
+    ),
+  )
+  for got, want in cases:
+    assert got.columns == want.columns
+    for name in want.columns:
+      np.testing.assert_array_equal(got.column(name), want.column(name), err_msg=name)
+    for name, curve in want.curves.items():
+      np.testing.assert_array_equal(got.curves[name], curve)
+
+
+@pytest.mark.parametrize(
+  'strategy, options, message',
+  [
+    ('bayes', {}, "unknown strategy 'bayes'; choose from random, grid, coarse_to_fine"),
+    ('random', {'num_trials': N, 'rounds': 3}, "random search takes no option 'rounds'"),
+    ('grid', {'num_trials': N}, "grid search takes no option 'num_trials'"),
+    ('random', {'epochs': 2}, 'random search needs num_trials'),
+    ('random', {'num_trials': 0}, 'num_trials must be an integer >= 1; got 0'),
+    ('grid', {'points_per_axis': 0}, 'points_per_axis must be an integer >= 1; got 0'),
+    ('coarse_to_fine', {'num_trials': N, 'rounds': 0}, 'rounds must be an integer >= 1'),
+    ('coarse_to_fine', {'num_trials': N, 'keep': 0.0}, r'keep must lie in \(0, 1\]; got 0.0'),
+    ('coarse_to_fine', {'num_trials': N, 'shrink': 1.5}, r'shrink must lie in \(0, 1\]'),
+    ('random', {'num_trials': N, 'epochs': 0}, 'epochs must be an integer >= 1; got 0'),
+    ('random', {'num_trials': N, 'select': 'last'}, "select must be 'final' or 'best'"),
+    ('random', {'num_trials': N, 'top_k': -1}, 'top_k must be an integer >= 0'),
+  ],
+)
+def test_run_checks_strategy_and_options_before_any_compute(
+  splits, monkeypatch, strategy, options, message
+):
+  monkeypatch.setattr(chunks, 'make_train', lambda config: pytest.fail('compiled'))
+  with pytest.raises(ValueError, match=f'^{message}') as error:
+    search.run(strategy, SPACE, splits, **options)
+  assert '\n' not in str(error.value)
+  with pytest.raises(ValueError, match=f'^{message}'):
+    search.check(strategy, **options)  # what a launcher calls before loading data
+
+
+def test_run_rejects_a_bad_space_before_any_compute(splits, monkeypatch):
+  monkeypatch.setattr(chunks, 'make_train', lambda config: pytest.fail('compiled'))
+  with pytest.raises(SpaceError, match='learning_rate'):
+    search.run('random', 'learning_rate=log:0:1', splits, num_trials=N)
+
+
+def test_strategies_and_their_options_are_public():
+  assert search.STRATEGIES == ('random', 'grid', 'coarse_to_fine')
+  assert set(search.STRATEGY_OPTIONS) == set(search.STRATEGIES)
+  assert 'epochs' in search.ENGINE_OPTIONS and 'progress' in search.ENGINE_OPTIONS
+
+
+def test_progress_chunk_size_is_an_eighth_on_a_cpu_and_memory_elsewhere():
+  cpus = jax.devices()
+  assert chunks.progress_chunk_size(24, cpus[:1]) == 3
+  assert chunks.progress_chunk_size(100, cpus[:1]) == 13
+  assert chunks.progress_chunk_size(8, cpus) == 4  # at least one trial per device
+  gpu = types.SimpleNamespace(platform='gpu')
+  assert chunks.progress_chunk_size(24, [gpu]) is None

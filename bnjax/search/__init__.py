@@ -1,23 +1,49 @@
-"""Vectorized hyperparameter search: many trials in one compiled program."""
+"""Vectorized hyperparameter search: many trials in one compiled program.
 
-from bnjax.search.engine import run_trials, test_top_k
+This module only re-exports. Behind it, in the order data flows:
+
+* `buckets`: trials grouped by their static values and width, one compile each;
+* `chunks`: a bucket's runs cut into program calls, sharded over devices;
+* `rows`: a trial's executions summarized into its row (and its `best_epoch`);
+* `top_k`: the best trials' params kept, and tested once at the end;
+* `engine`: `run_trials`, a table of hyperparameters in, `Results` out;
+* `results`, `plots`, `scales`: the table, ranking and files; the figures,
+  each hyperparameter on its distribution's scale;
+* `strategies`: random, grid and coarse-to-fine search, and `run` by name.
+"""
+
+from bnjax.search.chunks import progress_chunk_size, trial_keys
+from bnjax.search.engine import run_trials
 from bnjax.search.results import Results, concatenate
 from bnjax.search.strategies import (
   DEFAULT_SPACE,
-  as_space,
+  ENGINE_OPTIONS,
+  STRATEGIES,
+  STRATEGY_OPTIONS,
+  check,
   coarse_to_fine,
   grid_search,
   random_search,
+  run,
 )
+from bnjax.search.top_k import test_top_k
+from bnjax.space import as_space
 
 __all__ = [
   'DEFAULT_SPACE',
+  'ENGINE_OPTIONS',
+  'STRATEGIES',
+  'STRATEGY_OPTIONS',
   'Results',
   'as_space',
+  'check',
   'coarse_to_fine',
   'concatenate',
   'grid_search',
+  'progress_chunk_size',
   'random_search',
+  'run',
   'run_trials',
   'test_top_k',
+  'trial_keys',
 ]

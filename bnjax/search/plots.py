@@ -2,13 +2,17 @@
 
 Every figure is a `matplotlib.figure.Figure` built without pyplot, so nothing
 touches global figure state or needs a display; `plot_*` save it as a PNG
-(Agg renders it) and return the path. The `*_figure` builders return the
-`Figure` for notebooks and tests.
+(Agg renders it), atomically, and return the path. The `*_figure` builders
+return the `Figure` for notebooks and tests. Each hyperparameter sits on its
+sampling scale, its distribution's (`bnjax.search.scales`).
 """
+
+from __future__ import annotations
 
 import math
 import os
 import pathlib
+from typing import TYPE_CHECKING
 
 import matplotlib as mpl
 import numpy as np
@@ -16,9 +20,16 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from bnjax.search.results import Results
+from bnjax.files import atomic_open
+from bnjax.registry import to_python
+from bnjax.search import scales
+
+if TYPE_CHECKING:  # results.py imports this module to save the figures
+  from bnjax.search.results import Results
 
 DPI = 110
+# What `plot_all` writes.
+FIGURES = ('hyperparameters.png', 'learning_curves.png', 'parallel_coordinates.png')
 STYLE = {
   'font.size': 9,
   'axes.titlesize': 10,
@@ -28,59 +39,11 @@ STYLE = {
   'ytick.labelsize': 8,
   'figure.titlesize': 12,
 }
-_SKIPPED = ('round',)  # bookkeeping columns, not hyperparameters
-
-
-def varying_names(results: Results) -> tuple[str, ...]:
-  """The searched names whose values differ between trials (not 'fixed', not 'round')."""
-  names = []
-  for name in results.searched:
-    if name in _SKIPPED or results.scales.get(name) == 'fixed':
-      continue
-    if not results.rows or any(name not in row for row in results.rows):
-      continue
-    if len({_key(row[name]) for row in results.rows}) > 1:
-      names.append(name)
-  return tuple(names)
-
-
-def scale_of(results: Results, name: str) -> str:
-  """`name`'s sampling scale; strings and bools are categorical whatever the scale says."""
-  values = [row[name] for row in results.rows]
-  if any(isinstance(v, str | bool | np.str_ | np.bool_) for v in values):
-    return 'categorical'
-  return results.scales.get(name, 'linear')
-
-
-def normalize(values, scale: str, reference=None) -> np.ndarray:
-  """Positions of `values` in [0, 1] on their sampling scale, spanning `reference`.
-
-  Args:
-    values: `[n]` hyperparameter values.
-    scale: 'log' (log10 x), 'one_minus_log' (-log10(1 - x), so larger betas sit
-      higher), 'categorical' (index among the sorted categories), else linear.
-    reference: the values whose min and max map to 0 and 1 (default `values`);
-      a constant axis maps to 0.5.
-
-  Returns:
-    `[n]` float positions.
-  """
-  reference = values if reference is None else reference
-  if scale == 'categorical':
-    index = {_key(c): i for i, c in enumerate(_categories([*reference, *values]))}
-    t = np.asarray([index[_key(v)] for v in values], dtype=np.float64)
-    t_ref = np.asarray([index[_key(v)] for v in reference], dtype=np.float64)
-  else:
-    t, t_ref = _transform(values, scale), _transform(reference, scale)
-  low, high = np.nanmin(t_ref), np.nanmax(t_ref)
-  if not high > low:
-    return np.full(t.shape, 0.5)
-  return (t - low) / (high - low)
 
 
 def hyperparameters_figure(results: Results) -> Figure:
   """One panel per varying searched name: dev accuracy against its value."""
-  names = varying_names(results)
+  names = scales.varying_names(results)
   accuracy, failed = _accuracy(results)
   columns = 2 if len(names) == 4 else min(3, max(1, len(names)))
   rows = max(1, math.ceil(len(names) / columns))
@@ -153,14 +116,16 @@ def learning_curves_figure(results: Results, k: int = 5) -> Figure:
   position = {row['trial_id']: i for i, row in enumerate(results.rows)}
   top = [row for row in results.best(k) if row['status'] == 'ok']
   fig.suptitle(f'Learning curves of the top {len(top)} trials (dots: best dev epoch)')
-  names = varying_names(results)[:3]
+  names = scales.varying_names(results)[:3]
   losses = []
   for rank, row in enumerate(top):
     i = position[row['trial_id']]
     accuracy = results.curves['dev_accuracy'][i]
     loss = results.curves['train_loss'][i]
     epochs = np.arange(1, len(accuracy) + 1)
-    settings = ', '.join(f'{name}={_format(row[name], scale_of(results, name))}' for name in names)
+    settings = ', '.join(
+      f'{name}={scales.label(row[name], scales.scale_of(results, name))}' for name in names
+    )
     label = f'#{rank + 1} trial {row["trial_id"]}' + (f': {settings}' if settings else '')
     (line,) = ax_accuracy.plot(epochs, accuracy, lw=2.2 if rank == 0 else 1.3, label=label)
     ax_loss.plot(epochs, loss, lw=2.2 if rank == 0 else 1.3, color=line.get_color())
@@ -190,7 +155,7 @@ def parallel_coordinates_figure(results: Results, k: int = 20) -> Figure:
   sampling scale), so it shows where the best ones sit in the searched range;
   the accuracy axis spans the trials drawn.
   """
-  names = varying_names(results)
+  names = scales.varying_names(results)
   top = [row for row in results.best(k) if row['status'] == 'ok'][::-1]  # best drawn last
   fig = Figure(figsize=(max(6.0, 1.6 * (len(names) + 1) + 2.0), 4.8), layout='constrained')
   fig.suptitle(
@@ -204,9 +169,9 @@ def parallel_coordinates_figure(results: Results, k: int = 20) -> Figure:
     return fig
   accuracy = np.asarray([row['dev_accuracy'] for row in top], dtype=np.float64)
   positions = [
-    normalize([row[n] for row in top], scale_of(results, n), results.column(n)) for n in names
+    scales.normalize(results, n, [row[n] for row in top], results.column(n)) for n in names
   ]
-  positions.append(normalize(accuracy, 'linear'))
+  positions.append(scales.normalize(results, 'dev_accuracy', accuracy))
   positions_TxA = np.stack(positions, axis=1)
   color_norm = mpl.colors.Normalize(accuracy.min(), accuracy.max() + 1e-12)
   colormap = mpl.colormaps['viridis']
@@ -224,14 +189,14 @@ def parallel_coordinates_figure(results: Results, k: int = 20) -> Figure:
   for axis, name in enumerate((*names, 'dev_accuracy')):
     ax.axvline(axis, color='0.4', lw=0.8)
     if name == 'dev_accuracy':
-      low, high = _format(accuracy.min(), 'linear'), _format(accuracy.max(), 'linear')
+      low, high = scales.label(accuracy.min(), 'linear'), scales.label(accuracy.max(), 'linear')
     else:
-      low, high = _extremes(results, name)
+      low, high = scales.extremes(results, name)
     ax.text(axis, 1.04, high, ha='center', va='bottom', fontsize=8)
     ax.text(axis, -0.04, low, ha='center', va='top', fontsize=8)
-    if name != 'dev_accuracy' and scale_of(results, name) == 'categorical':
+    if name != 'dev_accuracy' and scales.scale_of(results, name) == 'categorical':
       _label_inner_categories(ax, axis, results.column(name))
-  labels = [_axis_label(name, scale_of(results, name), compact=True) for name in names]
+  labels = [scales.axis_label(name, scales.scale_of(results, name), compact=True) for name in names]
   ax.set_xticks(np.arange(len(labels) + 1), [*labels, 'dev accuracy'])
   ax.tick_params(axis='x', length=0, pad=18)
   ax.set_yticks([])
@@ -260,36 +225,34 @@ def plot_parallel_coordinates(results: Results, path, k: int = 20) -> pathlib.Pa
 
 
 def plot_all(results: Results, output_dir) -> list[pathlib.Path]:
-  """Writes hyperparameters.png, learning_curves.png and parallel_coordinates.png."""
+  """Writes hyperparameters.png, learning_curves.png and parallel_coordinates.png, atomically."""
   output_dir = pathlib.Path(output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
-  return [
-    plot_hyperparameters(results, output_dir / 'hyperparameters.png'),
-    plot_learning_curves(results, output_dir / 'learning_curves.png'),
-    plot_parallel_coordinates(results, output_dir / 'parallel_coordinates.png'),
-  ]
+  plot = (plot_hyperparameters, plot_learning_curves, plot_parallel_coordinates)
+  return [save(results, output_dir / name) for save, name in zip(plot, FIGURES, strict=True)]
 
 
 def _save(build, path, results: Results, **options) -> pathlib.Path:
   path = pathlib.Path(os.fspath(path))
   with mpl.rc_context(STYLE):  # scoped: the caller's rcParams are untouched
     fig = build(results, **options)
-    fig.savefig(path, dpi=DPI, format='png')
+    with atomic_open(path, 'wb') as f:
+      fig.savefig(f, dpi=DPI, format='png')
   return path
 
 
 def _panel_x(ax, results: Results, name: str) -> np.ndarray:
   """x of every trial in `name`'s panel, with the axis set to its sampling scale."""
   values = results.column(name)
-  scale = scale_of(results, name)
-  ax.set_xlabel(_axis_label(name, scale))
+  scale = scales.scale_of(results, name)
+  ax.set_xlabel(scales.axis_label(name, scale))
   if scale == 'categorical':
-    categories = _categories(values)
-    index = {_key(c): i for i, c in enumerate(categories)}
+    categories = scales.sorted_categories(values)
+    index = {to_python(c): i for i, c in enumerate(categories)}
     jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(values))
-    ax.set_xticks(np.arange(len(categories)), [_format(c, scale) for c in categories])
+    ax.set_xticks(np.arange(len(categories)), [scales.label(c, scale) for c in categories])
     ax.set_xlim(-0.5, len(categories) - 0.5)
-    return np.asarray([index[_key(v)] for v in values], dtype=np.float64) + jitter
+    return np.asarray([index[to_python(v)] for v in values], dtype=np.float64) + jitter
   values = values.astype(np.float64)
   if scale == 'log':
     ax.set_xscale('log')
@@ -299,30 +262,22 @@ def _panel_x(ax, results: Results, name: str) -> np.ndarray:
     decades = np.log10(np.max(1 - values) / np.min(1 - values))
     if decades <= 3:  # one tick a decade is too few to read betas off
       ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: _format(1.0 - t, scale)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: scales.label(1.0 - t, scale)))
     ax.xaxis.set_minor_formatter(NullFormatter())
     return 1.0 - values
   return values
 
 
-def _axis_label(name: str, scale: str, compact: bool = False) -> str:
-  if scale == 'one_minus_log':
-    return f'{name}\n(log of 1 - {name})' if compact else f'1 - {name} (log; ticks show {name})'
-  if scale == 'log':
-    return f'{name}\n(log)' if compact else f'{name} (log)'
-  return name
-
-
 def _label_inner_categories(ax, axis: int, values) -> None:
   """Names the categories between an axis' ends, beside it (the ends are labelled already)."""
-  categories = _categories(values)
+  categories = scales.sorted_categories(values)
   if len(categories) > 8:  # too many to read; the ends say the order
     return
   for i, category in enumerate(categories[1:-1], 1):
     ax.text(
       axis + 0.04,
       i / (len(categories) - 1),
-      _format(category, 'categorical'),
+      scales.label(category, 'categorical'),
       ha='left',
       va='center',
       fontsize=8,
@@ -341,51 +296,3 @@ def _best_index(results: Results) -> int | None:
   if not best or best[0]['status'] != 'ok' or not math.isfinite(best[0]['dev_accuracy']):
     return None
   return next(i for i, row in enumerate(results.rows) if row is best[0])
-
-
-def _transform(values, scale: str) -> np.ndarray:
-  x = np.asarray(values, dtype=np.float64)
-  if scale == 'log':
-    return np.log10(x)
-  if scale == 'one_minus_log':
-    return -np.log10(1.0 - x)
-  return x
-
-
-def _extremes(results: Results, name: str) -> tuple[str, str]:
-  """Real values at the bottom and top of `name`'s parallel-coordinates axis."""
-  scale = scale_of(results, name)
-  values = results.column(name)
-  if scale == 'categorical':
-    categories = _categories(values)
-    return _format(categories[0], scale), _format(categories[-1], scale)
-  return _format(np.min(values), scale), _format(np.max(values), scale)
-
-
-def _categories(values) -> list:
-  unique = {_key(v): v for v in values}
-  try:
-    return [unique[key] for key in sorted(unique)]
-  except TypeError:  # mixed types: order by text
-    return [unique[key] for key in sorted(unique, key=str)]
-
-
-def _key(value):
-  return value.item() if isinstance(value, np.generic) else value
-
-
-def _format(value, scale: str) -> str:
-  """A short label for one value; betas keep the digits that tell them apart."""
-  value = _key(value)
-  if isinstance(value, bool | str):
-    return str(value).lower() if isinstance(value, bool) else value
-  if isinstance(value, int):
-    return str(value)
-  if not math.isfinite(value):
-    return 'nan'
-  if scale == 'one_minus_log' and 0 < value < 1:
-    digits = math.ceil(-math.log10(1.0 - value) - 1e-9) + 1
-    return f'{value:.{digits}f}'.rstrip('0').rstrip('.')
-  if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4):
-    return f'{value:.2g}'
-  return f'{value:.3g}'

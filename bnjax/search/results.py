@@ -1,11 +1,16 @@
-"""The outcome of a search: one row per trial, learning curves, ranking."""
+"""The outcome of a search: one row per trial, learning curves, ranking, files."""
 
 import csv
 import dataclasses
 import math
+import os
 from typing import Any
 
 import numpy as np
+
+from bnjax import files
+from bnjax.search import plots
+from bnjax.space import Space
 
 METRIC_COLUMNS = (
   'status',
@@ -37,16 +42,20 @@ class Results:
 
   Attributes:
     rows: one dict per trial: `trial_id`, every hyperparameter under its
-      name, `bucket`, `status` ('ok' or 'diverged'), `dev_accuracy`,
-      `dev_accuracy_std` (over executions), `dev_loss`, `best_epoch`,
-      `train_loss`, `diverged_step`, and `test_accuracy` (NaN except for
-      the top configurations, the only ones shown the test split).
+      name, the extra columns, `bucket`, `status` ('ok' or 'diverged'),
+      `dev_accuracy`, `dev_accuracy_std` (over executions), `dev_loss`,
+      `best_epoch` (see `bnjax.search.rows`), `train_loss`, `diverged_step`,
+      and `test_accuracy` (NaN except for the top configurations, the only
+      ones shown the test split).
     curves: 'train_loss', 'dev_loss', 'dev_accuracy' -> `[trials, epochs]`
       (mean over executions).
     hyperparameters: the hyperparameter column names, searched ones first.
-    searched: the names the search space named.
-    scales: each searched name's sampling scale ('log', 'one_minus_log', ...).
     select: 'final' or 'best': the epoch whose dev metrics rank a trial.
+    searched: the names the search varied (the space's, or the table's).
+    space: the `Space` searched, if any: its distributions give each name's
+      scale for the plots.
+    extra_columns: columns beside the hyperparameters that are not ones
+      (e.g. coarse-to-fine's `round`): in rows, CSV and summary, not plotted.
     info: run facts (buckets, compiles, chunks, devices, seconds).
   """
 
@@ -54,10 +63,11 @@ class Results:
   curves: dict[str, np.ndarray]
   hyperparameters: tuple[str, ...]
   select: str = 'final'
-  searched: tuple[str, ...] = ()  # the names the space varied; the table shows these
-  scales: dict = dataclasses.field(default_factory=dict)  # name -> Distribution.scale
+  searched: tuple[str, ...] = ()
+  space: Space | None = None
+  extra_columns: tuple[str, ...] = ()
   info: dict = dataclasses.field(default_factory=dict)
-  # Params of the best trials, kept until `engine.test_top_k` has used them.
+  # `top_k.Candidate`s (params of the best trials) until `test_top_k` has used them.
   candidates: list = dataclasses.field(default_factory=list, repr=False)
 
   def __len__(self) -> int:
@@ -65,7 +75,7 @@ class Results:
 
   @property
   def columns(self) -> tuple[str, ...]:
-    return ('trial_id', *self.hyperparameters, 'bucket', *METRIC_COLUMNS)
+    return ('trial_id', *self.hyperparameters, *self.extra_columns, 'bucket', *METRIC_COLUMNS)
 
   def ranked(self) -> list[dict]:
     """All rows, best first."""
@@ -75,13 +85,17 @@ class Results:
     """The top `k` rows by dev metric (diverged trials last)."""
     return self.ranked()[:k]
 
+  def all_diverged(self) -> bool:
+    """True when no trial finished (an empty search included)."""
+    return all(row['status'] != 'ok' for row in self.rows)
+
   def column(self, name: str) -> np.ndarray:
     """One column over all trials, in trial order."""
     return np.asarray([row[name] for row in self.rows])
 
   def summary(self, k: int = 10, names: tuple[str, ...] | None = None) -> str:
     """A text table of the top `k` trials."""
-    names = names or self.searched or self.hyperparameters
+    names = names or (*self.searched, *self.extra_columns) or self.hyperparameters
     header = ['rank', 'trial', *names, 'dev_acc', 'dev_loss', 'best_epoch', 'test_acc', 'status']
     lines = []
     for rank, row in enumerate(self.best(k), 1):
@@ -105,13 +119,48 @@ class Results:
     rule = '-' * len(render(header))
     return '\n'.join([render(header), rule, *map(render, lines)])
 
-  def to_csv(self, path) -> None:
-    """Writes one row per trial, in trial order, with `columns` as the header."""
-    with open(path, 'w', newline='') as f:
+  def winner(self, **metadata) -> dict:
+    """What best.json holds: the best trial's hyperparameters and numbers, and `metadata`.
+
+    `status` is 'ok', or 'all_diverged' (with null numbers) when no trial
+    finished. `space` defaults to the searched space's spec.
+    """
+    if self.all_diverged():
+      nulls = dict.fromkeys(('hyperparameters', 'trial_id', 'dev_accuracy', 'test_accuracy'))
+      record = {'status': 'all_diverged', **nulls}
+    else:
+      best = self.best(1)[0]
+      record = {
+        'status': 'ok',
+        'hyperparameters': {name: best[name] for name in self.hyperparameters},
+        'trial_id': best['trial_id'],
+        'dev_accuracy': best['dev_accuracy'],
+        'test_accuracy': best['test_accuracy'],
+      }
+    if self.space is not None:
+      metadata = {'space': self.space.to_spec(), **metadata}
+    return {**record, 'select': self.select, **metadata}
+
+  def save(self, output_dir, **metadata) -> list[str]:
+    """Writes results.csv, best.json (`winner(**metadata)`) and the figures.
+
+    Each file appears whole or not at all (`bnjax.files.atomic_open`); JSON
+    holds null where a number is missing, never NaN. Returns the paths.
+    """
+    output_dir = os.fspath(output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    csv_path = self.to_csv(os.path.join(output_dir, 'results.csv'))
+    json_path = files.write_json(os.path.join(output_dir, 'best.json'), self.winner(**metadata))
+    return [csv_path, json_path, *map(os.fspath, plots.plot_all(self, output_dir))]
+
+  def to_csv(self, path) -> str:
+    """Writes one row per trial, in trial order, with `columns` as the header, atomically."""
+    with files.atomic_open(path, 'w', newline='') as f:
       writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction='ignore')
       writer.writeheader()
       for row in self.rows:
         writer.writerow({name: row.get(name, '') for name in self.columns})
+    return os.fspath(path)
 
   def to_dataframe(self):
     """A pandas DataFrame of the rows (needs pandas: pip install 'bnjax[pandas]')."""
@@ -134,21 +183,20 @@ def _format(value: Any) -> str:
 
 def concatenate(parts: list[Results]) -> Results:
   """One `Results` from several runs over disjoint trial ids (rounds, chunks)."""
-  names = tuple(dict.fromkeys(name for part in parts for name in part.hyperparameters))
+  union = lambda field: tuple(dict.fromkeys(name for part in parts for name in field(part)))
   info = {}
   for part in parts:
     for key, value in part.info.items():
       info[key] = info.get(key, 0) + value if key != 'devices' else value
   curves = {name: np.concatenate([part.curves[name] for part in parts]) for name in parts[0].curves}
-  searched = tuple(dict.fromkeys(name for part in parts for name in part.searched))
-  scales = {name: scale for part in parts for name, scale in part.scales.items()}
   return Results(
-    [row for part in parts for row in part.rows],
-    curves,
-    names,
-    parts[0].select,
-    searched,
-    scales,
-    info,
-    [entry for part in parts for entry in part.candidates],
+    rows=[row for part in parts for row in part.rows],
+    curves=curves,
+    hyperparameters=union(lambda part: part.hyperparameters),
+    select=parts[0].select,
+    searched=union(lambda part: part.searched),
+    space=next((part.space for part in parts if part.space is not None), None),
+    extra_columns=union(lambda part: part.extra_columns),
+    info=info,
+    candidates=[candidate for part in parts for candidate in part.candidates],
   )

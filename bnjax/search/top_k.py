@@ -1,0 +1,96 @@
+"""The top-k: the best trials' params kept as chunks finish, and tested once at the end.
+
+Only the `k` best configurations by dev metric ever see the test split, in
+eval mode, once. Their params are copied to the host as their chunk finishes
+(at most `k` per chunk), so memory holds `k` trials whatever the search's size.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from bnjax.data import Splits
+from bnjax.search.results import Results, rank_key
+from bnjax.training import TrainConfig, TrainResult, evaluate
+
+
+class Candidate(NamedTuple):
+  """A trial that may be tested: its row, its program and its trained params."""
+
+  row: dict  # 'trial_id', 'status', 'dev_accuracy', 'dev_loss' (what `rank_key` reads)
+  config: TrainConfig
+  hp: dict  # the trial's traced hyperparameters, without a trial axis
+  params: Any  # [executions, ...] on the host
+  model_state: Any  # [executions, ...]
+
+
+class Finished(NamedTuple):
+  """A trial whose runs all ended in the chunk just trained."""
+
+  row: dict  # its metric columns and 'trial_id'
+  position: int  # in its bucket's trials (and traced hyperparameters)
+  runs: np.ndarray  # [executions] its runs' positions in the chunk
+
+
+def chunk_candidates(
+  finished: list[Finished], result: TrainResult, config: TrainConfig, hp: dict, k: int
+) -> list[Candidate]:
+  """The `k` best trials of a chunk, their params copied to the host.
+
+  Args:
+    finished: the chunk's trials.
+    result: the chunk's `TrainResult` (`[runs, ...]` params on the devices).
+    config: the bucket's program; hp: its traced hyperparameters `[trials, ...]`.
+    k: how many to keep.
+  """
+  best = sorted(finished, key=lambda trial: rank_key(trial.row))[:k]
+  take = lambda tree, runs: jax.device_get(jax.tree.map(lambda leaf: leaf[runs], tree))
+  return [
+    Candidate(
+      trial.row,
+      config,
+      {name: value[trial.position] for name, value in hp.items()},
+      take(result.params, trial.runs),
+      take(result.model_state, trial.runs),
+    )
+    for trial in best
+  ]
+
+
+def keep_best(pool: list[Candidate], new: list[Candidate], k: int) -> list[Candidate]:
+  """The `k` best of `pool` and `new`, best first."""
+  return sorted([*pool, *new], key=lambda candidate: rank_key(candidate.row))[:k]
+
+
+def test_top_k(results: Results, splits: Splits, k: int) -> Results:
+  """Evaluates the `k` best candidates on the test split, once, in eval mode.
+
+  Fills their `test_accuracy` (the mean over executions; the rest stay NaN)
+  and drops the kept params. Diverged trials are never tested: their numbers
+  would mean nothing. One program per bucket configuration serves every
+  candidate of that bucket.
+  """
+  by_id = {row['trial_id']: row for row in results.rows}
+  kept = sorted(results.candidates, key=lambda c: rank_key(by_id[c.row['trial_id']]))
+  kept = [c for c in kept if by_id[c.row['trial_id']]['status'] == 'ok'][:k]
+  x_test, y_test = jax.device_put((splits.x_test, splits.y_test))
+  programs = {}
+  for candidate in kept:
+    if candidate.config not in programs:
+      programs[candidate.config] = test_program(candidate.config)
+    accuracy = programs[candidate.config](
+      candidate.hp, candidate.params, candidate.model_state, x_test, y_test
+    )
+    by_id[candidate.row['trial_id']]['test_accuracy'] = float(np.mean(np.asarray(accuracy)))
+  results.candidates = []
+  return results
+
+
+def test_program(config: TrainConfig):
+  """`accuracy(hp, params, model_state, x, y) -> [executions]`, jitted, vmapped over executions."""
+
+  def accuracy(hp, params, model_state, x, y):
+    return evaluate(config, hp, params, model_state, x, y)[1]
+
+  return jax.jit(jax.vmap(accuracy, in_axes=(None, 0, 0, None, None)))
