@@ -8,7 +8,7 @@ r"""Hyperparameter search: hundreds of BN-MLPs trained at once, one command.
 
 Selection uses the dev split only; the top configurations are evaluated on the
 test split once, at the end. Writes <output_dir>/results.csv (one row per
-trial), best.json and the plots.
+trial), best.json and the plots. Exits non-zero if every trial diverged.
 """
 
 import math
@@ -23,23 +23,18 @@ import jax
 from absl import app, flags
 
 from bnjax import search
-from bnjax.search import plots
 from bnjax.space import SpaceError
 from experiments import common
 
-DEFAULT_SPACE = search.DEFAULT_SPACE
-
 SPACE = flags.DEFINE_string(
   'space',
-  DEFAULT_SPACE,
+  search.DEFAULT_SPACE,
   'The search space: comma-separated name=KIND:ARGS with kinds uniform:LOW:HIGH, '
   'log:LOW:HIGH (10**r), 1mlog:LOW:HIGH (beta = 1 - 10**r), int:LOW:HIGH, intlog:LOW:HIGH, '
   'choice:A|B|C, fixed:V; or a path to a .json space. Names not given take their defaults '
   '(bnjax.space.DEFAULTS).',
 )
-STRATEGY = flags.DEFINE_enum(
-  'strategy', 'random', ['random', 'grid', 'coarse_to_fine'], 'How trials are chosen.'
-)
+STRATEGY = flags.DEFINE_enum('strategy', 'random', search.STRATEGIES, 'How trials are chosen.')
 NUM_TRIALS = flags.DEFINE_integer('num_trials', 24, 'Trials (per round for coarse_to_fine).')
 EPOCHS = flags.DEFINE_integer('epochs', 40, 'Epochs per trial.')
 EXECUTIONS = flags.DEFINE_integer(
@@ -52,7 +47,9 @@ SELECT = flags.DEFINE_enum(
   "Rank by the final epoch's dev accuracy or the best epoch's.",
 )
 TOP_K = flags.DEFINE_integer('top_k', 10, 'Configurations shown and evaluated on test.')
-CHUNK_SIZE = flags.DEFINE_integer('chunk_size', 0, 'Trials per program; 0: from memory.')
+CHUNK_SIZE = flags.DEFINE_integer(
+  'chunk_size', 0, 'Trials per program; 0: about an eighth of a round on a CPU, else from memory.'
+)
 POINTS = flags.DEFINE_integer('points_per_axis', 3, 'grid: values per searched name.')
 ROUNDS = flags.DEFINE_integer('rounds', 2, 'coarse_to_fine: rounds.')
 KEEP = flags.DEFINE_float('keep', 0.1, 'coarse_to_fine: share of trials the next round centres on.')
@@ -82,45 +79,23 @@ class ProgressBar:
     sys.stderr.flush()
 
 
-def default_chunk_size() -> int | None:
-  """On a CPU, about eight chunks so the progress bar moves; elsewhere, memory decides.
-
-  A CPU is as busy with 8 trials at once as with 800, so small chunks cost
-  nothing there; an accelerator needs big ones to be busy.
-  """
-  if jax.default_backend() != 'cpu':
-    return None
-  return max(len(jax.devices()), math.ceil(NUM_TRIALS.value / 8))
-
-
-def run(splits):
-  options = dict(
+def main(argv):
+  del argv
+  output_dir = common.output_dir_or_exit(OUTPUT_DIR.value)
+  options = {name: flags.FLAGS[name].value for name in search.STRATEGY_OPTIONS[STRATEGY.value]}
+  options |= dict(
     seed=common.SEED.value,
     epochs=EPOCHS.value,
     executions_per_trial=EXECUTIONS.value,
     select=SELECT.value,
     top_k=TOP_K.value,
-    chunk_size=CHUNK_SIZE.value or default_chunk_size(),
-    progress=ProgressBar(),
+    chunk_size=CHUNK_SIZE.value or None,
   )
-  space = search.as_space(SPACE.value)
-  if STRATEGY.value == 'grid':
-    return search.grid_search(space, splits, POINTS.value, **options)
-  if STRATEGY.value == 'coarse_to_fine':
-    return search.coarse_to_fine(
-      space,
-      splits,
-      NUM_TRIALS.value,
-      rounds=ROUNDS.value,
-      keep=KEEP.value,
-      shrink=SHRINK.value,
-      **options,
-    )
-  return search.random_search(space, splits, NUM_TRIALS.value, **options)
-
-
-def main(argv):
-  del argv
+  try:
+    space = search.as_space(SPACE.value)
+    search.check(STRATEGY.value, **options)
+  except (SpaceError, ValueError) as error:
+    raise SystemExit(f'error: {error}') from None
   splits = common.load_data()
   print(common.describe(splits))
   print(
@@ -128,7 +103,7 @@ def main(argv):
     f'space: {SPACE.value}'
   )
   try:
-    results = run(splits)
+    results = search.run(STRATEGY.value, space, splits, progress=ProgressBar(), **options)
   except (SpaceError, ValueError) as error:
     raise SystemExit(f'error: {error}') from None
   info = results.info
@@ -137,31 +112,16 @@ def main(argv):
     f'{info["compiles"]} compile(s), {info["chunks"]} chunk(s))'
   )
   print(results.summary(TOP_K.value))
+  paths = results.save(output_dir, dataset=splits.name, strategy=STRATEGY.value)
+  print(f'wrote {output_dir}/{", ".join(os.path.basename(path) for path in paths)}')
+  if results.all_diverged():
+    raise SystemExit(
+      f'error: all {len(results)} trials diverged; lower the learning_rate range of --space'
+    )
   winner = results.best(1)[0]
   print(
     f'winner: trial {winner["trial_id"]}  dev_accuracy {winner["dev_accuracy"]:.4f}  '
     f'test_accuracy {winner["test_accuracy"]:.4f}  (dev selects, test measured once)'
-  )
-  os.makedirs(OUTPUT_DIR.value, exist_ok=True)
-  results.to_csv(os.path.join(OUTPUT_DIR.value, 'results.csv'))
-  common.write_json(
-    OUTPUT_DIR.value,
-    'best.json',
-    {
-      'hyperparameters': {name: winner[name] for name in results.hyperparameters},
-      'trial_id': winner['trial_id'],
-      'dev_accuracy': winner['dev_accuracy'],
-      'test_accuracy': winner['test_accuracy'],
-      'select': results.select,
-      'dataset': splits.name,
-      'strategy': STRATEGY.value,
-      'space': SPACE.value,
-    },
-  )
-  paths = plots.plot_all(results, OUTPUT_DIR.value)
-  print(
-    f'wrote {OUTPUT_DIR.value}/results.csv, best.json, '
-    f'{", ".join(os.path.basename(p) for p in paths)}'
   )
 
 
