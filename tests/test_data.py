@@ -398,6 +398,10 @@ BAD_INPUTS = {
   'num_samples_float': (_call(data.mnist1d, num_samples=100.5), 'must be an integer'),
   'path_not_a_path': (_call(data.from_npz, 5), 'must be a str or os.PathLike; got int'),
   'dataset_not_a_name': (_call(data.load, None), 'unknown dataset None'),
+  'dataset_an_array': (
+    _call(data.load, np.zeros((50, 50))),
+    r'unknown dataset array\(\[\[0\..*\.\.\.:',
+  ),
   'dataset_with_nul': (_call(data.load, 'a\0b.npz'), 'unknown dataset'),
   'dev_fraction_nan': (_call(data.load, 'digits', dev_fraction=float('nan')), 'dev_fraction=nan'),
 }

@@ -109,12 +109,12 @@ def check_label_range(max_label: int, num_classes: int, where: str) -> None:
 
 def check_fraction(name: str, value: float) -> None:
   if isinstance(value, bool) or not (isinstance(value, numbers.Real) and 0 < value < 1):
-    raise DataError(f'{name}={_short(value)} is out of range; it must be a number in (0, 1)')
+    raise DataError(f'{name}={short_repr(value)} is out of range; it must be a number in (0, 1)')
 
 
 def check_seed(seed: int) -> None:
   if isinstance(seed, bool) or not (isinstance(seed, numbers.Integral) and 0 <= seed < SEED_LIMIT):
-    raise DataError(f'seed={_short(seed)} is out of range; it must be an integer in [0, 2**64)')
+    raise DataError(f'seed={short_repr(seed)} is out of range; it must be an integer in [0, 2**64)')
 
 
 def flatten(x: np.ndarray, where: str) -> np.ndarray:
@@ -136,7 +136,7 @@ def one_line(e: BaseException) -> str:
   return ' '.join(f'{type(e).__name__}: {e}'.split())[:300]
 
 
-def _short(value) -> str:
+def short_repr(value) -> str:
   """`repr(value)` on one line, cut short: a 300-digit seed is not worth printing in full."""
   if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
     return f'{"-" if value < 0 else ""}<a {abs(value).bit_length()}-bit integer>'

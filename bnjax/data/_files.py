@@ -6,7 +6,14 @@ from pathlib import Path
 import numpy as np
 
 from bnjax.data._builtin import digits, mnist1d
-from bnjax.data._checks import DataError, check_fraction, check_seed, flat_labels, one_line
+from bnjax.data._checks import (
+  DataError,
+  check_fraction,
+  check_seed,
+  flat_labels,
+  one_line,
+  short_repr,
+)
 from bnjax.data._splits import Splits, finish
 
 _NAMES = ('mnist1d', 'digits')
@@ -18,13 +25,14 @@ def load(dataset: str | os.PathLike, *, dev_fraction: float = 0.1, seed: int = 0
   """Loads a data set by name ('mnist1d', 'digits') or from a .npz / .h5 / .hdf5 path."""
   check_fraction('dev_fraction', dev_fraction)
   check_seed(seed)
-  if dataset == 'mnist1d':
+  named = isinstance(dataset, str | os.PathLike)
+  if named and dataset == 'mnist1d':
     return mnist1d(dev_fraction=dev_fraction, seed=seed)
-  if dataset == 'digits':
+  if named and dataset == 'digits':
     return digits(dev_fraction=dev_fraction, seed=seed)
-  if not isinstance(dataset, str | os.PathLike) or not _is_file(Path(dataset)):
+  if not named or not _is_file(Path(dataset)):
     raise DataError(
-      f'unknown dataset {dataset!r}: it is neither one of {", ".join(_NAMES)} nor an '
+      f'unknown dataset {short_repr(dataset)}: it is neither one of {", ".join(_NAMES)} nor an '
       'existing file; pass one of those names or a path to a .npz/.h5 file'
     )
   path = Path(dataset)
