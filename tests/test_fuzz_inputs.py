@@ -2,20 +2,18 @@
 
 Every input either loads or raises the library's own error (`SpaceError`, `DataError`) with a
 one-line message; anything else is a bug. Each test's examples and time are bounded by its
-settings, so the file runs in seconds. Known crashes in `bnjax.space` are pinned by the strict
-xfails at the end, and the fuzzers step around exactly those inputs (`_known_space_crash`);
-when a fix lands, its xfail passes, fails as strict, and its filter here goes too.
+settings, so the file runs in seconds. The inputs that once crashed `bnjax.space` are kept at the
+end as regression cases.
 """
 
 import json
-import re
 import string
 from datetime import timedelta
 
 import h5py
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -91,22 +89,7 @@ JSON_ENTRIES = st.fixed_dictionaries(
 JSON_SPACES = st.dictionaries(NAMES, JSON_ENTRIES | JSON_VALUES, max_size=3)
 
 
-def _known_space_crash(value) -> str | None:
-  """Why `value` would hit a crash of `bnjax.space` pinned below, or None."""
-  if isinstance(value, str):
-    if re.search(r'[\d_]{4301,}', value):
-      return 'int() of more than 4300 digits'
-    if '\n' in value or '\r' in value:
-      return 'message quotes a raw line break'
-  if isinstance(value, dict):
-    for entry in value.values():
-      if isinstance(entry, dict) and isinstance(entry.get('kind'), list | dict):
-        return 'unhashable kind'
-  return None
-
-
 def _space_or_error(parse, value) -> None:
-  assume(_known_space_crash(value) is None)
   try:
     space = parse(value)
   except SpaceError as e:
@@ -139,7 +122,6 @@ def test_json_space_file_is_a_space_or_a_space_error(fuzz_dir, value, text, raw)
   """JSON as written to disk: NaN and Infinity literals, duplicate keys, or no JSON at all."""
   path = fuzz_dir / 'space.json'
   path.write_text(text if raw else json.dumps(value), encoding='utf-8')
-  assume(raw or _known_space_crash(value) is None)
   try:
     space = load_space(str(path))
   except SpaceError as e:
@@ -325,8 +307,7 @@ def test_garbage_bytes_raise_data_error(fuzz_dir, content, suffix):
 
 
 # ---------------------------------------------------------------------------------------------
-# Crashes the fuzzers found in bnjax.space (reported; not ours to fix here). Each case is the
-# exact input; strict, so a fix shows up as a failure that asks to remove the mark.
+# Inputs the fuzzers found crashing bnjax.space (now fixed): each must give a one-line SpaceError.
 
 
 def _long_json_name(tmp_path):
@@ -343,47 +324,20 @@ def _file(content: bytes):
 
 
 SPACE_CRASHES = {
-  'spec_line_break_in_name': (
-    lambda tmp_path: '0\n0=uniform',
-    parse_spec,
-    AssertionError,  # a SpaceError, but its message quotes the raw line break: two lines
-  ),
-  'spec_5000_digit_bound': (
-    lambda tmp_path: 'hidden_units=int:1:' + '9' * 5000,
-    parse_spec,
-    ValueError,  # int() refuses more than 4300 digits, outside any SpaceError
-  ),
-  'spec_5000_digit_fixed': (
-    lambda tmp_path: 'hidden_units=fixed:' + '9' * 5000,
-    load_space,
-    ValueError,
-  ),
-  'json_dict_kind': (
-    lambda tmp_path: {'learning_rate': {'kind': {}}},
-    space_from_json,
-    TypeError,  # unhashable type: 'dict' (the `kind in KINDS` lookup)
-  ),
-  'json_list_kind': (lambda tmp_path: {'l2': {'kind': [[{}]]}}, space_from_json, TypeError),
-  'json_file_name_too_long': (_long_json_name, load_space, OSError),  # Errno 36 from is_file
-  'json_file_not_utf8': (_file(b'\xff\xfe{'), load_space, UnicodeDecodeError),
-  'json_file_nested_too_deep': (_file(b'[' * 100_000), load_space, RecursionError),
+  'spec_line_break_in_name': (lambda tmp_path: '0\n0=uniform', parse_spec),
+  'spec_5000_digit_bound': (lambda tmp_path: 'hidden_units=int:1:' + '9' * 5000, parse_spec),
+  'spec_5000_digit_fixed': (lambda tmp_path: 'hidden_units=fixed:' + '9' * 5000, load_space),
+  'json_dict_kind': (lambda tmp_path: {'learning_rate': {'kind': {}}}, space_from_json),
+  'json_list_kind': (lambda tmp_path: {'l2': {'kind': [[{}]]}}, space_from_json),
+  'json_file_name_too_long': (_long_json_name, load_space),
+  'json_file_not_utf8': (_file(b'\xff\xfe{'), load_space),
+  'json_file_nested_too_deep': (_file(b'[' * 100_000), load_space),
 }
 
 
-@pytest.mark.parametrize(
-  'case',
-  [
-    pytest.param(
-      name,
-      marks=pytest.mark.xfail(
-        raises=raises, strict=True, reason=f'bnjax.space crash, reported: {raises.__name__}'
-      ),
-    )
-    for name, (_, _, raises) in SPACE_CRASHES.items()
-  ],
-)
-def test_known_space_crashes(tmp_path, case):
-  make, parse, _ = SPACE_CRASHES[case]
+@pytest.mark.parametrize('case', list(SPACE_CRASHES))
+def test_former_space_crashes_are_space_errors(tmp_path, case):
+  make, parse = SPACE_CRASHES[case]
   with pytest.raises(SpaceError) as info:
     parse(make(tmp_path))
   _one_line(info.value)

@@ -25,6 +25,7 @@ import difflib
 import json
 import os
 import pathlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +38,7 @@ _EXAMPLE = 'learning_rate=log:1e-4:1,beta1=1mlog:0.9:0.999'
 
 
 def _kind_class(kind: Any, where: str) -> type[Distribution]:
-  if kind in KINDS:
+  if isinstance(kind, str) and kind in KINDS:
     return KINDS[kind]
   close = difflib.get_close_matches(str(kind), list(KINDS), n=1)
   hint = f' (did you mean {close[0]!r}?)' if close else ''
@@ -62,6 +63,11 @@ def _parse_item(item: str) -> tuple[str, Distribution]:
   if not name or not body:
     raise SpaceError(
       f"spec item {item!r} needs a name and a KIND:ARGS around '='; e.g. learning_rate=log:1e-4:1"
+    )
+  if not re.fullmatch(r'\w+', name):
+    raise SpaceError(
+      f'spec item {item!r} has name {name!r}; a name is letters, digits and underscores, '
+      'e.g. learning_rate'
     )
   kind, *args = (p.strip() for p in body.split(':'))
   cls = _kind_class(kind, f'spec item {item!r}')
@@ -162,16 +168,28 @@ def load_space(path_or_spec: str | os.PathLike) -> Space:
   text = os.fspath(path_or_spec)
   if text.strip().lower().endswith('.json'):
     path = pathlib.Path(text.strip())
-    if not path.is_file():
+    try:
+      exists = path.is_file()
+      source = path.read_text(encoding='utf-8') if exists else ''
+    except (OSError, UnicodeDecodeError) as e:
+      reason = e.strerror if isinstance(e, OSError) else 'not UTF-8 text'
+      raise SpaceError(
+        f'cannot read space file {text!r} ({reason}); pass a readable .json file'
+      ) from None
+    if not exists:
       raise SpaceError(
         f'space file {text!r} does not exist; pass an existing .json file '
         f'or a spec such as {_EXAMPLE}'
       )
     try:
-      obj = json.loads(path.read_text())
+      obj = json.loads(source)
     except json.JSONDecodeError as e:
       raise SpaceError(
         f'space file {text!r} is not valid JSON ({e.msg} at line {e.lineno}); fix the file'
+      ) from None
+    except RecursionError:
+      raise SpaceError(
+        f'space file {text!r} nests too deeply to be a space; fix the file'
       ) from None
     return space_from_json(obj)
   return parse_spec(text)

@@ -86,7 +86,10 @@ def parse_scalar(s: str) -> Scalar:
   if s.lower() in ('true', 'false'):
     return s.lower() == 'true'
   if re.fullmatch(r'[+-]?\d+', s):
-    return int(s)
+    try:
+      return int(s)
+    except ValueError:  # Python refuses ints of over 4300 digits; as a float it is inf,
+      pass  # which every numeric check then rejects with its own message
   try:
     return float(s)
   except ValueError:
