@@ -64,7 +64,7 @@ class TrialState(NamedTuple):
   key: jax.Array  # the loop key; epoch `e` draws from `fold_in(key, e)`
   epoch: jax.Array  # int32 epochs done
   step: jax.Array  # int32 optimizer steps taken (or attempted)
-  diverged_step: jax.Array  # int32 step whose loss was non-finite, -1 if none
+  diverged_step: jax.Array  # int32 step that produced a non-finite loss or state, -1 if none
   best: Any  # (params, model_state) kept for select='best', else ()
   best_accuracy: jax.Array
 
