@@ -18,7 +18,7 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from bnjax.files import atomic_open
 from bnjax.registry import to_python
@@ -253,19 +253,31 @@ def _panel_x(ax, results: Results, name: str) -> np.ndarray:
     ax.set_xticks(np.arange(len(categories)), [scales.label(c, scale) for c in categories])
     ax.set_xlim(-0.5, len(categories) - 0.5)
     return np.asarray([index[to_python(v)] for v in values], dtype=np.float64) + jitter
+  integers = values.dtype.kind in 'iu'
   values = values.astype(np.float64)
   if scale == 'log':
     ax.set_xscale('log')
+    _readable_log_ticks(ax.xaxis, values, lambda t, _: scales.label(t, scale))
   elif scale == 'one_minus_log':
     ax.set_xscale('log')
     ax.invert_xaxis()  # 1 - beta shrinks to the right, so beta grows to the right
-    decades = np.log10(np.max(1 - values) / np.min(1 - values))
-    if decades <= 3:  # one tick a decade is too few to read betas off
-      ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: scales.label(1.0 - t, scale)))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _readable_log_ticks(ax.xaxis, 1 - values, lambda t, _: scales.label(1.0 - t, scale))
     return 1.0 - values
+  if integers:  # units, layers: no tick at 2.5 layers
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   return values
+
+
+def _readable_log_ticks(axis, values: np.ndarray, format_tick) -> None:
+  """Labels at 1, 2 and 5 times each decade when the data span few decades, none on minor ticks.
+
+  matplotlib labels minor log ticks inside a short range, and their long labels overlap.
+  """
+  positive = values[np.isfinite(values) & (values > 0)]
+  if positive.size and np.log10(positive.max() / positive.min()) <= 3:
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+  axis.set_major_formatter(FuncFormatter(format_tick))
+  axis.set_minor_formatter(NullFormatter())
 
 
 def _label_inner_categories(ax, axis: int, values) -> None:
