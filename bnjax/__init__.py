@@ -3,10 +3,12 @@
 This module only re-exports (optax-style). The pieces live in `bnjax.nn`
 (batch norm, losses, dropout, the MLP), `bnjax.optim` (optimizers, schedules),
 `bnjax.training` (one trial), `bnjax.registry` (every hyperparameter once),
+`bnjax.hyperparameters` (`hparams`: their values as the arrays `train` takes),
 `bnjax.space` (search spaces), `bnjax.data` and `bnjax.search`.
 """
 
 from bnjax.gradient_check import grad_check
+from bnjax.hyperparameters import hparams
 from bnjax.nn import (
   accuracy,
   batch_norm,
@@ -37,7 +39,6 @@ from bnjax.training import (
   evaluate,
   finish,
   fit,
-  hparams,
   init_trial,
   make_train,
   train_epoch,

@@ -13,8 +13,9 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from bnjax.hyperparameters import TRACED, hparams
 from bnjax.registry import STATIC, to_python
-from bnjax.training import TRACED, TrainConfig, hparams
+from bnjax.training import TrainConfig
 
 
 class Bucket(NamedTuple):
