@@ -5,14 +5,22 @@ r"""Hyperparameter search: hundreds of BN-MLPs trained at once, one command.
   python experiments/random_search.py \
       --space='learning_rate=log:1e-4:1,beta1=1mlog:0.9:0.999,hidden_units=int:50:100'
   python experiments/random_search.py --strategy=coarse_to_fine --rounds=3
+  python experiments/random_search.py --strategy=bayes --num_trials=48
 
 Selection uses the dev split only; the top configurations are evaluated on the
 test split once, at the end. Writes <output_dir>/results.csv (one row per
 trial), best.json and the plots. Exits non-zero if every trial diverged.
+
+The search is an Optuna study kept in <output_dir>/study.journal: rerun the
+same command after a crash or Ctrl-C and it resumes (trials done are kept,
+the ones cut off run again with the same results). Several workers share one
+study through --storage (e.g. postgresql+psycopg://user@host/db) and
+--study_name; `optuna-dashboard <storage>` shows it live.
 """
 
 import math
 import os
+import shlex
 import sys
 import time
 
@@ -55,7 +63,23 @@ ROUNDS = flags.DEFINE_integer('rounds', 2, 'coarse_to_fine: rounds.')
 KEEP = flags.DEFINE_float('keep', 0.1, 'coarse_to_fine: share of trials the next round centres on.')
 SHRINK = flags.DEFINE_float('shrink', 0.5, 'coarse_to_fine: range shrink per round.')
 OUTPUT_DIR = flags.DEFINE_string(
-  'output_dir', 'runs/random_search', 'Where results.csv, best.json and plots go.'
+  'output_dir',
+  'runs/random_search',
+  'Where results.csv, best.json, the plots and the study (study.journal) go; rerunning with '
+  'the same directory resumes the study there.',
+)
+STORAGE = flags.DEFINE_string(
+  'storage',
+  None,
+  'An Optuna storage URL (postgresql+psycopg://user@host/db, sqlite:///x.db) or a .journal '
+  'file, shared by several workers; default: <output_dir>/study.journal.',
+)
+STUDY_NAME = flags.DEFINE_string('study_name', None, "The study in --storage (default 'bnjax').")
+SAMPLER = flags.DEFINE_string(
+  'sampler', 'tpe', "bayes: 'tpe', 'gp' (pip install 'bnjax[gp]') or an optuna.samplers class."
+)
+TRIALS_PER_ROUND = flags.DEFINE_integer(
+  'trials_per_round', 0, 'bayes: trials asked and trained together; 0: 8 on a CPU, else memory.'
 )
 
 
@@ -83,6 +107,8 @@ def main(argv):
   del argv
   output_dir = common.output_dir_or_exit(OUTPUT_DIR.value)
   options = {name: flags.FLAGS[name].value for name in search.STRATEGY_OPTIONS[STRATEGY.value]}
+  if 'trials_per_round' in options:
+    options['trials_per_round'] = options['trials_per_round'] or None
   options |= dict(
     seed=common.SEED.value,
     epochs=EPOCHS.value,
@@ -90,10 +116,15 @@ def main(argv):
     select=SELECT.value,
     top_k=TOP_K.value,
     chunk_size=CHUNK_SIZE.value or None,
+    output_dir=output_dir,
+    storage=STORAGE.value,
+    study_name=STUDY_NAME.value,
+    report=print,
   )
   try:
     space = search.as_space(SPACE.value)
     search.check(STRATEGY.value, **options)
+    search.check_storage(STORAGE.value)
   except (SpaceError, ValueError) as error:
     raise SystemExit(f'error: {error}') from None
   splits = common.load_data()
@@ -106,6 +137,14 @@ def main(argv):
     results = search.run(STRATEGY.value, space, splits, progress=ProgressBar(), **options)
   except (SpaceError, ValueError) as error:
     raise SystemExit(f'error: {error}') from None
+  except KeyboardInterrupt:
+    command = shlex.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    print(
+      f'\ninterrupted: the chunk in flight was dropped, every trial told so far is kept in '
+      f'the study; to resume, rerun: python {command}',
+      file=sys.stderr,
+    )
+    raise SystemExit(130) from None
   info = results.info
   print(
     f'{len(results)} trials in {info["seconds"]:.1f} s ({info["buckets"]} bucket(s), '

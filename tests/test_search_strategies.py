@@ -161,7 +161,7 @@ def test_run_dispatches_to_the_strategy_by_name(splits, sampled, grid, rounds):
 @pytest.mark.parametrize(
   'strategy, options, message',
   [
-    ('bayes', {}, "unknown strategy 'bayes'; choose from random, grid, coarse_to_fine"),
+    ('hyperband', {}, "unknown strategy 'hyperband'; choose from random, grid, coarse_to_fine"),
     ('random', {'num_trials': N, 'rounds': 3}, "random search takes no option 'rounds'"),
     ('grid', {'num_trials': N}, "grid search takes no option 'num_trials'"),
     ('random', {'epochs': 2}, 'random search needs num_trials'),
@@ -193,7 +193,7 @@ def test_run_rejects_a_bad_space_before_any_compute(splits, monkeypatch):
 
 
 def test_strategies_and_their_options_are_public():
-  assert search.STRATEGIES == ('random', 'grid', 'coarse_to_fine')
+  assert search.STRATEGIES == ('random', 'grid', 'coarse_to_fine', 'bayes')
   assert set(search.STRATEGY_OPTIONS) == set(search.STRATEGIES)
   assert 'epochs' in search.ENGINE_OPTIONS and 'progress' in search.ENGINE_OPTIONS
 

@@ -9,17 +9,22 @@ This module only re-exports. Behind it, in the order data flows:
 * `engine`: `run_trials`, a table of hyperparameters in, `Results` out;
 * `results`, `plots`, `scales`: the table, ranking and files; the figures,
   each hyperparameter on its distribution's scale;
-* `strategies`: random, grid and coarse-to-fine search, and `run` by name.
+* `strategies`: random, grid and coarse-to-fine search, and `run` by name;
+* `ledger`, `study`, `workers`, `candidates`, `bayes`: searches kept in an Optuna
+  study, resumable, shared by workers; Bayesian search.
 """
 
+from bnjax.search.bayes import bayes_search
 from bnjax.search.chunks import progress_chunk_size, trial_keys
 from bnjax.search.engine import run_trials
+from bnjax.search.ledger import LedgerError, check_storage
 from bnjax.search.results import Results, concatenate
 from bnjax.search.strategies import (
   DEFAULT_SPACE,
   ENGINE_OPTIONS,
   STRATEGIES,
   STRATEGY_OPTIONS,
+  STUDY_OPTIONS,
   check,
   coarse_to_fine,
   grid_search,
@@ -34,9 +39,13 @@ __all__ = [
   'ENGINE_OPTIONS',
   'STRATEGIES',
   'STRATEGY_OPTIONS',
+  'STUDY_OPTIONS',
+  'LedgerError',
   'Results',
   'as_space',
+  'bayes_search',
   'check',
+  'check_storage',
   'coarse_to_fine',
   'concatenate',
   'grid_search',

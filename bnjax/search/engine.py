@@ -18,7 +18,7 @@ from bnjax.data import Splits
 from bnjax.registry import to_python
 from bnjax.search import buckets, chunks, rows
 from bnjax.search.results import METRIC_COLUMNS, Results
-from bnjax.search.top_k import Finished, chunk_candidates, keep_best, test_top_k
+from bnjax.search.top_k import Candidate, Finished, chunk_candidates, keep_best, test_top_k
 from bnjax.space import Space, with_defaults
 
 SELECT = ('final', 'best')
@@ -56,6 +56,9 @@ def run_trials(
   space: Space | None = None,
   extra_columns: Mapping[str, ArrayLike] | None = None,
   progress: Callable[[int, int], None] | None = None,
+  trial_ids: ArrayLike | None = None,
+  claim: Callable[[np.ndarray], bool] | None = None,
+  on_chunk: Callable[[list[dict], list[dict], list[Candidate]], None] | None = None,
 ) -> Results:
   """Trains every row of `table` and returns the `Results`.
 
@@ -83,6 +86,15 @@ def run_trials(
     extra_columns: name -> `[trials]` values shown beside the hyperparameters
       (rows, CSV, summary) but not plotted, e.g. `{'round': ...}`.
     progress: called as `progress(trials_done, trials_total)` after each chunk.
+    trial_ids: `[trials]` distinct ids of the rows (a study's trial numbers),
+      in place of `first_trial_id + row`.
+    claim: called with a chunk's trial ids before it runs; False skips the
+      chunk (a ledger's trials that are done, or taken by another worker).
+      The chunks are planned from the whole table either way, so a chunk
+      that runs has the shape it would have had in a run without skips.
+    on_chunk: called after each chunk with its trials' rows (`trial_id`,
+      `bucket` and the metric columns), their curves and the chunk's best
+      `top_k.Candidate`s, before the next chunk starts.
   """
   start = time.perf_counter()
   check_options(
@@ -95,6 +107,7 @@ def run_trials(
   )
   searched = space.names if space is not None else tuple(table)
   num_trials = len(next(iter(table.values())))
+  ids_of_rows = _trial_ids(trial_ids, first_trial_id, num_trials)
   table = with_defaults(table, num_trials)
   extra = _extra_columns(extra_columns, table, num_trials)
   _check_batch_size(table, splits)
@@ -119,9 +132,13 @@ def run_trials(
   programs = [chunks.bucket_program(bucket.config, count_compile) for bucket in planned]
   data, sharding = chunks.data_on(devices, splits)
   summaries, curves, pool = {}, {}, []  # by table row; the best candidates so far
+  skipped = 0
   for chunk in plan:
     bucket, hp = planned[chunk.bucket], hps[chunk.bucket]
-    ids = first_trial_id + bucket.trial_ids
+    ids = ids_of_rows[bucket.trial_ids]
+    if claim is not None and not claim(np.unique(ids[chunk.rows[: chunk.real]])):
+      skipped += len(chunks.trials_of(chunk))
+      continue
     runs, result = chunks.run_chunk(
       programs[chunk.bucket], chunk, hp, ids, data, sharding, seed=seed
     )
@@ -131,12 +148,22 @@ def run_trials(
       summaries[trial] = rows.summarize([runs[p] for p in positions], select)
       curves[trial] = rows.mean_curves([runs[p] for p in positions])
       finished.append(Finished({'trial_id': int(ids[local]), **summaries[trial]}, local, positions))
-    pool = keep_best(pool, chunk_candidates(finished, result, bucket.config, hp, top_k), top_k)
+    best = chunk_candidates(finished, result, bucket.config, hp, top_k)
+    pool = keep_best(pool, best, top_k)
+    if on_chunk:
+      on_chunk(
+        [{**trial.row, 'bucket': chunk.bucket} for trial in finished],
+        [curves[int(bucket.trial_ids[trial.position])] for trial in finished],
+        best,
+      )
     if progress:
-      progress(len(summaries), num_trials)
+      progress(len(summaries) + skipped, num_trials)
   results = Results(
-    rows=_rows(table, extra, planned, summaries, first_trial_id),
-    curves={name: np.asarray([curves[t][name] for t in range(num_trials)]) for name in rows.CURVES},
+    rows=_rows(table, extra, planned, summaries, ids_of_rows),
+    curves={
+      name: np.asarray([curves[t][name] for t in sorted(curves)]).reshape(len(curves), epochs)
+      for name in rows.CURVES
+    },
     hyperparameters=(*searched, *(name for name in table if name not in searched)),
     select=select,
     searched=searched,
@@ -148,20 +175,32 @@ def run_trials(
   return test_top_k(results, splits, top_k) if test else results
 
 
+def _trial_ids(trial_ids: ArrayLike | None, first_trial_id: int, num_trials: int) -> np.ndarray:
+  """Each table row's trial id: `trial_ids`, or `first_trial_id` on."""
+  if trial_ids is None:
+    return first_trial_id + np.arange(num_trials)
+  ids = np.asarray(trial_ids)
+  if ids.shape != (num_trials,) or not np.issubdtype(ids.dtype, np.integer):
+    raise ValueError(f'trial_ids needs one integer per trial ({num_trials}); got {ids!r}.')
+  if len(np.unique(ids)) != num_trials or not 0 <= ids.min() <= ids.max() < 2**31:
+    raise ValueError(f'trial_ids must be distinct and in [0, 2**31); got {ids!r}.')
+  return ids.astype(np.int64)
+
+
 def _rows(
-  table: dict, extra: dict, planned: list[buckets.Bucket], summaries: dict, first_trial_id: int
+  table: dict, extra: dict, planned: list[buckets.Bucket], summaries: dict, ids: np.ndarray
 ) -> list[dict]:
-  """One row per trial, in table order: id, hyperparameters, extra columns, bucket, metrics."""
+  """One row per trained trial, in table order: id, hyperparameters, extras, bucket, metrics."""
   bucket_of = {int(trial): i for i, bucket in enumerate(planned) for trial in bucket.trial_ids}
   return [
     {
-      'trial_id': first_trial_id + trial,
+      'trial_id': int(ids[trial]),
       **{name: to_python(table[name][trial]) for name in table},
       **{name: to_python(values[trial]) for name, values in extra.items()},
       'bucket': bucket_of[trial],
       **summaries[trial],
     }
-    for trial in range(len(summaries))
+    for trial in sorted(summaries)
   ]
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from bnjax import files
-from bnjax.search import plots
-from bnjax.space import Space
+from bnjax.registry import to_python
+from bnjax.search import ledger, plots
+from bnjax.space import Space, as_space, with_defaults
 
 METRIC_COLUMNS = (
   'status',
@@ -162,6 +163,49 @@ class Results:
         writer.writerow({name: row.get(name, '') for name in self.columns})
     return os.fspath(path)
 
+  @classmethod
+  def from_study(cls, study) -> 'Results':
+    """The results of a study that `bnjax.search` wrote, in this process or another.
+
+    One row per told trial, by trial number, with its hyperparameters as
+    users name them (`beta1`, not Optuna's `one_minus_beta1`), metrics,
+    curves and, once the top k were tested, their test accuracy. results.csv,
+    best.json and the plots are views of this.
+    """
+    config = study.user_attrs[ledger.CONFIG]
+    space = as_space(config['space'])
+    trials = [t for t in ledger.ours(study.get_trials(deepcopy=False)) if ledger.metrics(t)]
+    values = [ledger.values(space, trial) for trial in trials]
+    table = with_defaults({name: [v[name] for v in values] for name in space}, len(trials))
+    extra = tuple(config.get('extra_columns', ()))
+    tested = study.user_attrs.get(ledger.TESTED, {}).get('test_accuracy', {})
+    rows = [
+      {
+        'trial_id': trial.number,
+        **{name: to_python(column[i]) for name, column in table.items()},
+        **{name: trial.user_attrs[name] for name in extra},
+        'bucket': trial.user_attrs['bucket'],
+        **ledger.metrics(trial),
+        'test_accuracy': _number(tested.get(str(trial.number))),
+      }
+      for i, trial in enumerate(trials)
+    ]
+    names = ('train_loss', 'dev_loss', 'dev_accuracy')
+    curves = [ledger.curves(trial, names) for trial in trials]
+    epochs = config['epochs']
+    return cls(
+      rows=rows,
+      curves={
+        name: np.asarray([c[name] for c in curves], np.float32).reshape(len(trials), epochs)
+        for name in names
+      },
+      hyperparameters=(*space.names, *(name for name in table if name not in space)),
+      select=config['select'],
+      searched=space.names,
+      space=space,
+      extra_columns=extra,
+    )
+
   def to_dataframe(self):
     """A pandas DataFrame of the rows (needs pandas: pip install 'bnjax[pandas]')."""
     try:
@@ -169,6 +213,10 @@ class Results:
     except ImportError as error:
       raise ImportError("to_dataframe needs pandas: pip install 'bnjax[pandas]'") from error
     return pd.DataFrame(self.rows, columns=list(self.columns))
+
+
+def _number(value) -> float:
+  return math.nan if value is None else value
 
 
 def _format(value: Any) -> str:

@@ -3,6 +3,11 @@
 Each returns a `Results`; all share `engine.run_trials`, so a grid trial and
 a random trial with the same values and id train identically. `run(strategy,
 ...)` picks one by name and checks its options before any compute.
+
+Given `output_dir` (or `storage`, `study_name`), a search runs through a
+study (`bnjax.search.study`): its trials are enqueued into the ledger, with
+the same ids, values and chunks as in memory, so that the results are the
+same, and a rerun resumes it. 'bayes' (`bnjax.search.bayes`) always does.
 """
 
 import math
@@ -11,9 +16,11 @@ import jax
 import numpy as np
 
 from bnjax.data import Splits
+from bnjax.search import bayes, ledger
 from bnjax.search.chunks import progress_chunk_size
 from bnjax.search.engine import check_options, run_trials
 from bnjax.search.results import Results, concatenate
+from bnjax.search.study import WAIT, Round, run_study
 from bnjax.search.top_k import test_top_k
 from bnjax.space import as_space
 
@@ -29,13 +36,16 @@ DEFAULT_SPACE = (
   'lr_decay=log:0.02:0.15'
 )
 
-STRATEGIES = ('random', 'grid', 'coarse_to_fine')
+STRATEGIES = ('random', 'grid', 'coarse_to_fine', 'bayes')
 # Each strategy's own options; every strategy also takes `ENGINE_OPTIONS`.
 STRATEGY_OPTIONS = {
   'random': ('num_trials',),
   'grid': ('points_per_axis',),
   'coarse_to_fine': ('num_trials', 'rounds', 'keep', 'shrink'),
+  'bayes': ('num_trials', 'trials_per_round', 'sampler'),
 }
+# Where a search keeps its study (every strategy takes them; see `run_study`).
+STUDY_OPTIONS = ('output_dir', 'storage', 'study_name', 'report', 'stale_after')
 GRID_POINTS = 3  # grid_search's default points per axis
 # The options of `run_trials` a strategy passes on (the rest it sets itself).
 ENGINE_OPTIONS = (
@@ -72,6 +82,16 @@ def random_search(
   """
   space = as_space(space)
   _check_values(num_trials=num_trials)
+  if _through_study(engine_options):
+
+    def next_round(study, trials):
+      if len(trials) >= num_trials:
+        return None
+      table = space.sample(_sampling_key(seed, 0), num_trials)
+      return Round({name: column[len(trials) :] for name, column in table.items()}, len(trials))
+
+    config = {'strategy': 'random'}
+    return _study(space, splits, next_round, config, num_trials, seed, engine_options)
   table = space.sample(_sampling_key(seed, 0), num_trials)
   return run_trials(table, splits, seed=seed, space=space, **engine_options)
 
@@ -88,6 +108,11 @@ def grid_search(
   space = as_space(space)
   _check_values(points_per_axis=points_per_axis)
   table = space.grid(points_per_axis)
+  if _through_study(engine_options):
+    next_round = lambda study, trials: None if trials else Round(table)
+    config = {'strategy': 'grid', 'points_per_axis': points_per_axis}
+    size = len(next(iter(table.values()), ()))
+    return _study(space, splits, next_round, config, size, seed, engine_options)
   return run_trials(table, splits, seed=seed, space=space, **engine_options)
 
 
@@ -114,6 +139,30 @@ def coarse_to_fine(
   """
   space = as_space(space)
   _check_values(num_trials=num_trials, rounds=rounds, keep=keep, shrink=shrink)
+  if _through_study(engine_options):
+
+    def next_round(study, trials):
+      made = len({trial.user_attrs[ledger.ROUND] for trial in trials})
+      if made >= rounds:
+        return None
+      if not all(trial.state.is_finished() for trial in trials):
+        return WAIT  # another worker's trials of the last round decide this one
+      refined, rows = space, Results.from_study(study).rows
+      for round_index in range(made):
+        done = [row for row in rows if row['round'] <= round_index]
+        refined = _refine(refined, done, keep, shrink)
+      table = refined.sample(_sampling_key(seed, made), num_trials)
+      return Round(table, made * num_trials)
+
+    config = {
+      'strategy': 'coarse_to_fine',
+      'round_size': num_trials,
+      'keep': keep,
+      'shrink': shrink,
+      'extra_columns': ['round'],
+    }
+    options = dict(engine_options, top_k=top_k, test=test)
+    return _study(space, splits, next_round, config, rounds * num_trials, seed, options)
   parts = []
   for round_index in range(rounds):
     table = space.sample(_sampling_key(seed, round_index), num_trials)
@@ -131,16 +180,34 @@ def coarse_to_fine(
       )
     )
     results = concatenate(parts)  # its space is round 0's: the one searched
-    best = results.best(max(1, int(round(keep * len(results)))))
-    best = [row for row in best if row['status'] == 'ok'] or best
-    space = space.refine(
-      {name: np.asarray([row[name] for row in best]) for name in space.names}, shrink=shrink
-    )
+    space = _refine(space, results.rows, keep, shrink)
   return test_top_k(results, splits, top_k) if test else results
 
 
+def _refine(space, rows: list[dict], keep: float, shrink: float):
+  """`space` refined around the best `keep` share of `rows` (the finished ones, if any)."""
+  best = Results(rows, {}, ()).best(max(1, int(round(keep * len(rows)))))
+  best = [row for row in best if row['status'] == 'ok'] or best
+  return space.refine(
+    {name: np.asarray([row[name] for row in best]) for name in space.names}, shrink=shrink
+  )
+
+
+def _through_study(options: dict) -> bool:
+  """Whether the options name a study (an output directory or a storage)."""
+  return any(options.get(name) is not None for name in ('output_dir', 'storage', 'study_name'))
+
+
+def _study(space, splits, next_round, config, budget, seed, options) -> Results:
+  """Runs a strategy's rounds through its study (`run_study`)."""
+  sampler = bayes.make_sampler('RandomSampler', seed)  # never asked: the rounds enqueue
+  return run_study(
+    space, splits, next_round, config=config, budget=budget, seed=seed, sampler=sampler, **options
+  )
+
+
 def run(strategy: str, space, splits: Splits, **options) -> Results:
-  """Runs the search `strategy` ('random', 'grid' or 'coarse_to_fine') over `space`.
+  """Runs the search `strategy` ('random', 'grid', 'coarse_to_fine' or 'bayes') over `space`.
 
   Every option is checked (`check`) before any compute. Where `chunk_size`
   is not given, a CPU runs chunks of about an eighth of a round's trials
@@ -152,11 +219,15 @@ def run(strategy: str, space, splits: Splits, **options) -> Results:
     space: a `Space`, a dict of distributions, a spec string or a JSON path.
     splits: the data.
     **options: the strategy's own (`STRATEGY_OPTIONS`: `num_trials` for
-      'random' and 'coarse_to_fine', `points_per_axis`, `rounds`, `keep`,
-      `shrink`) and `run_trials`' (`ENGINE_OPTIONS`).
+      'random', 'coarse_to_fine' and 'bayes', `points_per_axis`, `rounds`,
+      `keep`, `shrink`, `trials_per_round`, `sampler`), `run_trials`'
+      (`ENGINE_OPTIONS`) and the study's (`STUDY_OPTIONS`: `output_dir`,
+      `storage`, `study_name`, ...), which make the search resumable.
   """
   check(strategy, **options)
   space = as_space(space)
+  if strategy == 'bayes':
+    return bayes.bayes_search(space, splits, **options)
   if options.get('chunk_size') is None:
     per_round = (
       math.prod(
@@ -165,7 +236,9 @@ def run(strategy: str, space, splits: Splits, **options) -> Results:
       if strategy == 'grid'
       else options['num_trials']
     )
-    options['chunk_size'] = progress_chunk_size(per_round, options.get('devices'))
+    default = progress_chunk_size(per_round, options.get('devices'))
+    # A study keeps the chunk size it was made with; this is only a new one's.
+    options['default_chunk_size' if _through_study(options) else 'chunk_size'] = default
   search = {'random': random_search, 'grid': grid_search, 'coarse_to_fine': coarse_to_fine}
   return search[strategy](space, splits, **options)
 
@@ -174,7 +247,7 @@ def check(strategy: str, **options) -> None:
   """Raises a one-line ValueError unless `run(strategy, ..., **options)` can start."""
   if strategy not in STRATEGIES:
     raise ValueError(f'unknown strategy {strategy!r}; choose from {", ".join(STRATEGIES)}.')
-  allowed = (*STRATEGY_OPTIONS[strategy], *ENGINE_OPTIONS)
+  allowed = (*STRATEGY_OPTIONS[strategy], *ENGINE_OPTIONS, *STUDY_OPTIONS)
   unknown = [name for name in options if name not in allowed]
   if unknown:
     raise ValueError(
@@ -182,7 +255,11 @@ def check(strategy: str, **options) -> None:
     )
   if 'num_trials' in STRATEGY_OPTIONS[strategy] and 'num_trials' not in options:
     raise ValueError(f'{strategy} search needs num_trials.')
-  _check_values(**{name: options[name] for name in STRATEGY_OPTIONS[strategy] if name in options})
+  own = {name: options[name] for name in STRATEGY_OPTIONS[strategy] if name in options}
+  if strategy == 'bayes':
+    bayes.check(**own)
+  else:
+    _check_values(**own)
   check_options(**options)
 
 

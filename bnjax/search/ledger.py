@@ -1,0 +1,344 @@
+"""The ledger: a search as an Optuna study, the truth that outlives the process.
+
+Each trial is an Optuna trial whose number is the trial id (so its key is
+`fold_in(seed, number)` whoever runs it). The `Space` stays the source of
+truth; Optuna sees it as distributions (`distributions`), a `1mlog` name as
+`one_minus_<name>` on a log scale, while the exact user-facing value is kept
+as a user attribute under the name users know. A trial stores its round,
+status (COMPLETE, or FAIL for a diverged one with its `diverged_step`), the
+dev accuracy as its value, its bucket, its other metrics and one user
+attribute per learning curve. The study stores the search's configuration
+(`CONFIG`), checked on every resume (`check_config`), and the test-once
+result (`TESTED`).
+
+Storage (`open_storage`): a journal file in the output directory by default,
+or any Optuna storage URL (PostgreSQL, SQLite) or `.journal` path.
+"""
+
+import contextlib
+import hashlib
+import math
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import optuna
+from optuna.distributions import (
+  BaseDistribution,
+  CategoricalDistribution,
+  FloatDistribution,
+  IntDistribution,
+)
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from bnjax import files
+from bnjax.data import Splits
+from bnjax.registry import to_python
+from bnjax.space import Space
+
+JOURNAL_FILE = 'study.journal'
+STUDY_NAME = 'bnjax'
+CONFIG = 'bnjax_config'  # study user attribute: what the search is (check_config)
+TESTED = 'bnjax_test'  # study user attribute: {'trials': finished ids, 'test_accuracy': {id: acc}}
+ROUND, ROW = 'round', 'row'  # trial user attributes: which round created it, its row there
+CURVE = 'curve_'  # trial user attributes: curve_train_loss, curve_dev_loss, curve_dev_accuracy
+# Metric columns kept together in one user attribute (one write, not five).
+METRICS = ('dev_accuracy_std', 'dev_loss', 'best_epoch', 'train_loss')
+# Settings a resumed study may change: the budget, and what only the end reads.
+BUDGET = ('num_trials', 'rounds', 'top_k', 'chunk_size')
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class LedgerError(ValueError):
+  """A study that cannot be used as asked (one line naming the fix)."""
+
+
+# ------------------------------------------------------------------------------ the space
+
+
+def optuna_name(name: str, space: Space) -> str:
+  """The parameter name Optuna sees: `one_minus_<name>` for a 1mlog name."""
+  return f'one_minus_{name}' if space[name].scale == 'one_minus_log' else name
+
+
+def distributions(space: Space) -> dict[str, BaseDistribution]:
+  """Optuna name -> distribution of every searched (non-fixed) name of `space`."""
+  out = {}
+  for name, dist in space.items():
+    if dist.kind == 'fixed':
+      continue
+    if dist.kind == 'choice':
+      out[name] = CategoricalDistribution(dist.values)
+    elif dist.kind in ('int', 'intlog'):
+      out[name] = IntDistribution(dist.low, dist.high, log=dist.kind == 'intlog')
+    elif dist.kind == '1mlog':
+      out[optuna_name(name, space)] = FloatDistribution(1.0 - dist.high, 1.0 - dist.low, log=True)
+    else:
+      out[name] = FloatDistribution(dist.low, dist.high, log=dist.kind == 'log')
+  return out
+
+
+def to_params(space: Space, row: Mapping) -> tuple[dict, dict]:
+  """A row of user-facing values as (Optuna params, user attributes holding exact 1mlog values)."""
+  params, exact = {}, {}
+  for name, dist in space.items():
+    if dist.kind == 'fixed':
+      continue
+    value = to_python(row[name])
+    if dist.kind == '1mlog':
+      params[optuna_name(name, space)] = 1.0 - value
+      exact[name] = value
+    else:
+      params[name] = value
+  return params, exact
+
+
+def values(space: Space, trial: FrozenTrial) -> dict:
+  """The trial's user-facing value of every name of `space`, in the space's order."""
+  out = {}
+  for name, dist in space.items():
+    if dist.kind == 'fixed':
+      out[name] = dist.value
+    elif dist.kind == '1mlog':
+      out[name] = trial.user_attrs.get(name, 1.0 - trial.params[optuna_name(name, space)])
+    else:
+      out[name] = trial.params[name]
+  return out
+
+
+# ------------------------------------------------------------------------------ storage, study
+
+
+def open_storage(storage: str | None, output_dir: str | os.PathLike | None):
+  """The Optuna storage: a URL, a `.journal` path, None (the output dir's journal, or memory)."""
+  if storage is None and output_dir is None:
+    return optuna.storages.InMemoryStorage()
+  if storage is None or str(storage).endswith('.journal'):
+    path = os.fspath(storage or os.path.join(output_dir, JOURNAL_FILE))
+    try:
+      _repair_journal(path)
+      return optuna.storages.JournalStorage(JournalFileBackend(path))
+    except OSError as error:
+      raise LedgerError(f'cannot open the journal {path!r} ({error.strerror or error})') from None
+  if '://' not in str(storage):
+    raise LedgerError(
+      f'--storage {storage!r} is neither a URL nor a .journal file; e.g. '
+      'postgresql+psycopg://user@host/db, sqlite:///study.db or runs/x/study.journal'
+    )
+  for attempt in range(5):
+    try:
+      return optuna.storages.RDBStorage(str(storage))
+    except ImportError as error:
+      raise LedgerError(
+        f'--storage {redacted(storage)} needs a driver: {error}; for PostgreSQL: '
+        "pip install 'bnjax[postgres]'"
+      ) from None
+    except Exception as error:  # noqa: BLE001 (sqlalchemy's many errors, one line each)
+      # Workers that create the tables of an empty database at the same moment collide
+      # on its unique names: the losers retry and find the tables made.
+      if attempt < 4 and 'unique' in str(error).lower():
+        time.sleep(0.2 + random.random())
+        continue
+      reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+      raise LedgerError(
+        f'cannot open --storage {redacted(storage)}: {reason[:200]}; check the URL and '
+        'that the server is up'
+      ) from None
+  raise AssertionError('unreachable')
+
+
+def check_storage(storage: str | None) -> None:
+  """Opens `storage` (a URL or .journal path) once: a bad one fails here, before any compute."""
+  if storage is not None:
+    backend = open_storage(storage, None)
+    if hasattr(backend, 'engine'):
+      backend.engine.dispose()
+
+
+def redacted(url: str) -> str:
+  """`url` without its password."""
+  head, sep, tail = str(url).partition('://')
+  if '@' in tail and ':' in tail.split('@', 1)[0]:
+    user = tail.split('@', 1)[0].split(':', 1)[0]
+    tail = f'{user}:***@{tail.split("@", 1)[1]}'
+  return head + sep + tail
+
+
+def _repair_journal(path: str) -> None:
+  """Drops a last line cut short (a process killed while appending); the rest stays."""
+  if not os.path.exists(path) or os.path.getsize(path) == 0:
+    return
+  with open(path, 'rb') as f:
+    f.seek(-1, os.SEEK_END)
+    if f.read(1) == b'\n':
+      return
+  lock = JournalFileSymlinkLock(path)
+  with contextlib.ExitStack() as stack:
+    if lock.acquire():
+      stack.callback(lock.release)
+    with open(path, 'rb+') as f:
+      data = f.read()
+      f.truncate(data.rfind(b'\n') + 1)
+
+
+def open_study(storage, study_name: str | None, config: dict, *, sampler=None):
+  """Creates the study, or loads it and checks its configuration.
+
+  Returns `(study, created)`. Raises `LedgerError` when the stored
+  configuration differs from `config` (see `check_config`). Workers that
+  start at the same moment agree: one creates, the others load.
+  """
+  name = study_name or STUDY_NAME
+  try:
+    study = optuna.create_study(
+      storage=storage, study_name=name, direction='maximize', sampler=sampler
+    )
+    study.set_user_attr(CONFIG, files.json_safe(config))
+    return study, True
+  except optuna.exceptions.DuplicatedStudyError:
+    pass
+  study = optuna.load_study(storage=storage, study_name=name, sampler=sampler)
+  for _ in range(100):  # the creator writes the configuration right after creating
+    stored = study.user_attrs.get(CONFIG)
+    if stored is not None:
+      break
+    time.sleep(0.1)
+  else:
+    raise LedgerError(
+      f'study {name!r} exists but was not made by bnjax (no {CONFIG!r} attribute); '
+      'use another --study_name'
+    )
+  check_config(stored, config, name)
+  return study, False
+
+
+def check_config(stored: dict, wanted: dict, name: str) -> None:
+  """Raises a one-line `LedgerError` naming the first setting that differs."""
+  wanted = files.json_safe(wanted)
+  for key in sorted(set(stored) | set(wanted)):
+    if key not in BUDGET and stored.get(key) != wanted.get(key):
+      raise mismatch(name, key, stored.get(key), wanted.get(key))
+
+
+def mismatch(name: str, key: str, was, now) -> LedgerError:
+  """The one-line error for a study made with `key=was` resumed with `key=now`."""
+  was, now = _short(was), _short(now)
+  return LedgerError(
+    f'study {name!r} was made with {key}={was}, not {now}; to start another search use a '
+    f'new --output_dir or --study_name (or rerun with {key}={was} to resume this one)'
+  )
+
+
+def _short(value) -> str:
+  text = repr(value)
+  return text if len(text) <= 80 else text[:77] + '...'
+
+
+def fingerprint(splits: Splits) -> dict:
+  """The data set's name, shapes and a hash of every split (a resume must see the same data)."""
+  arrays = splits[:6]
+  digest = hashlib.sha256()
+  for array in arrays:
+    array = np.ascontiguousarray(array)
+    digest.update(f'{array.dtype}{array.shape}'.encode())
+    digest.update(array.tobytes())
+  shapes = 'x'.join(str(n) for n in arrays[0].shape)
+  return {
+    'dataset': splits.name,
+    'data': f'train {shapes}, dev {len(arrays[3])}, test {len(arrays[5])}, '
+    f'{splits.num_classes} classes, sha256 {digest.hexdigest()[:16]}',
+  }
+
+
+# ------------------------------------------------------------------------------ trials
+
+
+def trial_ids(storage, study_id: int, numbers: Sequence[int]) -> dict[int, int]:
+  """Trial number -> the storage's trial id."""
+  return {
+    int(n): storage.get_trial_id_from_study_id_trial_number(study_id, int(n)) for n in numbers
+  }
+
+
+def enqueue(study, space: Space, rows: Sequence[Mapping], round_index: int, first_row: int) -> None:
+  """Adds `rows` (user-facing values) as WAITING trials of round `round_index`."""
+  dists = distributions(space)
+  for i, row in enumerate(rows):
+    params, exact = to_params(space, row)
+    attrs = {ROUND: round_index, ROW: first_row + i, **exact}
+    study.add_trial(
+      create_trial(
+        state=TrialState.WAITING,
+        params=params,
+        distributions={name: dists[name] for name in params},
+        user_attrs=attrs,
+      )
+    )
+
+
+def ours(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+  """The study's trials that bnjax made, by number, one per row (the first, where workers raced)."""
+  seen, out = set(), []
+  for trial in sorted(trials, key=lambda t: t.number):
+    if ROUND not in trial.user_attrs:
+      continue
+    row = trial.user_attrs.get(ROW)
+    if row is not None:
+      if row in seen:
+        continue
+      seen.add(row)
+    out.append(trial)
+  return out
+
+
+def record(study, storage, trial_id: int, number: int, row: dict, curves: Mapping) -> bool:
+  """Stores a trained trial's metrics and curves, then tells it; False if it was already told."""
+  try:
+    storage.set_trial_user_attr(trial_id, 'bucket', int(row['bucket']))
+    storage.set_trial_user_attr(
+      trial_id, 'metrics', files.json_safe({name: row[name] for name in METRICS})
+    )
+    for name, curve in curves.items():
+      storage.set_trial_user_attr(trial_id, CURVE + name, files.json_safe(np.asarray(curve)))
+    if row['status'] == 'ok':
+      study.tell(number, row['dev_accuracy'])
+    else:
+      storage.set_trial_user_attr(trial_id, 'diverged_step', int(row['diverged_step']))
+      study.tell(number, state=TrialState.FAIL)
+  except optuna.exceptions.UpdateFinishedTrialError:
+    return False  # another worker told the same numbers first
+  return True
+
+
+def metrics(trial: FrozenTrial) -> dict | None:
+  """A told trial's metric columns (`results.METRIC_COLUMNS` but test), or None if not ours."""
+  attrs = trial.user_attrs
+  if 'metrics' not in attrs or not trial.state.is_finished():
+    return None
+  nan = math.nan
+  number = lambda value: nan if value is None else value
+  kept = attrs['metrics']
+  diverged = trial.state == TrialState.FAIL
+  return {
+    'status': 'diverged' if diverged else 'ok',
+    'dev_accuracy': nan if diverged else trial.value,
+    'dev_accuracy_std': number(kept['dev_accuracy_std']),
+    'dev_loss': number(kept['dev_loss']),
+    'best_epoch': kept['best_epoch'],
+    'train_loss': number(kept['train_loss']),
+    'diverged_step': attrs.get('diverged_step', -1),
+  }
+
+
+def curves(trial: FrozenTrial, names: Sequence[str]) -> dict[str, np.ndarray]:
+  """A told trial's learning curves, float32 as trained (null read back as NaN)."""
+  return {
+    name: np.asarray(
+      [math.nan if v is None else v for v in trial.user_attrs[CURVE + name]], np.float32
+    )
+    for name in names
+  }

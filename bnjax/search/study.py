@@ -1,0 +1,336 @@
+"""Searches that survive: rounds of trials through the ledger, resumed after any crash.
+
+`run_study` drives any strategy. A strategy only says what the next round
+is (`Round`: a table of configurations to enqueue, or how many to ask the
+study's sampler for); the driver creates the round's trials in the ledger
+(`ledger`), trains them as one `run_trials` call with their trial numbers as
+ids, claiming each chunk before it runs and telling its trials right after
+(`workers`), keeps the top-k candidates on disk (`candidates`), and, once
+every trial is told, tests the top k once and records it. Results are a view
+of the ledger (`Results.from_study`).
+
+Resume: a round is always planned from all its trials, so its chunks have
+the shapes of the first attempt and a chunk whose trials are all told is
+skipped. Trials that were RUNNING when their process died go back to
+WAITING with their number, and run again with the same key: the same
+numbers, bit for bit, on the same machine. A `kill -9` loses at most the
+chunk in flight; Ctrl-C puts it back to WAITING at once.
+
+`BNJAX_CRASH_AT` (for tests only): `chunk<n>:claimed`, `chunk<n>:told` (the
+n-th chunk this process runs, from 0) or `test` makes the process SIGKILL
+itself there, so tests can crash a search at a chosen point.
+"""
+
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+from optuna.trial import FrozenTrial, TrialState
+
+from bnjax.data import Splits
+from bnjax.search import ledger
+from bnjax.search.candidates import CandidateStore
+from bnjax.search.engine import run_trials
+from bnjax.search.results import Results
+from bnjax.search.top_k import test_top_k
+from bnjax.search.workers import Worker
+from bnjax.space import Space
+
+WAIT = 'wait'  # a strategy's answer when its next round needs other workers' trials told
+POLL_SECONDS = 2.0
+
+
+class Round(NamedTuple):
+  """What a strategy adds next: a table to enqueue, or trials to ask the sampler for."""
+
+  table: dict[str, np.ndarray] | None = None  # name -> [trials] user-facing values
+  first_row: int = 0  # the table's first row in the strategy's stream (keys duplicates)
+  ask: int = 0
+
+
+# next_round(study, trials) -> Round | WAIT | None (done): `trials` are the study's, by number.
+NextRound = Callable[..., Round | str | None]
+
+
+def run_study(
+  space: Space,
+  splits: Splits,
+  next_round: NextRound,
+  *,
+  config: dict,
+  budget: int | None = None,
+  storage: str | None = None,
+  study_name: str | None = None,
+  output_dir: str | None = None,
+  sampler=None,
+  seed: int = 0,
+  epochs: int = 20,
+  executions_per_trial: int = 1,
+  select: str = 'final',
+  top_k: int = 5,
+  test: bool = True,
+  chunk_size: int | None = None,
+  default_chunk_size: int | None = None,
+  devices=None,
+  eval_batch_size: int = 1024,
+  width_ratio: float | None = 1.5,
+  progress: Callable[[int, int], None] | None = None,
+  report: Callable[[str], None] | None = None,
+  stale_after: float = 120.0,
+) -> Results:
+  """Runs a strategy's rounds through the study, resuming whatever is there.
+
+  Args:
+    space: the searched space.
+    splits: the data.
+    next_round: the strategy (see `NextRound`).
+    config: the strategy's settings; with the data's fingerprint and the
+      engine's settings they are the study's configuration, which a resume
+      must match (`ledger.check_config`).
+    budget: trials the strategy will make in all (for messages and progress).
+    storage: an Optuna storage URL or `.journal` path shared by workers;
+      None: `output_dir`'s journal file (one process at a time), or memory.
+    study_name: the study in `storage` (default 'bnjax').
+    output_dir: where the journal and the top-k candidates live.
+    sampler: the study's Optuna sampler (strategies that ask).
+    chunk_size: runs per program; None: the study's, or `default_chunk_size`
+      for a new study.
+    progress: `progress(trials_done, trials_to_do)` after each chunk.
+    report: called with one-line messages (resume, stop, waiting).
+    stale_after: seconds without a heartbeat after which a shared storage's
+      worker counts as dead and its trials run again.
+    The rest are `run_trials`' options.
+  """
+  say = report or (lambda message: None)
+  backend = ledger.open_storage(storage, output_dir)
+  settings = dict(
+    **config,
+    **ledger.fingerprint(splits),
+    space=space.to_spec(),
+    epochs=epochs,
+    executions_per_trial=executions_per_trial,
+    select=select,
+    seed=seed,
+    width_ratio=width_ratio,
+    eval_batch_size=eval_batch_size,
+    chunk_size=chunk_size or default_chunk_size,
+  )
+  study, created = ledger.open_study(backend, study_name, settings, sampler=sampler)
+  stored_chunk = study.user_attrs[ledger.CONFIG].get('chunk_size')
+  if chunk_size is not None and stored_chunk not in (None, chunk_size):
+    raise ledger.mismatch(study.study_name, 'chunk_size', stored_chunk, chunk_size)
+  run = _Run(
+    study,
+    space,
+    splits,
+    engine=dict(
+      seed=seed,
+      epochs=epochs,
+      executions_per_trial=executions_per_trial,
+      select=select,
+      top_k=top_k,
+      chunk_size=stored_chunk,
+      devices=devices,
+      eval_batch_size=eval_batch_size,
+      width_ratio=width_ratio,
+    ),
+    store=CandidateStore(
+      os.path.join(output_dir, 'candidates') if output_dir is not None else None, top_k
+    ),
+    progress=progress,
+  )
+  worker = Worker(
+    study,
+    lock_dir=output_dir if storage is None and output_dir is not None else None,
+    exclusive=storage is None,
+    stale_after=stale_after,
+  )
+  start = time.perf_counter()
+  with worker:
+    run.worker = worker
+    again = worker.recover()
+    told = [t for t in ledger.ours(study.get_trials(deepcopy=False)) if t.state.is_finished()]
+    run.store.know([_rank_row(t) for t in told])
+    if not created:
+      say(
+        f'resuming study {study.study_name!r} ({_where(storage, output_dir)}): {len(told)} '
+        f'trials done, {len(again)} to run again'
+      )
+    if budget is not None:
+      run.to_do = max(budget - len(told), 0)
+      if len(told) > budget:
+        say(
+          f'the study already has {len(told)} trials, more than the {budget} asked for: '
+          'nothing new to run (ask for more to go on)'
+        )
+    while True:
+      trials = ledger.ours(study.get_trials(deepcopy=False))
+      waiting = [t for t in trials if t.state == TrialState.WAITING]
+      if waiting:
+        round_index = min(t.user_attrs[ledger.ROUND] for t in waiting)
+        run.train([t for t in trials if t.user_attrs[ledger.ROUND] == round_index])
+        continue
+      step = next_round(study, trials)
+      if step is None:
+        break
+      if step == WAIT:
+        if not worker.others_running():
+          break
+        time.sleep(POLL_SECONDS)
+        worker.recover()
+        continue
+      round_index = 1 + max((t.user_attrs[ledger.ROUND] for t in trials), default=-1)
+      run.create(step, round_index)
+      trials = ledger.ours(study.get_trials(deepcopy=False))
+      run.train([t for t in trials if t.user_attrs[ledger.ROUND] == round_index])
+    trials = ledger.ours(study.get_trials(deepcopy=False))
+    if test and all(t.state.is_finished() for t in trials) and not worker.others_running():
+      run.test_once()
+    elif test:
+      say('trials of other workers are still running: the last worker to finish tests the top k')
+  results = Results.from_study(study)
+  results.info = {**run.info, 'seconds': time.perf_counter() - start, 'study': study.study_name}
+  return results
+
+
+class _Run:
+  """One process's work on a study: rounds created and trained, the test once."""
+
+  def __init__(self, study, space, splits, *, engine, store, progress):
+    self.study, self.space, self.splits, self.engine = study, space, splits, engine
+    self.store, self.progress = store, progress
+    self.worker: Worker | None = None
+    self.info = {'buckets': 0, 'compiles': 0, 'chunks': 0, 'devices': 0}
+    self.chunks_run = 0
+    self.done = 0
+    self.to_do = 0
+
+  def create(self, step: Round, round_index: int) -> None:
+    if step.table is not None:
+      names = list(step.table)
+      rows = [
+        {name: step.table[name][i] for name in names}
+        for i in range(len(next(iter(step.table.values()))))
+      ]
+      ledger.enqueue(self.study, self.space, rows, round_index, step.first_row)
+      return
+    dists = ledger.distributions(self.space)
+    for _ in range(step.ask):
+      trial = self.study.ask(dists)
+      self.worker.hold([trial.number])
+      if ledger.ROUND not in trial.user_attrs:
+        for name, value in self._exact(trial.params).items():
+          trial.set_user_attr(name, value)
+        trial.set_user_attr(ledger.ROUND, round_index)
+
+  def _exact(self, params: dict) -> dict:
+    """The user-facing value of each 1mlog name from its `one_minus_` parameter."""
+    return {
+      name: 1.0 - params[ledger.optuna_name(name, self.space)]
+      for name, dist in self.space.items()
+      if dist.kind == '1mlog'
+    }
+
+  def train(self, trials: Sequence[FrozenTrial]) -> None:
+    """Trains a round's trials that are free, planned as the whole round."""
+    numbers = [t.number for t in trials]
+    values = [ledger.values(self.space, t) for t in trials]
+    table = {name: np.asarray([v[name] for v in values]) for name in self.space}
+    held: set[int] = set()
+
+    def claim(ids: np.ndarray) -> bool:
+      got = self.worker.claim([int(i) for i in ids])
+      held.update(got)
+      _crash_point(f'chunk{self.chunks_run}:claimed')
+      return bool(got)
+
+    def on_chunk(rows: list[dict], curves: list[dict], best: list) -> None:
+      mine = [
+        (row, curve) for row, curve in zip(rows, curves, strict=True) if row['trial_id'] in held
+      ]
+      ids = {row['trial_id'] for row, _ in mine}
+      self.store.add([c for c in best if c.row['trial_id'] in ids])
+      for row, curve in mine:
+        number = row['trial_id']
+        ledger.record(
+          self.study, self.worker.storage, self.worker.trial_id(number), number, row, curve
+        )
+      self.worker.done(ids)
+      self.store.know([row for row, _ in mine])
+      self.store.prune()
+      self.done += len(mine)
+      if self.progress:
+        self.progress(self.done, max(self.to_do, self.done))
+      _crash_point(f'chunk{self.chunks_run}:told')
+      self.chunks_run += 1
+
+    results = run_trials(
+      table,
+      self.splits,
+      space=self.space,
+      trial_ids=np.asarray(numbers),
+      claim=claim,
+      on_chunk=on_chunk,
+      test=False,
+      **self.engine,
+    )
+    for key in ('buckets', 'compiles', 'chunks'):
+      self.info[key] += results.info[key]
+    self.info['devices'] = results.info['devices']
+
+  def test_once(self) -> None:
+    """Tests the top k on the test split, unless this set of trials was tested already."""
+    view = Results.from_study(self.study)
+    tested = self.study.user_attrs.get(ledger.TESTED)
+    if tested is not None and tested.get('trials') == len(view.rows):
+      return
+    k = self.engine['top_k']
+    best = [row['trial_id'] for row in view.ranked() if row['status'] == 'ok'][:k]
+    found = {n: self.store.get(n) for n in best}
+    missing = [n for n in best if found[n] is None]
+    view.candidates = [c for c in found.values() if c is not None] + self._retrain(missing)
+    _crash_point('test')
+    view = test_top_k(view, self.splits, k)
+    accuracy = {
+      str(row['trial_id']): row['test_accuracy']
+      for row in view.rows
+      if math.isfinite(row['test_accuracy'])
+    }
+    self.study.set_user_attr(ledger.TESTED, {'trials': len(view.rows), 'test_accuracy': accuracy})
+
+  def _retrain(self, numbers: list[int]) -> list:
+    """Candidates whose params no file holds, trained again from their trial ids."""
+    if not numbers:
+      return []
+    trials = [self.worker.storage.get_trial(self.worker.trial_id(n)) for n in numbers]
+    values = [ledger.values(self.space, t) for t in trials]
+    table = {name: np.asarray([v[name] for v in values]) for name in self.space}
+    options = {**self.engine, 'top_k': len(numbers)}
+    results = run_trials(
+      table, self.splits, space=self.space, trial_ids=np.asarray(numbers), test=False, **options
+    )
+    return results.candidates
+
+
+def _rank_row(trial: FrozenTrial) -> dict:
+  return {'trial_id': trial.number, **(ledger.metrics(trial) or _failed())}
+
+
+def _failed() -> dict:
+  return {'status': 'diverged', 'dev_accuracy': math.nan, 'dev_loss': math.nan}
+
+
+def _where(storage, output_dir) -> str:
+  if storage is not None:
+    return ledger.redacted(storage)
+  return os.path.join(output_dir, ledger.JOURNAL_FILE) if output_dir else 'memory'
+
+
+def _crash_point(name: str) -> None:
+  """SIGKILLs this process at `name` when `BNJAX_CRASH_AT` says so (tests only)."""
+  if os.environ.get('BNJAX_CRASH_AT') == name:
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,231 @@
+"""Workers: which process trains which trials of a study, and trials whose process died.
+
+A worker claims a chunk's trials before training them: WAITING -> RUNNING,
+which the storage grants to one worker only, so no trial is trained twice
+except one whose worker died. Before claiming, the worker writes that it
+holds them, so a crash at any moment leaves every RUNNING trial either held
+by a live worker or recoverable.
+
+* The default storage, a journal file in the output directory, is used by
+  one process at a time (`exclusive`): it holds an `flock` on
+  `study.lock`, which the kernel frees when the process dies, however it
+  dies. Every trial still RUNNING when it starts was left by a dead process
+  and is put back to WAITING, keeping its number (so its key and result).
+* A shared storage (`--storage`, `--study_name`): each worker keeps a record
+  in the study's system attributes (host, pid, the trials it holds, a
+  heartbeat every `beat_every` seconds). A RUNNING trial that no live worker
+  holds goes back to WAITING: its worker's process is gone (same host), its
+  heartbeat is older than `stale_after` seconds, or it stopped; a trial no
+  record names waits `stale_after` seconds from its start.
+"""
+
+import datetime
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+from bnjax.search.ledger import LedgerError
+
+try:
+  import fcntl
+except ImportError:  # Windows: no flock; one process per output directory is then on trust
+  fcntl = None
+
+WORKER = 'bnjax_worker:'  # study system attribute prefix: one record per worker
+LOCK_FILE = 'study.lock'
+
+
+class Worker:
+  """This process's part in a study: claims, its record, its heartbeat.
+
+  Use as a context manager: entering takes the lock or starts the heartbeat;
+  leaving (also on an exception or Ctrl-C) puts the trials it holds back to
+  WAITING and stops.
+  """
+
+  def __init__(
+    self,
+    study: optuna.Study,
+    *,
+    lock_dir: str | None = None,
+    exclusive: bool = False,
+    stale_after: float = 120.0,
+    beat_every: float = 10.0,
+  ):
+    self.study, self.storage = study, study._storage  # RDB storages come wrapped in Optuna's cache
+    self.study_id = study._study_id
+    self.exclusive = exclusive or lock_dir is not None
+    self.lock_dir, self.stale_after, self.beat_every = lock_dir, stale_after, beat_every
+    self.host, self.pid = socket.gethostname(), os.getpid()
+    self.id = f'{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}'
+    self.held: set[int] = set()
+    self._trial_ids: dict[int, int] = {}
+    self._mutex = threading.Lock()
+    self._stopping = threading.Event()
+    self._thread = None
+    self._lock_fd = None
+
+  def __enter__(self) -> 'Worker':
+    if self.lock_dir is not None:
+      self._lock()
+    if not self.exclusive:
+      self._write()
+      self._thread = threading.Thread(target=self._beat, daemon=True, name='bnjax-heartbeat')
+      self._thread.start()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self._stopping.set()
+    if self._thread is not None:
+      self._thread.join()
+    try:
+      self.release(self.held)
+      if not self.exclusive:
+        self._write(stopped=True)
+    finally:
+      if self._lock_fd is not None:
+        os.close(self._lock_fd)
+
+  # ---------------------------------------------------------------------------- claims
+
+  def trial_id(self, number: int) -> int:
+    if number not in self._trial_ids:
+      self._trial_ids[number] = self.storage.get_trial_id_from_study_id_trial_number(
+        self.study_id, number
+      )
+    return self._trial_ids[number]
+
+  def claim(self, numbers: Sequence[int]) -> list[int]:
+    """Takes what is free of `numbers`; returns the ones this worker holds now, in order."""
+    states = {n: self.storage.get_trial(self.trial_id(n)).state for n in numbers}
+    waiting = [n for n in numbers if states[n] == TrialState.WAITING]
+    mine = [n for n in numbers if n in self.held and states[n] == TrialState.RUNNING]
+    if not waiting:
+      return mine
+    self.hold(waiting)  # first say so: a crash from here on leaves them recoverable
+    got = []
+    for n in waiting:
+      try:
+        if self.storage.set_trial_state_values(self.trial_id(n), TrialState.RUNNING):
+          got.append(n)
+      except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+    lost = set(waiting) - set(got)
+    if lost:
+      with self._mutex:
+        self.held -= lost
+      if not self.exclusive:
+        self._write()
+    return sorted({*mine, *got}, key=list(numbers).index)
+
+  def hold(self, numbers: Iterable[int]) -> None:
+    """Records that this worker trains `numbers` (claimed, or asked by it)."""
+    with self._mutex:
+      self.held |= set(numbers)
+    if not self.exclusive:
+      self._write()
+
+  def done(self, numbers: Iterable[int]) -> None:
+    """Forgets told trials (the record catches up at its next write; told trials are not stale)."""
+    with self._mutex:
+      self.held -= set(numbers)
+
+  def release(self, numbers: Iterable[int]) -> None:
+    """Puts held trials that are still RUNNING back to WAITING (an abandoned chunk)."""
+    for n in sorted(numbers):
+      trial_id = self.trial_id(n)
+      if self.storage.get_trial(trial_id).state == TrialState.RUNNING:
+        self.storage.set_trial_state_values(trial_id, TrialState.WAITING)
+    self.done(list(numbers))
+
+  def recover(self) -> list[int]:
+    """Puts the trials of dead workers back to WAITING; returns their numbers."""
+    running = self.storage.get_all_trials(
+      self.study_id, deepcopy=False, states=(TrialState.RUNNING,)
+    )
+    running = [t for t in running if t.number not in self.held]
+    if not running:
+      return []
+    if self.exclusive:
+      stale = running
+    else:
+      live, dead = set(), set()
+      for key, record in self.storage.get_study_system_attrs(self.study_id).items():
+        if key.startswith(WORKER) and key != WORKER + self.id:
+          (dead if self._dead(record) else live).update(record.get('holds', ()))
+      now = datetime.datetime.now()
+      stale = [
+        t
+        for t in running
+        if t.number not in live
+        and (t.number in dead or (now - t.datetime_start).total_seconds() > self.stale_after)
+      ]
+    for trial in stale:
+      self._trial_ids[trial.number] = trial._trial_id
+      self.storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
+    return [t.number for t in stale]
+
+  def others_running(self) -> bool:
+    """Whether some trial is RUNNING that this worker does not hold."""
+    running = self.storage.get_all_trials(
+      self.study_id, deepcopy=False, states=(TrialState.RUNNING,)
+    )
+    return any(t.number not in self.held for t in running)
+
+  # ---------------------------------------------------------------------------- liveness
+
+  def _dead(self, record: dict) -> bool:
+    if record.get('stopped'):
+      return True
+    if record.get('host') == self.host and not _alive(record.get('pid', -1)):
+      return True
+    return time.time() - record.get('beat', 0) > self.stale_after
+
+  def _write(self, stopped: bool = False) -> None:
+    with self._mutex:
+      record = {
+        'host': self.host,
+        'pid': self.pid,
+        'beat': time.time(),
+        'holds': sorted(self.held),
+        'stopped': stopped,
+      }
+    self.storage.set_study_system_attr(self.study_id, WORKER + self.id, record)
+
+  def _beat(self) -> None:
+    while not self._stopping.wait(self.beat_every):
+      self._write()
+
+  def _lock(self) -> None:
+    if fcntl is None:
+      return
+    path = os.path.join(self.lock_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      owner = os.pread(fd, 64, 0).decode(errors='replace').strip() or 'another process'
+      os.close(fd)
+      raise LedgerError(
+        f'{self.lock_dir!r} is in use by a search still running ({owner}); wait for it to end, '
+        'or run several workers with a shared --storage and --study_name'
+      ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f'pid {self.pid} on {self.host}'.encode(), 0)
+    self._lock_fd = fd
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except (PermissionError, OverflowError, ValueError):
+    return True
+  return True
