@@ -1,0 +1,265 @@
+"""A population: one bucket's chunk of trials as one `TrialState` with a leading trial axis.
+
+Adaptive searches (successive halving, Hyperband, population-based training)
+train a population in *segments* of epochs and decide between segments. The
+population is `bnjax.training.TrialState` with a leading `[trials]` axis:
+params, BN statistics, optimizer state (its step count drives the learning-rate
+schedule), the loop key, the epochs done (`epoch`: each epoch draws its
+permutation and dropout from `fold_in(key, epoch)`), divergence and the
+best-epoch snapshot. So a segment starts exactly where the last one stopped.
+
+`init_population` and `run_segment` are `jit(vmap(...))` programs, compiled
+once per bucket config, chunk shape (and sharding) and segment length, however
+many segments run: jit's cache holds them, keyed on those static values.
+
+What holds bitwise, measured on this machine's CPU (XLA, 2 cores; hidden
+sizes (8, 8) and (96, 96, 96), select 'final' and 'best', four trials mixing
+optimizers, schedules, dropout and one divergence): `k` segments of `e`
+epochs give bitwise the same params, BN state, optimizer state, step, epoch,
+best snapshot and per-epoch metrics as one `lax.scan` of `k * e` epochs, and
+as `make_train`'s `train` (init and the whole scan in one program), for
+`(k, e)` in `{(4, 1), (2, 2), (1, 4)}`. XLA compiles the scanned epoch body
+the same way whatever the trip count, so this is no accident of the sizes;
+`tests/test_population.py` pins it. It is a claim about equal shapes on one
+machine: another chunk shape, device count or backend may sum in another
+order (see docs/design.md, "Reproducibility").
+
+Checkpoints (`save_population`, `restore_population`) hold any pytree of a
+population's arrays (its state, hyperparameters, curves) and a small `meta`
+dict, in msgpack (`flax.serialization`), written atomically: one file per
+chunk in flight, replaced at each segment boundary, so only the latest
+survives a crash.
+"""
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import numpy as np
+from flax import serialization
+
+from bnjax import files
+from bnjax.training import (
+  TrainConfig,
+  TrainData,
+  TrainResult,
+  TrialState,
+  finish,
+  init_trial,
+  train_epochs,
+)
+
+CHECKPOINT_FORMAT = 1
+# XLA programs lowered (built for compilation), counted by `count_lowerings`.
+_LOWERING_EVENT = '/jax/core/compile/jaxpr_to_mlir_module_duration'
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init(config: TrainConfig, hp: dict, keys: jax.Array, data: TrainData) -> TrialState:
+  init = lambda hp, key: init_trial(config, hp, key, data)
+  return jax.vmap(init)(hp, keys)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _segment(
+  config: TrainConfig, hp: dict, population: TrialState, data: TrainData, epochs: int
+) -> tuple[TrialState, dict]:
+  segment = lambda hp, trial: train_epochs(config, hp, trial, data, epochs)
+  return jax.vmap(segment)(hp, population)
+
+
+def init_population(config: TrainConfig, hp: dict, keys: jax.Array, data: TrainData) -> TrialState:
+  """Every trial of a chunk before its first epoch.
+
+  Args:
+    config: the bucket's static settings (`config.epochs` is not used here).
+    hp: traced hyperparameters, each `[trials, ...]` (`buckets.traced_hparams`).
+    keys: `[trials]` trial keys (`chunks.trial_keys`).
+    data: train and dev splits, shared by every trial (never broadcast).
+
+  Returns:
+    The population: a `TrialState` whose leaves have a leading `[trials]` axis,
+    sharded like `keys` where that is a `NamedSharding` over the trial axis.
+  """
+  population = _init(config, hp, keys, data)
+  sharding = getattr(keys, 'sharding', None)
+  if isinstance(sharding, jax.sharding.NamedSharding):
+    # XLA may replicate leaves that start equal (the epoch, the step): put
+    # them on the trial axis like the rest, so the first segment's program is
+    # every later segment's.
+    population = jax.device_put(population, sharding)
+  return population
+
+
+def run_segment(
+  config: TrainConfig, hp: dict, population: TrialState, data: TrainData, epochs: int
+) -> tuple[TrialState, dict]:
+  """`epochs` more epochs of every trial, from where each stopped.
+
+  Args:
+    config: the bucket's static settings.
+    hp: `[trials, ...]` traced hyperparameters (they may change between
+      segments, as population-based training does, without a new compile).
+    population: from `init_population` or an earlier `run_segment`.
+    data: train and dev splits.
+    epochs: the segment's length (static: each length is one program).
+
+  Returns:
+    The population after the segment, and its metrics: 'train_loss',
+    'dev_loss', 'dev_accuracy', each `[trials, epochs]` (NaN once diverged).
+  """
+  if epochs < 1:
+    raise ValueError(f'a segment needs epochs >= 1; got {epochs}.')
+  return _segment(config, hp, population, data, int(epochs))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _finish(config: TrainConfig, population: TrialState, metrics: dict) -> TrainResult:
+  return jax.vmap(lambda trial, metrics: finish(config, trial, metrics))(population, metrics)
+
+
+def finish_population(config: TrainConfig, population: TrialState, metrics: dict) -> TrainResult:
+  """Each trial's `TrainResult`, from its state and its whole curves (`[trials, epochs]`).
+
+  The segments' metrics joined along the epoch axis give what `make_train`'s
+  `train` returns for the same epochs (bitwise; see the module docstring).
+  """
+  return _finish(config, population, metrics)
+
+
+def num_members(population: Any) -> int:
+  """The length of the leading trial axis."""
+  return int(jax.tree.leaves(population)[0].shape[0])
+
+
+def take(tree: Any, indices: np.ndarray) -> Any:
+  """Rows `indices` of every leaf of `tree` (a population, hyperparameters, curves), on the host.
+
+  A gather along the trial axis in numpy: it copies the rows bitwise and
+  compiles nothing, whatever the number of rows (typed PRNG keys stay keys).
+  """
+  indices = np.asarray(indices, np.int64)
+  return jax.tree.map(lambda leaf: _take_leaf(leaf, indices), tree)
+
+
+def _take_leaf(leaf: Any, indices: np.ndarray) -> Any:
+  if _is_key(leaf):
+    data = np.asarray(jax.device_get(jax.random.key_data(leaf)))[indices]
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+  return np.asarray(jax.device_get(leaf))[indices]
+
+
+def concatenate(trees: list) -> Any:
+  """Trees of equal structure joined along the trial axis, on the host (compiles nothing)."""
+
+  def join(*leaves):
+    if _is_key(leaves[0]):
+      data = np.concatenate([np.asarray(jax.random.key_data(leaf)) for leaf in leaves])
+      return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaves[0]))
+    return np.concatenate([np.asarray(jax.device_get(leaf)) for leaf in leaves])
+
+  return jax.tree.map(join, *trees)
+
+
+def _is_key(leaf: Any) -> bool:
+  return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _storable(tree: Any) -> Any:
+  """`tree` on the host, typed PRNG keys as their raw uint32 data (msgpack stores arrays)."""
+  return jax.tree.map(
+    lambda leaf: np.asarray(jax.device_get(jax.random.key_data(leaf) if _is_key(leaf) else leaf)),
+    tree,
+  )
+
+
+def save_population(path: str | os.PathLike, population: Any, meta: dict | None = None) -> str:
+  """Writes `population` and `meta` to `path` atomically; returns the path.
+
+  Args:
+    path: the checkpoint file; an existing one is replaced whole (a reader or
+      a crash sees the old file or the new one, never a mix).
+    population: any pytree of arrays: a population's `TrialState`, or a tuple
+      of it, its hyperparameters and its curves. Typed PRNG keys are stored as
+      their raw data and come back as keys.
+    meta: a dict of what a resume needs beside the arrays (epochs done, trial
+      ids, the rung...): str, int, float, bool, lists, dicts, numpy arrays.
+  """
+  payload = {
+    'format': CHECKPOINT_FORMAT,
+    'population': serialization.to_state_dict(_storable(population)),
+    'meta': meta or {},
+  }
+  blob = serialization.msgpack_serialize(payload)
+  with files.atomic_open(path, 'wb') as f:
+    f.write(blob)
+  return os.fspath(path)
+
+
+def restore_population(
+  path: str | os.PathLike, like: Any, *, sharding: jax.sharding.Sharding | None = None
+) -> tuple[Any, dict]:
+  """The population and meta that `save_population` wrote to `path`.
+
+  Args:
+    path: the checkpoint file.
+    like: a pytree of the structure saved (e.g. the freshly initialized
+      population): it gives the tree's structure and which leaves are keys.
+    sharding: where to put the arrays (e.g. the trial-axis sharding); None
+      leaves them on the host as numpy arrays.
+
+  Returns:
+    `(population, meta)`, the arrays bitwise as saved.
+  """
+  with open(path, 'rb') as f:
+    payload = serialization.msgpack_restore(f.read())
+  if payload.get('format') != CHECKPOINT_FORMAT:
+    raise ValueError(
+      f'{os.fspath(path)!r} is not a bnjax population checkpoint (format '
+      f'{payload.get("format")!r}, expected {CHECKPOINT_FORMAT}).'
+    )
+  raw = serialization.from_state_dict(_storable(like), payload['population'])
+  population = jax.tree.map(
+    lambda template, leaf: (
+      jax.random.wrap_key_data(leaf, impl=jax.random.key_impl(template))
+      if _is_key(template)
+      else leaf
+    ),
+    like,
+    raw,
+  )
+  if sharding is not None:
+    population = jax.device_put(population, sharding)
+  return population, payload['meta']
+
+
+class LoweringCount:
+  """How many XLA programs were lowered inside a `count_lowerings` block."""
+
+  def __init__(self) -> None:
+    self.value = 0
+
+
+@contextlib.contextmanager
+def count_lowerings() -> Iterator[LoweringCount]:
+  """Counts the programs JAX lowers for compilation while the block runs.
+
+  A jitted function lowers once per new static value, shape or sharding; a
+  call that its cache serves lowers nothing. Counting lowerings (not XLA
+  compiles) also counts programs that a persistent compilation cache serves.
+  """
+  count = LoweringCount()
+
+  def listen(event: str, duration: float, **kwargs) -> None:
+    del duration, kwargs
+    if event == _LOWERING_EVENT:
+      count.value += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield count
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
