@@ -25,7 +25,10 @@ import numpy as np
 import pytest
 
 import bnjax
+from bnjax import search
+from bnjax.data import Splits
 from bnjax.search import (
+  buckets,
   chunks,
   engine,
   plots,
@@ -37,7 +40,7 @@ from bnjax.search import (
 )
 from bnjax.search.chunks import Run
 from bnjax.search.results import Results
-from bnjax.space import DEFAULTS, LogUniform, Uniform
+from bnjax.space import DEFAULTS, LogUniform, Uniform, as_space, with_defaults
 
 pytestmark = pytest.mark.usefixtures('search_compile_cache')
 
@@ -598,19 +601,196 @@ def test_executions_are_tested_with_their_own_params(executions):
 # -------------------------------------------------------------------------------- errors
 
 
-def test_bad_requests_fail_before_any_compute(splits, monkeypatch):
-  calls = []
-  progress = lambda done, total: calls.append(done)
-  monkeypatch.setattr(chunks, 'make_train', lambda config: calls.append(config))
-  with pytest.raises(ValueError, match='batch_size 500 exceeds the 200 training examples'):
-    run({**TABLE, 'batch_size': [32, 500, 32, 32, 32, 32]}, splits, progress=progress)
-  with pytest.raises(ValueError, match='executions_per_trial must be an integer >= 1; got 0'):
-    run(TABLE, splits, executions_per_trial=0, progress=progress)
-  with pytest.raises(ValueError, match="select must be 'final' or 'best'"):
-    run(TABLE, splits, select='last', progress=progress)
-  with pytest.raises(ValueError, match='chunk_size must be an integer >= 1'):
-    run(TABLE, splits, chunk_size=0, progress=progress)
-  with pytest.raises(ValueError, match='num_trials must be an integer >= 1'):
-    random_search({'learning_rate': LogUniform(1e-3, 1e-1)}, splits, 0, progress=progress)
-  assert calls == []
+@pytest.fixture
+def no_compute(monkeypatch):
+  """Fails the test if anything compiles a train program."""
+  monkeypatch.setattr(chunks, 'make_train', lambda config: pytest.fail('compiled'))
+
+
+@pytest.mark.parametrize(
+  'table, options, error',
+  [
+    ({**TABLE, 'batch_size': [32, 500, 32, 32, 32, 32]}, {}, 'batch_size 500 exceeds the 200'),
+    (TABLE, {'executions_per_trial': 0}, 'executions_per_trial must be an integer >= 1; got 0'),
+    (TABLE, {'select': 'last'}, "select must be 'final' or 'best'"),
+    (TABLE, {'chunk_size': 0}, 'chunk_size must be an integer >= 1; got 0'),
+    (TABLE, {'chunk_size': -1}, 'chunk_size must be an integer >= 1; got -1'),
+    (TABLE, {'top_k': 0}, 'top_k must be an integer >= 1; got 0'),
+    (TABLE, {'top_k': 0, 'test': False}, None),  # keeps nothing for a later test: allowed
+    (TABLE, {'top_k': -1, 'test': False}, 'top_k must be an integer >= 0; got -1'),
+    (TABLE, {'epochs': True}, 'epochs must be an integer >= 1; got True'),
+    (TABLE, {'seed': -1}, r'seed must be an integer in \[0, 2\*\*64\); got -1'),
+    (TABLE, {'seed': 2**64}, r'seed must be an integer in \[0, 2\*\*64\)'),
+    (TABLE, {'seed': 10**400}, 'got <a 1329-bit integer>'),
+    (TABLE, {'eval_batch_size': 0}, 'eval_batch_size must be an integer >= 1'),
+    (TABLE, {'width_ratio': 0.5}, 'width_ratio must be a number >= 1'),
+    (TABLE, {'width_ratio': 'wide'}, 'width_ratio must be a number >= 1'),
+    (TABLE, {'first_trial_id': -1}, 'first_trial_id must be an integer >= 0'),
+    (TABLE, {'first_trial_id': 2**31}, r'trial ids 2147483648\.\.2147483653 pass 2\*\*31'),
+    (TABLE, {'test': 'yes'}, 'test must be True or False'),
+    (TABLE, {'progress': 'bar'}, 'progress must be a function'),
+    ({}, {}, 'the trial table is empty'),
+    ({'learning_rate': []}, {}, 'the trial table has no rows'),
+    (
+      {'learning_rate': np.zeros(10**6 + 1)},
+      {},
+      'a table of 1,000,001 trials makes 1,000,001 runs',
+    ),
+    ({**TABLE, 'activation': ['relu'] * 5 + ['relu6']}, {}, "activation got 'relu6'"),
+    ({**TABLE, 'hidden_units': [12, 0, 11, 12, 10, 12]}, {}, 'hidden_units must lie in'),
+    ({**TABLE, 'batch_norm': [1.5] * 6}, {}, 'batch_norm takes true or false'),
+    ({'hidden_units': [10**6]}, {}, r'one trial \(3 x 1,000,000 units, batch size 128\) needs'),
+  ],
+)
+def test_bad_requests_fail_before_any_compute(splits, monkeypatch, table, options, error):
+  """One line naming the problem, before anything compiles or trains."""
+  compiled = []
+  monkeypatch.setattr(chunks, 'make_train', lambda config: compiled.append(config))
+  monkeypatch.setattr(chunks, 'run_chunk', lambda *args, **kwargs: pytest.fail('trained'))
+  table = {name: np.asarray(column) for name, column in table.items()}
+  if error is None:
+    with pytest.raises(pytest.fail.Exception, match='trained'):
+      run_trials(table, splits, **{'epochs': EPOCHS, **options})
+    return
+  with pytest.raises(ValueError, match=error) as raised:
+    run_trials(table, splits, **{'epochs': EPOCHS, **options})
+  assert isinstance(raised.value, search.SearchError | bnjax.HyperparameterError)
+  assert '\n' not in str(raised.value)
+  assert compiled == []
+
+
+def test_bad_strategy_arguments_fail_before_any_compute(splits, no_compute):
+  with pytest.raises(search.SearchError, match='num_trials must be an integer >= 1'):
+    random_search({'learning_rate': LogUniform(1e-3, 1e-1)}, splits, 0)
+  with pytest.raises(search.SearchError, match='seed must be an integer'):
+    random_search({'learning_rate': LogUniform(1e-3, 1e-1)}, splits, 2, seed=-1)
   assert engine.run_trials is run_trials
+
+
+# -------------------------------------------------------------------------------- memory
+
+# MNIST-1D's shapes: 3600 train and 400 dev examples of 40 features, 10 classes.
+MNIST1D_SHAPES = dict(n_train=3600, n_dev=400, features=40, classes=10)
+
+
+def shaped_splits(n_train, n_dev, features, classes):
+  """Zeros of a data set's shapes: planning reads sizes only."""
+  x = lambda n: np.zeros((n, features), np.float32)
+  y = lambda n: np.arange(n, dtype=np.int32) % classes
+  return Splits(x(n_train), y(n_train), x(n_dev), y(n_dev), x(10), y(10), classes, 'shaped')
+
+
+def test_100000_trials_are_planned_in_chunks_that_fit_memory():
+  """`--num_trials=100000 --epochs=1` hung: the CPU policy's 12,500-trial chunks (~238 GB)."""
+  splits = shaped_splits(**MNIST1D_SHAPES)
+  one = jax.devices()[:1]
+  table = with_defaults(as_space(search.DEFAULT_SPACE).sample(jax.random.key(0), 100_000), 100_000)
+  planned = buckets.make_buckets(table, epochs=1, num_classes=10)
+  policy = chunks.progress_chunk_size(100_000, one)
+  assert policy == 12_500
+  plan = chunks.plan_chunks(planned, splits, one, executions=1, chunk_size=policy)
+  data = chunks.data_bytes(splits)
+  for chunk in plan:
+    config = planned[chunk.bucket].config
+    per_run = chunks.trial_bytes(config, 40, 3600, 400)
+    assert policy * per_run > 50 * chunks.memory_budget(one), 'the policy alone would not fit'
+    assert data + chunk.size * per_run <= chunks.memory_budget(one)
+  assert sum(chunk.real for chunk in plan) == 100_000
+  assert {chunk.size for chunk in plan} == {
+    chunks.runs_that_fit(bucket.config, splits, one) for bucket in planned
+  }
+
+
+def test_the_default_search_keeps_its_chunks():
+  """The launcher's default (24 trials on MNIST-1D, one CPU): 8 chunks of 3, as before."""
+  splits = shaped_splits(**MNIST1D_SHAPES)
+  one = jax.devices()[:1]
+  table = with_defaults(as_space(search.DEFAULT_SPACE).sample(jax.random.key(0), 24), 24)
+  planned = buckets.make_buckets(table, epochs=40, num_classes=10)
+  policy = chunks.progress_chunk_size(24, one)
+  plan = chunks.plan_chunks(planned, splits, one, executions=1, chunk_size=policy)
+  assert policy == 3 and [chunk.size for chunk in plan] == [3] * len(plan)
+  assert sum(chunk.real for chunk in plan) == 24
+
+
+def small_config(**changes):
+  return bnjax.TrainConfig(
+    **{'epochs': 2, 'batch_size': 32, 'hidden_sizes': (12, 12), 'num_classes': 3, **changes}
+  )
+
+
+def test_a_chunk_counts_the_data_set_once_per_device(splits, monkeypatch):
+  config = small_config()
+  per_run, data = chunks.trial_bytes(config, 6, 200, 60), chunks.data_bytes(splits)
+  assert data == 4 * (200 + 60) * (6 + 1) and data < per_run
+  for count, fits in ((1, 39), (4, 36)):  # a byte short of 40 runs: 39, rounded to the devices
+    devices = jax.devices()[:count]
+    monkeypatch.setattr(chunks, 'memory_budget', lambda d: len(d) * data + 40 * per_run)
+    assert chunks.runs_that_fit(config, splits, devices) == 40
+    monkeypatch.setattr(chunks, 'memory_budget', lambda d: len(d) * data + 40 * per_run - 1)
+    assert chunks.runs_that_fit(config, splits, devices) == fits
+
+
+def test_a_chunk_size_is_capped_by_memory(splits, monkeypatch):
+  monkeypatch.setattr(chunks, 'memory_budget', lambda d: 8 * (1 << 20))
+  table = with_defaults({name: np.tile(column, 200) for name, column in TABLE.items()}, 1200)
+  (bucket,) = buckets.make_buckets(table, epochs=EPOCHS, num_classes=3, width_ratio=None)
+  fits = chunks.runs_that_fit(bucket.config, splits, jax.devices())
+  assert (
+    fits
+    == (8 * (1 << 20) - 4 * chunks.data_bytes(splits))
+    // chunks.trial_bytes(bucket.config, 6, 200, 60)
+    // 4
+    * 4
+  )
+  assert 4 <= fits < 1200
+  plan = chunks.plan_chunks([bucket], splits, jax.devices(), executions=1, chunk_size=10**6)
+  assert {chunk.size for chunk in plan} == {fits} and len(plan) == -(-1200 // fits)
+
+
+def test_a_chunk_too_big_for_the_budget_runs_alone_if_memory_holds_it(splits, monkeypatch):
+  config = small_config()
+  per_run = chunks.trial_bytes(config, 6, 200, 60)
+  monkeypatch.setattr(chunks, 'memory_budget', lambda d: per_run // 2)
+  monkeypatch.setattr(chunks, 'memory_available', lambda d: 100 * per_run)
+  assert chunks.runs_that_fit(config, splits, jax.devices()[:1]) == 1
+  assert chunks.runs_that_fit(config, splits, jax.devices()[:2], executions=3) == 6
+  monkeypatch.setattr(chunks, 'memory_available', lambda d: 5 * per_run)
+  message = (
+    r'^one trial \(2 x 12 units, batch size 32\) x 3 runs needs about 0\.0 GiB of memory '
+    r'\(2 at once on 2 devices: 0\.0 GiB\) and the data set 0\.0 GiB, but 0\.0 GiB is '
+    r'available; .* or lower executions_per_trial\.$'
+  )
+  with pytest.raises(search.SearchError, match=message):
+    chunks.runs_that_fit(config, splits, jax.devices()[:2], executions=3)
+
+
+def test_the_memory_error_says_what_it_needs_and_what_there_is(splits, monkeypatch):
+  config = small_config(hidden_sizes=(10**6,) * 3)
+  needs = chunks.trial_bytes(config, 6, 200, 60)
+  assert needs > 2**40  # 2 x 10**12 weights, each five times
+  monkeypatch.setattr(chunks, 'memory_available', lambda d: 3 * 2**30)
+  message = (
+    rf'^one trial \(3 x 1,000,000 units, batch size 32\) needs about {needs / 2**30:,.1f} GiB '
+    r'of memory and the data set 0\.0 GiB, but 3\.0 GiB is available; use fewer or narrower '
+    r'hidden layers or a smaller batch_size\.$'
+  )
+  with pytest.raises(search.SearchError, match=message):
+    chunks.runs_that_fit(config, splits, jax.devices()[:1])
+
+
+# --------------------------------------------------------------------------------- seeds
+
+
+def test_seed_keys_use_all_64_bits():
+  for seed in (0, 5, 2**31 + 5, 2**32 - 1):  # jax.random.key's own keys: no number moved
+    np.testing.assert_array_equal(
+      jax.random.key_data(search.seed_key(seed)), jax.random.key_data(jax.random.key(seed))
+    )
+  datas = {
+    seed: tuple(np.asarray(jax.random.key_data(search.seed_key(seed))).tolist())
+    for seed in (0, 2**32, 2**33, 2**63, 2**64 - 1)
+  }
+  assert len(set(datas.values())) == len(datas), 'jax.random.key drops the high word'
+  keys = trial_keys(2**64 - 1, np.arange(3), np.zeros(3, np.int64))
+  assert keys.shape == (3,)

@@ -13,7 +13,17 @@ import pytest
 
 from bnjax import search
 from bnjax.search import chunks, coarse_to_fine, grid_search, random_search
-from bnjax.space import Fixed, LogUniform, SpaceError, Uniform
+from bnjax.space import (
+  Choice,
+  Fixed,
+  IntUniform,
+  LogUniform,
+  Space,
+  SpaceError,
+  Uniform,
+  as_space,
+)
+from bnjax.training import TrainConfig
 
 pytestmark = pytest.mark.usefixtures('search_compile_cache')
 
@@ -161,29 +171,101 @@ def test_run_dispatches_to_the_strategy_by_name(splits, sampled, grid, rounds):
 @pytest.mark.parametrize(
   'strategy, options, message',
   [
-    ('hyperband', {}, "unknown strategy 'hyperband'; choose from random, grid, coarse_to_fine"),
+    ('annealing', {}, "unknown strategy 'annealing'; choose from random, grid, coarse_to_fine"),
     ('random', {'num_trials': N, 'rounds': 3}, "random search takes no option 'rounds'"),
     ('grid', {'num_trials': N}, "grid search takes no option 'num_trials'"),
     ('random', {'epochs': 2}, 'random search needs num_trials'),
     ('random', {'num_trials': 0}, 'num_trials must be an integer >= 1; got 0'),
+    ('random', {'num_trials': 2.5}, 'num_trials must be an integer >= 1; got 2.5'),
+    ('random', {'num_trials': 10**6 + 1}, 'num_trials=1,000,001 makes 1,000,001 runs'),
+    (
+      'random',
+      {'num_trials': 10**4, 'executions_per_trial': 101},
+      'num_trials=10,000 x executions_per_trial=101 makes 1,010,000 runs',
+    ),
     ('grid', {'points_per_axis': 0}, 'points_per_axis must be an integer >= 1; got 0'),
+    ('grid', {'points_per_axis': 1001}, 'a grid of 1001 points per axis over 5 names'),
     ('coarse_to_fine', {'num_trials': N, 'rounds': 0}, 'rounds must be an integer >= 1'),
+    ('coarse_to_fine', {'num_trials': N, 'rounds': True}, 'rounds must be an integer >= 1'),
+    (
+      'coarse_to_fine',
+      {'num_trials': 10**5, 'rounds': 11},
+      'num_trials=100,000 x rounds=11 makes 1,100,000 runs; a search holds at most 1,000,000',
+    ),
     ('coarse_to_fine', {'num_trials': N, 'keep': 0.0}, r'keep must lie in \(0, 1\]; got 0.0'),
+    ('coarse_to_fine', {'num_trials': N, 'keep': 'most'}, r"keep must lie in \(0, 1\]; got 'most'"),
+    ('coarse_to_fine', {'num_trials': N, 'shrink': 0}, r'shrink must lie in \(0, 1\]; got 0'),
     ('coarse_to_fine', {'num_trials': N, 'shrink': 1.5}, r'shrink must lie in \(0, 1\]'),
+    ('coarse_to_fine', {'num_trials': N, 'shrink': 2}, r'shrink must lie in \(0, 1\]; got 2'),
+    ('coarse_to_fine', {'num_trials': N, 'shrink': math.nan}, r'shrink must lie in \(0, 1\]'),
     ('random', {'num_trials': N, 'epochs': 0}, 'epochs must be an integer >= 1; got 0'),
     ('random', {'num_trials': N, 'select': 'last'}, "select must be 'final' or 'best'"),
-    ('random', {'num_trials': N, 'top_k': -1}, 'top_k must be an integer >= 0'),
+    ('random', {'num_trials': N, 'top_k': -1}, 'top_k must be an integer >= 1; got -1'),
+    ('random', {'num_trials': N, 'top_k': 0}, 'top_k must be an integer >= 1; got 0'),
+    ('coarse_to_fine', {'num_trials': N, 'top_k': 0}, 'top_k must be an integer >= 1; got 0'),
+    ('random', {'num_trials': N, 'chunk_size': -1}, 'chunk_size must be an integer >= 1; got -1'),
+    ('random', {'num_trials': N, 'seed': -1}, r'seed must be an integer in \[0, 2\*\*64\)'),
+    ('grid', {'seed': 2**64}, r'seed must be an integer in \[0, 2\*\*64\); got 1844'),
+    ('random', {'num_trials': N, 'width_ratio': 0}, 'width_ratio must be a number >= 1'),
+    ('random', {'num_trials': N, 'executions_per_trial': 0}, 'executions_per_trial must be'),
   ],
 )
 def test_run_checks_strategy_and_options_before_any_compute(
   splits, monkeypatch, strategy, options, message
 ):
   monkeypatch.setattr(chunks, 'make_train', lambda config: pytest.fail('compiled'))
-  with pytest.raises(ValueError, match=f'^{message}') as error:
+  monkeypatch.setattr(Space, 'grid', lambda *args: pytest.fail('a grid was built'))
+  monkeypatch.setattr(Space, 'sample', lambda *args: pytest.fail('a table was sampled'))
+  with pytest.raises(search.SearchError, match=f'^{message}') as error:
     search.run(strategy, SPACE, splits, **options)
   assert '\n' not in str(error.value)
-  with pytest.raises(ValueError, match=f'^{message}'):
-    search.check(strategy, **options)  # what a launcher calls before loading data
+  with pytest.raises(search.SearchError, match=f'^{message}'):
+    search.check(strategy, as_space(SPACE), **options)  # what a launcher calls before loading data
+
+
+@pytest.mark.parametrize(
+  'strategy, options',
+  [
+    ('random', {'num_trials': N}),
+    ('grid', {'points_per_axis': 2}),
+    ('coarse_to_fine', {'num_trials': N}),
+  ],
+)
+def test_a_trial_too_big_for_memory_fails_before_any_compute(
+  splits, monkeypatch, strategy, options
+):
+  monkeypatch.setattr(chunks, 'make_train', lambda config: pytest.fail('compiled'))
+  space = {**SPACE, 'hidden_units': Fixed(10**6), 'num_layers': Fixed(3)}
+  with pytest.raises(
+    search.SearchError, match=r'^one trial \(3 x 1,000,000 units, batch size 32\)'
+  ):
+    search.run(strategy, space, splits, **options)
+
+
+def test_coarse_to_fine_checks_its_largest_trial_before_round_0(splits, monkeypatch):
+  # Round 0 draws widths of 8 to 4096 units; a later round may draw 4096, so it must
+  # fit from the start: the message names the largest trial the space holds.
+  monkeypatch.setattr(chunks, 'make_train', lambda config: pytest.fail('compiled'))
+  config = TrainConfig(epochs=EPOCHS, batch_size=32, hidden_sizes=(4096,), num_classes=3)
+  widest = chunks.trial_bytes(config, 6, 200, 60) + chunks.data_bytes(splits)
+  monkeypatch.setattr(chunks, 'memory_budget', lambda devices: widest // 100)
+  monkeypatch.setattr(chunks, 'memory_available', lambda devices: widest - 1)
+  space = {**SPACE, 'hidden_units': IntUniform(8, 4096), 'num_layers': Fixed(1)}
+  with pytest.raises(search.SearchError, match=r'^one trial \(1 x 4,096 units, batch size 32\)'):
+    coarse_to_fine(space, splits, N, devices=jax.devices()[:1], epochs=EPOCHS)
+
+
+def test_grid_size_counts_what_grid_makes():
+  space = as_space(
+    {
+      'learning_rate': LogUniform(1e-3, 1e-1),
+      'hidden_units': IntUniform(10, 12),  # 3 values only
+      'num_layers': Fixed(2),
+      'optimizer': Choice(('adam', 'sgd')),
+    }
+  )
+  for points in (1, 2, 3, 5):
+    assert search.strategies.grid_size(space, points) == len(space.grid(points)['learning_rate'])
 
 
 def test_run_rejects_a_bad_space_before_any_compute(splits, monkeypatch):

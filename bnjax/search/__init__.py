@@ -2,6 +2,7 @@
 
 This module only re-exports. Behind it, in the order data flows:
 
+* `checks`: what a search accepts, checked before its first trial (`SearchError`);
 * `buckets`: trials grouped by their static values and width, one compile each;
 * `chunks`: a bucket's runs cut into program calls, sharded over devices;
 * `rows`: a trial's executions summarized into its row (and its `best_epoch`);
@@ -15,7 +16,8 @@ This module only re-exports. Behind it, in the order data flows:
 """
 
 from bnjax.search.bayes import bayes_search
-from bnjax.search.chunks import progress_chunk_size, trial_keys
+from bnjax.search.checks import SearchError
+from bnjax.search.chunks import progress_chunk_size, seed_key, trial_keys
 from bnjax.search.engine import run_trials
 from bnjax.search.ledger import LedgerError, check_storage
 from bnjax.search.results import Results, concatenate
@@ -42,6 +44,7 @@ __all__ = [
   'STUDY_OPTIONS',
   'LedgerError',
   'Results',
+  'SearchError',
   'as_space',
   'bayes_search',
   'check',
@@ -53,6 +56,7 @@ __all__ = [
   'random_search',
   'run',
   'run_trials',
+  'seed_key',
   'test_top_k',
   'trial_keys',
 ]

@@ -10,6 +10,7 @@ neither its chunk nor its neighbours.
 """
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -20,9 +21,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bnjax.data import Splits
 from bnjax.search.buckets import Bucket
+from bnjax.search.checks import SearchError, check_seed
 from bnjax.training import TrainConfig, TrainData, TrainResult, make_train
 
-# Bytes a chunk may use where the device does not report its memory (CPU).
+# Bytes a chunk aims at where the device does not report its memory (CPU): a
+# CPU is no faster with bigger chunks (see `progress_chunk_size`).
 HOST_MEMORY_BUDGET = 2 << 30
 # Chunks per bucket that `progress_chunk_size` aims at on a CPU.
 PROGRESS_CHUNKS = 8
@@ -50,26 +53,97 @@ class Run(NamedTuple):
 
 
 def trial_bytes(config: TrainConfig, in_features: int, n_train: int, n_dev: int) -> int:
-  """A rough upper bound of one run's memory inside a chunk, in bytes.
+  """A rough upper bound of one run's memory inside a chunk, in bytes (the data set aside).
 
   Params live up to five times (params, gradients, two optimizer moments, the
   best snapshot); activations of a training step are kept for the backward
-  pass (about six arrays per layer); evaluation holds one chunk's activations.
+  pass (about six arrays per layer); evaluation holds one chunk's activations;
+  a run also holds its permutation of the training split and its curves.
+  Python integers: a width of 10**6 must not overflow.
   """
   width, depth = max(config.hidden_sizes), len(config.hidden_sizes)
   num_params = in_features * width + (depth - 1) * width * width + width * config.num_classes
   train_activations = 6 * config.batch_size * width * depth
   eval_activations = 3 * min(n_dev, config.eval_batch_size) * width * depth
-  return 4 * (5 * num_params + train_activations + eval_activations + n_train)
+  curves = 4 * config.epochs
+  return 4 * (5 * num_params + train_activations + eval_activations + n_train + curves)
+
+
+def data_bytes(splits: Splits) -> int:
+  """The train and dev splits as one device holds them: float32 features, int32 labels."""
+  rows = len(splits.y_train) + len(splits.y_dev)
+  return 4 * rows * (splits.num_features + 1)
 
 
 def memory_budget(devices: Sequence[jax.Device]) -> int:
-  """Half of what the devices report free, or `HOST_MEMORY_BUDGET` on the CPU."""
-  stats = devices[0].memory_stats() if hasattr(devices[0], 'memory_stats') else None
-  if not stats or 'bytes_limit' not in stats:
+  """What a chunk aims at: half the devices' free memory, or `HOST_MEMORY_BUDGET` on a CPU."""
+  stats = _memory_stats(devices)
+  if stats is None:
     return HOST_MEMORY_BUDGET
-  free = stats['bytes_limit'] - stats.get('bytes_in_use', 0)
-  return len(devices) * free // 2
+  return len(devices) * (stats['bytes_limit'] - stats.get('bytes_in_use', 0)) // 2
+
+
+def memory_available(devices: Sequence[jax.Device]) -> int:
+  """What a chunk can use at most: the devices' free memory, or the host's available memory."""
+  stats = _memory_stats(devices)
+  if stats is not None:
+    return len(devices) * (stats['bytes_limit'] - stats.get('bytes_in_use', 0))
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemAvailable:'):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  try:
+    return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+  except (AttributeError, OSError, ValueError):
+    return 2 * HOST_MEMORY_BUDGET
+
+
+def _memory_stats(devices: Sequence[jax.Device]) -> dict | None:
+  stats = devices[0].memory_stats() if hasattr(devices[0], 'memory_stats') else None
+  return stats if stats and 'bytes_limit' in stats else None
+
+
+def runs_that_fit(
+  config: TrainConfig, splits: Splits, devices: Sequence[jax.Device], *, executions: int = 1
+) -> int:
+  """Runs of `config` one chunk may hold, a multiple of the smallest chunk.
+
+  The smallest chunk holds `lcm(devices, executions)` runs: the trial axis
+  splits evenly over the devices and a trial's runs share a chunk. A chunk
+  aims at `memory_budget`, the data set counted once per device; where not
+  even the smallest chunk fits the budget it is planned alone if it fits the
+  memory available, and otherwise a `SearchError` says what it needs.
+  """
+  unit = math.lcm(len(devices), executions)
+  per_run = trial_bytes(config, splits.num_features, len(splits.y_train), len(splits.y_dev))
+  data = len(devices) * data_bytes(splits)
+  fits = max(0, memory_budget(devices) - data) // per_run // unit * unit
+  if fits:
+    return fits
+  available = memory_available(devices)
+  if data + unit * per_run <= available:
+    return unit
+  shape = (
+    f'{len(config.hidden_sizes)} x {max(config.hidden_sizes):,} units, '
+    f'batch size {config.batch_size}'
+  )
+  what = f'one trial ({shape})' if executions == 1 else f'one trial ({shape}) x {executions} runs'
+  needs = f'needs about {_gib(executions * per_run)} GiB of memory'
+  if unit > executions:  # the trial axis splits evenly over the devices
+    at_once = f'{unit // executions} at once on {len(devices)} devices'
+    needs += f' ({at_once}: {_gib(unit * per_run)} GiB)'
+  fix = ', or lower executions_per_trial' if executions > 1 else ''
+  raise SearchError(
+    f'{what} {needs} and the data set {_gib(data)} GiB, but {_gib(available)} GiB is '
+    f'available; use fewer or narrower hidden layers or a smaller batch_size{fix}.'
+  )
+
+
+def _gib(size: int) -> str:
+  return f'{size / 2**30:,.1f}'
 
 
 def progress_chunk_size(num_trials: int, devices: Sequence[jax.Device] | None = None) -> int | None:
@@ -85,9 +159,22 @@ def progress_chunk_size(num_trials: int, devices: Sequence[jax.Device] | None = 
   return max(len(devices), math.ceil(num_trials / PROGRESS_CHUNKS))
 
 
+def seed_key(seed: int) -> jax.Array:
+  """The key of a seed in [0, 2**64), every bit of it counted.
+
+  `jax.random.key` keeps 32 bits where 64-bit types are off (seed 2**32 would
+  draw seed 0's numbers) and overflows past 2**63; the high word is folded in
+  instead, so seeds below 2**32 keep the key `jax.random.key` gives them.
+  """
+  check_seed(seed)
+  seed = int(seed)
+  key = jax.random.key(seed & 0xFFFFFFFF)
+  return jax.random.fold_in(key, seed >> 32) if seed >> 32 else key
+
+
 def trial_keys(seed: int, trial_ids: np.ndarray, executions: np.ndarray) -> jax.Array:
   """Key of each (trial, execution): independent of chunking and neighbours."""
-  base = jax.random.key(seed)
+  base = seed_key(seed)
   return jax.vmap(lambda t, e: jax.random.fold_in(jax.random.fold_in(base, t), e))(
     jnp.asarray(trial_ids, jnp.uint32), jnp.asarray(executions, jnp.uint32)
   )
@@ -101,27 +188,27 @@ def plan_chunks(
   executions: int,
   chunk_size: int | None,
 ) -> list[Chunk]:
-  """Every bucket's runs, trial by trial, cut into chunks.
+  """Every bucket's runs, trial by trial, cut into chunks that fit memory.
 
   Args:
     buckets: from `buckets.make_buckets`.
     splits: the data (its sizes bound a run's memory).
     devices: the devices the trial axis is sharded over.
     executions: runs per trial.
-    chunk_size: runs per chunk; None: as many as half the devices' free
-      memory holds (`trial_bytes`). Rounded up to a multiple of the device
+    chunk_size: runs per chunk at most; None: as many as memory holds. Either
+      way capped by `runs_that_fit`, rounded up to a multiple of the device
       count and of `executions`, and down to what the bucket needs.
+
+  Raises:
+    SearchError: a bucket's smallest chunk does not fit memory (before any
+      chunk is planned, so before any compute).
   """
   unit = math.lcm(len(devices), executions)
+  fits = [runs_that_fit(b.config, splits, devices, executions=executions) for b in buckets]
   plan = []
   for index, bucket in enumerate(buckets):
     runs = len(bucket.trial_ids) * executions
-    size = chunk_size or max(
-      1,
-      memory_budget(devices)
-      // trial_bytes(bucket.config, splits.num_features, len(splits.y_train), len(splits.y_dev)),
-    )
-    size = -(-min(size, runs) // unit) * unit
+    size = min(-(-min(chunk_size or fits[index], runs) // unit) * unit, fits[index])
     rows = np.repeat(np.arange(len(bucket.trial_ids)), executions)
     execution = np.tile(np.arange(executions), len(bucket.trial_ids))
     for begin in range(0, runs, size):

@@ -14,28 +14,14 @@ import jax
 import numpy as np
 from numpy.typing import ArrayLike
 
+from bnjax import registry
 from bnjax.data import Splits
 from bnjax.registry import to_python
 from bnjax.search import buckets, chunks, rows
+from bnjax.search.checks import TRIAL_ID_LIMIT, SearchError, check_options, check_runs, show
 from bnjax.search.results import METRIC_COLUMNS, Results
 from bnjax.search.top_k import Candidate, Finished, chunk_candidates, keep_best, test_top_k
 from bnjax.space import Space, with_defaults
-
-SELECT = ('final', 'best')
-
-
-def check_options(**options) -> None:
-  """Raises a one-line ValueError for a `run_trials` option (of those given) that cannot work."""
-  for name, value in options.items():
-    if name in ('epochs', 'executions_per_trial') or (name == 'chunk_size' and value is not None):
-      if not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f'{name} must be an integer >= 1; got {value!r}.')
-    elif name == 'top_k' and (not isinstance(value, int | np.integer) or value < 0):
-      raise ValueError(f'top_k must be an integer >= 0; got {value!r}.')
-    elif name == 'select' and value not in SELECT:
-      raise ValueError(f"select must be 'final' or 'best'; got {value!r}.")
-    elif name == 'width_ratio' and value is not None and not value >= 1:
-      raise ValueError(f'width_ratio must be >= 1 (or None); got {value!r}.')
 
 
 def run_trials(
@@ -98,18 +84,25 @@ def run_trials(
   """
   start = time.perf_counter()
   check_options(
+    seed=seed,
     epochs=epochs,
     executions_per_trial=executions_per_trial,
     select=select,
     top_k=top_k,
+    test=test,
     chunk_size=chunk_size,
+    devices=devices,
+    eval_batch_size=eval_batch_size,
     width_ratio=width_ratio,
+    first_trial_id=first_trial_id,
+    progress=progress,
   )
+  num_trials = _check_table(table, first_trial_id, executions_per_trial)
   searched = space.names if space is not None else tuple(table)
-  num_trials = len(next(iter(table.values())))
   ids_of_rows = _trial_ids(trial_ids, first_trial_id, num_trials)
   table = with_defaults(table, num_trials)
   extra = _extra_columns(extra_columns, table, num_trials)
+  _check_values(table)
   _check_batch_size(table, splits)
   devices = list(devices or jax.local_devices())
   planned = buckets.make_buckets(
@@ -181,9 +174,9 @@ def _trial_ids(trial_ids: ArrayLike | None, first_trial_id: int, num_trials: int
     return first_trial_id + np.arange(num_trials)
   ids = np.asarray(trial_ids)
   if ids.shape != (num_trials,) or not np.issubdtype(ids.dtype, np.integer):
-    raise ValueError(f'trial_ids needs one integer per trial ({num_trials}); got {ids!r}.')
-  if len(np.unique(ids)) != num_trials or not 0 <= ids.min() <= ids.max() < 2**31:
-    raise ValueError(f'trial_ids must be distinct and in [0, 2**31); got {ids!r}.')
+    raise SearchError(f'trial_ids needs one integer per trial ({num_trials}); got {show(ids)}.')
+  if len(np.unique(ids)) != num_trials or not 0 <= ids.min() <= ids.max() < TRIAL_ID_LIMIT:
+    raise SearchError(f'trial_ids must be distinct and in [0, 2**31); got {show(ids)}.')
   return ids.astype(np.int64)
 
 
@@ -204,11 +197,71 @@ def _rows(
   ]
 
 
+def check_fits(
+  table: Mapping[str, ArrayLike],
+  splits: Splits,
+  *,
+  epochs: int = 20,
+  executions_per_trial: int = 1,
+  select: str = 'final',
+  devices: Sequence[jax.Device] | None = None,
+  eval_batch_size: int = 1024,
+  width_ratio: float | None = 1.5,
+) -> None:
+  """Raises a one-line `SearchError` unless `table` can train on `splits` in memory.
+
+  `run_trials` plans its chunks this way before it compiles anything; a search
+  in rounds calls this on the largest trial its space can draw, before round 0.
+  """
+  num_trials = _check_table(table, 0, executions_per_trial)
+  table = with_defaults(table, num_trials)
+  _check_values(table)
+  _check_batch_size(table, splits)
+  devices = list(devices or jax.local_devices())
+  planned = buckets.make_buckets(
+    table,
+    epochs=epochs,
+    num_classes=splits.num_classes,
+    select=select,
+    eval_batch_size=eval_batch_size,
+    width_ratio=width_ratio,
+  )
+  for bucket in planned:
+    chunks.runs_that_fit(bucket.config, splits, devices, executions=executions_per_trial)
+
+
+def _check_table(table: Mapping[str, ArrayLike], first_trial_id: int, executions: int) -> int:
+  """The number of trials in `table`: at least one, at most `MAX_RUNS` runs, ids in range."""
+  if not isinstance(table, Mapping) or not table:
+    raise SearchError(
+      f'the trial table is empty ({show(table)}); give name -> [trials] values, '
+      "e.g. {'learning_rate': [1e-3, 1e-2]}, or sample one from a space."
+    )
+  num_trials = np.shape(next(iter(table.values())))[:1]
+  if not num_trials or not num_trials[0]:
+    raise SearchError('the trial table has no rows; give each name at least one value.')
+  check_runs(num_trials[0] * executions, f'a table of {num_trials[0]:,} trials', 'split it')
+  if first_trial_id + num_trials[0] > TRIAL_ID_LIMIT:
+    raise SearchError(
+      f'trial ids {first_trial_id}..{first_trial_id + num_trials[0] - 1} pass 2**31; '
+      'lower first_trial_id.'
+    )
+  return num_trials[0]
+
+
+def _check_values(table: dict[str, np.ndarray]) -> None:
+  """Static and architecture values must be ones the registry admits (`hparams` checks the rest)."""
+  for name, column in table.items():
+    if registry.get(name).role != 'traced':
+      for value in np.unique(column):
+        registry.check(name, value)
+
+
 def _check_batch_size(table: dict[str, np.ndarray], splits: Splits) -> None:
   n_train = splits.x_train.shape[0]
   largest_batch = int(np.max(table['batch_size']))
   if largest_batch > n_train:
-    raise ValueError(
+    raise SearchError(
       f'batch_size {largest_batch} exceeds the {n_train} training examples; '
       'lower the batch_size range of the space.'
     )
@@ -221,9 +274,9 @@ def _extra_columns(
   extra = {name: np.asarray(values) for name, values in (extra_columns or {}).items()}
   for name, values in extra.items():
     if name in table or name in ('trial_id', 'bucket', *METRIC_COLUMNS):
-      raise ValueError(f'extra column {name!r} would hide a column of that name; rename it.')
+      raise SearchError(f'extra column {name!r} would hide a column of that name; rename it.')
     if values.shape != (num_trials,):
-      raise ValueError(
+      raise SearchError(
         f'extra column {name!r} needs one value per trial ({num_trials}); got shape {values.shape}.'
       )
   return extra

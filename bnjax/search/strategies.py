@@ -16,13 +16,21 @@ import jax
 import numpy as np
 
 from bnjax.data import Splits
+from bnjax.registry import per_layer_index
 from bnjax.search import bayes, ledger
-from bnjax.search.chunks import progress_chunk_size
-from bnjax.search.engine import check_options, run_trials
+from bnjax.search.checks import (
+  SearchError,
+  check_count,
+  check_fraction,
+  check_options,
+  check_runs,
+)
+from bnjax.search.chunks import progress_chunk_size, seed_key
+from bnjax.search.engine import check_fits, run_trials
 from bnjax.search.results import Results, concatenate
 from bnjax.search.study import WAIT, Round, run_study
 from bnjax.search.top_k import test_top_k
-from bnjax.space import as_space
+from bnjax.space import Space, as_space
 
 # The launcher's default space: the notes' example (learning rate 10**r,
 # beta1 = 1 - 10**r, integer units and layers), with ranges moved to where
@@ -82,6 +90,9 @@ def random_search(
   """
   space = as_space(space)
   _check_values(num_trials=num_trials)
+  _check_size('random', space, dict(engine_options, num_trials=num_trials))
+  table = space.sample(_sampling_key(seed, 0), num_trials)
+  check_fits(table, splits, **_memory_options(engine_options))  # before a study opens
   if _through_study(engine_options):
 
     def next_round(study, trials):
@@ -92,7 +103,6 @@ def random_search(
 
     config = {'strategy': 'random'}
     return _study(space, splits, next_round, config, num_trials, seed, engine_options)
-  table = space.sample(_sampling_key(seed, 0), num_trials)
   return run_trials(table, splits, seed=seed, space=space, **engine_options)
 
 
@@ -107,7 +117,9 @@ def grid_search(
   """
   space = as_space(space)
   _check_values(points_per_axis=points_per_axis)
+  _check_size('grid', space, dict(engine_options, points_per_axis=points_per_axis))
   table = space.grid(points_per_axis)
+  check_fits(table, splits, **_memory_options(engine_options))  # before a study opens
   if _through_study(engine_options):
     next_round = lambda study, trials: None if trials else Round(table)
     config = {'strategy': 'grid', 'points_per_axis': points_per_axis}
@@ -139,6 +151,10 @@ def coarse_to_fine(
   """
   space = as_space(space)
   _check_values(num_trials=num_trials, rounds=rounds, keep=keep, shrink=shrink)
+  _check_size('coarse_to_fine', space, dict(engine_options, num_trials=num_trials, rounds=rounds))
+  check_options(top_k=top_k, test=test)  # the rounds run with test=False
+  # Later rounds may draw any trial of `space`: its largest must fit from the start.
+  check_fits(_largest(space), splits, **_memory_options(engine_options))
   if _through_study(engine_options):
 
     def next_round(study, trials):
@@ -224,15 +240,13 @@ def run(strategy: str, space, splits: Splits, **options) -> Results:
       (`ENGINE_OPTIONS`) and the study's (`STUDY_OPTIONS`: `output_dir`,
       `storage`, `study_name`, ...), which make the search resumable.
   """
-  check(strategy, **options)
   space = as_space(space)
+  check(strategy, space, **options)
   if strategy == 'bayes':
     return bayes.bayes_search(space, splits, **options)
   if options.get('chunk_size') is None:
     per_round = (
-      math.prod(
-        len(dist.grid(options.get('points_per_axis', GRID_POINTS))) for dist in space.values()
-      )
+      grid_size(space, options.get('points_per_axis', GRID_POINTS))
       if strategy == 'grid'
       else options['num_trials']
     )
@@ -243,35 +257,83 @@ def run(strategy: str, space, splits: Splits, **options) -> Results:
   return search[strategy](space, splits, **options)
 
 
-def check(strategy: str, **options) -> None:
-  """Raises a one-line ValueError unless `run(strategy, ..., **options)` can start."""
+def check(strategy: str, space: Space | None = None, **options) -> None:
+  """Raises a one-line `SearchError` unless `run(strategy, space, ..., **options)` can start.
+
+  Given the `Space`, a grid's size is checked too (`checks.MAX_RUNS`).
+  """
   if strategy not in STRATEGIES:
-    raise ValueError(f'unknown strategy {strategy!r}; choose from {", ".join(STRATEGIES)}.')
+    raise SearchError(f'unknown strategy {strategy!r}; choose from {", ".join(STRATEGIES)}.')
   allowed = (*STRATEGY_OPTIONS[strategy], *ENGINE_OPTIONS, *STUDY_OPTIONS)
   unknown = [name for name in options if name not in allowed]
   if unknown:
-    raise ValueError(
+    raise SearchError(
       f'{strategy} search takes no option {unknown[0]!r}; it takes {", ".join(allowed)}.'
     )
   if 'num_trials' in STRATEGY_OPTIONS[strategy] and 'num_trials' not in options:
-    raise ValueError(f'{strategy} search needs num_trials.')
+    raise SearchError(f'{strategy} search needs num_trials.')
   own = {name: options[name] for name in STRATEGY_OPTIONS[strategy] if name in options}
   if strategy == 'bayes':
     bayes.check(**own)
   else:
     _check_values(**own)
   check_options(**options)
+  if strategy != 'grid' or space is not None:
+    _check_size(strategy, space, options)
+
+
+def grid_size(space: Space, points_per_axis: int) -> int:
+  """How many trials `space.grid(points_per_axis)` makes, counted without making them."""
+
+  def axis(dist) -> int:
+    if dist.kind in ('fixed', 'choice'):
+      return len(dist.grid(1))
+    if dist.kind in ('int', 'intlog'):
+      return min(points_per_axis, dist.high - dist.low + 1)
+    return points_per_axis
+
+  return math.prod(axis(dist) for dist in space.values())
 
 
 def _check_values(**values) -> None:
-  """One-line ValueErrors for strategy options out of range."""
+  """One-line `SearchError`s for strategy options out of range."""
   for name, value in values.items():
     if name in ('keep', 'shrink'):
-      if not 0 < value <= 1:
-        raise ValueError(f'{name} must lie in (0, 1]; got {value!r}.')
-    elif not isinstance(value, int | np.integer) or value < 1:
-      raise ValueError(f'{name} must be an integer >= 1; got {value!r}.')
+      check_fraction(name, value)
+    else:
+      check_count(name, value)
+
+
+def _check_size(strategy: str, space: Space | None, options: dict) -> None:
+  """At most `checks.MAX_RUNS` runs (trials x executions x rounds), a grid counted first."""
+  executions = options.get('executions_per_trial', 1)
+  check_count('executions_per_trial', executions)
+  if strategy == 'grid':
+    points = options.get('points_per_axis', GRID_POINTS)
+    what = f'a grid of {points} points per axis over {len(space)} names'
+    check_runs(grid_size(space, points) * executions, what, 'lower points_per_axis or fix names')
+    return
+  rounds = options.get('rounds', 1) if strategy == 'coarse_to_fine' else 1
+  what = f'num_trials={options["num_trials"]:,}' + (f' x rounds={rounds}' if rounds > 1 else '')
+  if executions > 1:
+    what += f' x executions_per_trial={executions}'
+  check_runs(options['num_trials'] * rounds * executions, what, 'lower num_trials')
+
+
+def _largest(space: Space) -> dict[str, list]:
+  """A one-trial table of the widest, deepest, largest-batch trial `space` can draw."""
+  shapes = [
+    name
+    for name in space.names
+    if name in ('hidden_units', 'num_layers', 'batch_size') or per_layer_index(name)
+  ]
+  return {name: [max(space[name].grid(2))] for name in shapes}
+
+
+def _memory_options(options: dict) -> dict:
+  names = ('epochs', 'executions_per_trial', 'devices', 'eval_batch_size', 'select', 'width_ratio')
+  return {name: options[name] for name in names if name in options}
 
 
 def _sampling_key(seed: int, round_index: int) -> jax.Array:
-  return jax.random.fold_in(jax.random.key(seed), _SAMPLING_STREAM - round_index)
+  return jax.random.fold_in(seed_key(seed), _SAMPLING_STREAM - round_index)

@@ -1,0 +1,96 @@
+"""What a search accepts: every option checked before its first trial, one line each.
+
+A search that fails should fail before it has spent anything, with a message
+that names the bad value and the fix. `SearchError` is a `ValueError`, so a
+caller can catch it as one; the launchers turn it into an `error: ...` line.
+Checks that need the data or the devices (a batch larger than the training
+split, a trial too big for memory) run in `engine.plan_trials` and
+`chunks.plan_chunks`, still before anything compiles.
+"""
+
+import numbers
+
+import numpy as np
+
+# Runs (trials x executions x rounds) one search may hold: every trial's row,
+# curves and key live on the host, about 2 KB each plus 24 bytes an epoch.
+# Split a bigger search into several, each with its own seed or trial ids.
+MAX_RUNS = 10**6
+# Seeds: any integer a NumPy generator or a 64-bit JAX key takes.
+SEED_LIMIT = 2**64
+# Trial ids travel as uint32 key data; sampling keys take the top of that range.
+TRIAL_ID_LIMIT = 2**31
+SELECT = ('final', 'best')
+
+
+class SearchError(ValueError):
+  """A search option or table that cannot work (one-line message naming the fix)."""
+
+
+def show(value) -> str:
+  """`repr(value)` on one line and short: a 300-digit seed is not worth printing in full."""
+  if isinstance(value, numbers.Integral) and not isinstance(value, bool) and abs(value) >= 10**30:
+    return f'{"-" if value < 0 else ""}<a {int(abs(value)).bit_length()}-bit integer>'
+  text = ' '.join(repr(value).split())
+  return text if len(text) <= 60 else text[:57] + '...'
+
+
+def is_integer(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def is_real(value) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def check_count(name: str, value, low: int = 1) -> None:
+  """`value` must be an integer >= `low`."""
+  if not is_integer(value) or value < low:
+    raise SearchError(f'{name} must be an integer >= {low}; got {show(value)}.')
+
+
+def check_fraction(name: str, value) -> None:
+  """`value` must be a number in (0, 1]."""
+  if not is_real(value) or not 0 < value <= 1:
+    raise SearchError(f'{name} must lie in (0, 1]; got {show(value)}.')
+
+
+def check_seed(seed) -> None:
+  if not is_integer(seed) or not 0 <= seed < SEED_LIMIT:
+    raise SearchError(f'seed must be an integer in [0, 2**64); got {show(seed)}.')
+
+
+def check_runs(runs: int, what: str, fix: str) -> None:
+  """A search of `runs` runs must hold at most `MAX_RUNS`."""
+  if runs > MAX_RUNS:
+    raise SearchError(
+      f'{what} makes {runs:,} runs; a search holds at most {MAX_RUNS:,} '
+      f'(each keeps its row and curves on the host); {fix}.'
+    )
+
+
+def check_options(**options) -> None:
+  """Raises a one-line `SearchError` for a `run_trials` option (of those given) that cannot work."""
+  for name, value in options.items():
+    if name == 'seed':
+      check_seed(value)
+    elif name in ('epochs', 'executions_per_trial', 'eval_batch_size'):
+      check_count(name, value)
+    elif name == 'top_k' and options.get('test', True) is not False:
+      check_count(name, value)  # the configurations the test split sees: none is no search
+    elif name == 'top_k':
+      check_count(name, value, 0)  # test=False: 0 keeps no params for a later test
+    elif name == 'chunk_size' and value is not None:
+      check_count(name, value)
+    elif name == 'first_trial_id':
+      check_count(name, value, 0)
+    elif name == 'select' and value not in SELECT:
+      raise SearchError(f"select must be 'final' or 'best'; got {show(value)}.")
+    elif name == 'width_ratio' and value is not None and not (is_real(value) and value >= 1):
+      raise SearchError(f'width_ratio must be a number >= 1 (or None); got {show(value)}.')
+    elif name == 'test' and not isinstance(value, bool | np.bool_):
+      raise SearchError(f'test must be True or False; got {show(value)}.')
+    elif name == 'progress' and value is not None and not callable(value):
+      raise SearchError(f'progress must be a function (done, total) or None; got {show(value)}.')
+    elif name == 'devices' and value is not None and len(value) == 0:
+      raise SearchError('devices is empty; pass None for every local device.')
