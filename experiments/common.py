@@ -1,10 +1,18 @@
-"""What the launchers share: data set, seed and output flags, flags made from the registry."""
+"""What the launchers share: data set, seed and output flags, flags made from the registry.
 
+`run(main)` starts a launcher so that whatever a user can type ends in one
+line on stderr, `error: ...`, and a non-zero exit, never a traceback: a flag
+absl cannot parse, and every error the library raises for bad input
+(`LIBRARY_ERRORS`), wherever in `main` it comes from.
+"""
+
+import functools
 import logging
+import sys
 
-from absl import flags
+from absl import app, flags
 
-from bnjax import data, files, registry
+from bnjax import data, files, registry, search
 
 DATASET = flags.DEFINE_string(
   'dataset',
@@ -15,7 +23,17 @@ DATASET = flags.DEFINE_string(
 DEV_FRACTION = flags.DEFINE_float(
   'dev_fraction', 0.1, 'Share of the training split held out as the dev set.'
 )
-SEED = flags.DEFINE_integer('seed', 0, 'Seed of every random choice (data split aside).')
+SEED = flags.DEFINE_integer(
+  'seed', 0, 'Seed of every random choice (data split aside): an integer in [0, 2**64).'
+)
+
+# The library's errors for bad input: each has a one-line message naming the fix.
+LIBRARY_ERRORS = (
+  registry.HyperparameterError,  # and its bnjax.space.SpaceError
+  data.DataError,
+  files.OutputError,
+  search.SearchError,
+)
 
 # absl shows INFO logs; JAX's search for absent TPU/GPU plugins is noise here.
 logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
@@ -70,3 +88,39 @@ def describe(splits: data.Splits) -> str:
     f'{len(splits.y_test)} test, {splits.num_features} features, '
     f'{splits.num_classes} classes'
   )
+
+
+def run(main) -> None:
+  """`app.run(main)`, with every bad flag or input as one `error: ...` line and exit status 1."""
+  app.run(errors_as_messages(main), flags_parser=parse_flags)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag as one line (absl writes two)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    raise SystemExit(f'error: {one_line(error)}; see --help') from None
+
+
+def errors_as_messages(main):
+  """`main`, with the library's errors for bad input (`LIBRARY_ERRORS`) as `error: ...` exits."""
+
+  @functools.wraps(main)
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except LIBRARY_ERRORS as error:
+      raise SystemExit(f'error: {one_line(error)}') from None
+
+  return wrapped
+
+
+def one_line(error: BaseException) -> str:
+  return ' '.join(str(error).split())
+
+
+def fail(message: str) -> None:
+  """Exits with status 1 and `error: message` on stderr, after whatever stdout holds."""
+  sys.stdout.flush()
+  raise SystemExit(f'error: {message}')

@@ -28,7 +28,7 @@ if __package__ in (None, ''):  # Run as a script: make `experiments` importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
-from absl import app, flags
+from absl import flags
 
 from bnjax import search
 from bnjax.space import SpaceError
@@ -123,7 +123,7 @@ def main(argv):
   )
   try:
     space = search.as_space(SPACE.value)
-    search.check(STRATEGY.value, **options)
+    search.check(STRATEGY.value, space, **options)
     search.check_storage(STORAGE.value)
   except (SpaceError, ValueError) as error:
     raise SystemExit(f'error: {error}') from None
@@ -151,7 +151,13 @@ def main(argv):
     f'{info["compiles"]} compile(s), {info["chunks"]} chunk(s))'
   )
   print(results.summary(TOP_K.value))
-  paths = results.save(output_dir, dataset=splits.name, strategy=STRATEGY.value)
+  try:
+    paths = results.save(output_dir, dataset=splits.name, strategy=STRATEGY.value)
+  except OSError as error:  # a full disk, say: each file there is whole, old or new
+    raise SystemExit(
+      f'error: cannot write the results to {output_dir!r} ({error.strerror or error}); '
+      'free some space or choose another --output_dir'
+    ) from None
   print(f'wrote {output_dir}/{", ".join(os.path.basename(path) for path in paths)}')
   if results.all_diverged():
     raise SystemExit(
@@ -165,4 +171,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  common.run(main)

@@ -18,10 +18,10 @@ if __package__ in (None, ''):  # Run as a script: make `experiments` importable.
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 
 import bnjax
-from bnjax import files, registry
+from bnjax import files, registry, search
 from experiments import common
 
 EPOCHS = flags.DEFINE_integer('epochs', 40, 'Passes over the training split.')
@@ -41,8 +41,8 @@ HYPERPARAMETERS = common.define_hyperparameter_flags(
 )
 
 
-def configure() -> tuple[bnjax.TrainConfig, dict]:
-  """The static config and the traced hyperparameters the flags name; bad values exit.
+def configure() -> tuple[bnjax.TrainConfig, dict, jax.Array]:
+  """The static config, the traced hyperparameters and the key the flags name; bad values exit.
 
   Runs before the data loads, so `num_classes` is filled in afterwards.
   """
@@ -63,6 +63,7 @@ def configure() -> tuple[bnjax.TrainConfig, dict]:
     raise SystemExit(f'error: --{error}') from None
   if EPOCHS.value < 1:
     raise SystemExit(f'error: --epochs must be >= 1; got {EPOCHS.value}')
+  key = search.seed_key(common.SEED.value)  # a SearchError outside [0, 2**64)
   config = bnjax.TrainConfig(
     epochs=EPOCHS.value,
     batch_size=values['batch_size'],
@@ -73,7 +74,7 @@ def configure() -> tuple[bnjax.TrainConfig, dict]:
     bn_placement=values['bn_placement'],
     dropout=values['keep_prob'] < 1,
   )
-  return config, hp
+  return config, hp, key
 
 
 def print_epoch(epoch: int, metrics: dict) -> None:
@@ -86,7 +87,7 @@ def print_epoch(epoch: int, metrics: dict) -> None:
 
 def main(argv):
   del argv
-  config, hp = configure()
+  config, hp, key = configure()
   output_dir = common.output_dir_or_exit(OUTPUT_DIR.value)
   splits = common.load_data()
   print(common.describe(splits))
@@ -96,13 +97,13 @@ def main(argv):
       f'error: --batch_size {config.batch_size} exceeds the {len(splits.y_train)} '
       'training examples; lower --batch_size.'
     )
+  # The network must fit memory before it is built (a SearchError that says how much).
+  search.chunks.runs_that_fit(config, splits, jax.local_devices()[:1])
   train_data = bnjax.TrainData(
     *map(jnp.asarray, (splits.x_train, splits.y_train, splits.x_dev, splits.y_dev))
   )
   start = time.perf_counter()
-  result = bnjax.fit(
-    config, hp, jax.random.key(common.SEED.value), train_data, on_epoch=print_epoch
-  )
+  result = bnjax.fit(config, hp, key, train_data, on_epoch=print_epoch)
   seconds = time.perf_counter() - start
   diverged_step = int(result.diverged_step)
   summary = {
@@ -119,9 +120,7 @@ def main(argv):
     },
     'history': {name: curve.tolist() for name, curve in result.metrics.items()},
   }
-  if diverged_step >= 0:
-    print(f'diverged at step {diverged_step}: lower --learning_rate; no test accuracy.')
-  else:
+  if diverged_step < 0:
     _, test_accuracy = bnjax.evaluate(
       config,
       hp,
@@ -138,8 +137,11 @@ def main(argv):
   path = files.write_json(os.path.join(output_dir, 'metrics.json'), summary)
   print(f'wrote {path}')
   if diverged_step >= 0:
-    sys.exit(1)
+    common.fail(
+      f'training diverged at step {diverged_step} (a non-finite loss or update); lower '
+      '--learning_rate. metrics.json says status "diverged" and holds no test accuracy.'
+    )
 
 
 if __name__ == '__main__':
-  app.run(main)
+  common.run(main)

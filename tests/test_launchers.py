@@ -93,7 +93,8 @@ def test_train_diverged_run_writes_strict_json(tmp_path):
     f'--output_dir={tmp_path}',
     timeout=300,
   )
-  assert 'diverged' in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
+  assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+  assert run.stderr.startswith('error: training diverged at step') and run.stderr.count('\n') == 1
   metrics = read_json(tmp_path / 'metrics.json')
   assert metrics['status'] == 'diverged'
   assert metrics['dev_accuracy'] is None and metrics['test_accuracy'] is None
