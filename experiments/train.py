@@ -134,7 +134,13 @@ def main(argv):
       f'dev_accuracy {summary["dev_accuracy"]:.4f}  test_accuracy '
       f'{summary["test_accuracy"]:.4f}  ({seconds:.1f} s, compile included)'
     )
-  path = files.write_json(os.path.join(output_dir, 'metrics.json'), summary)
+  try:
+    path = files.write_json(os.path.join(output_dir, 'metrics.json'), summary)
+  except OSError as error:  # a full disk, say: metrics.json there is whole, old or new
+    common.fail(
+      f'cannot write metrics.json to {output_dir!r} ({error.strerror or error}); '
+      'free some space or choose another --output_dir'
+    )
   print(f'wrote {path}')
   if diverged_step >= 0:
     common.fail(
