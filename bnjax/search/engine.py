@@ -102,17 +102,8 @@ def run_trials(
   ids_of_rows = _trial_ids(trial_ids, first_trial_id, num_trials)
   table = with_defaults(table, num_trials)
   extra = _extra_columns(extra_columns, table, num_trials)
-  _check_values(table)
-  _check_batch_size(table, splits)
   devices = list(devices or jax.local_devices())
-  planned = buckets.make_buckets(
-    table,
-    epochs=epochs,
-    num_classes=splits.num_classes,
-    select=select,
-    eval_batch_size=eval_batch_size,
-    width_ratio=width_ratio,
-  )
+  planned = _buckets(table, splits, epochs, select, eval_batch_size, width_ratio)
   hps = [buckets.traced_hparams(table, b.trial_ids, len(b.config.hidden_sizes)) for b in planned]
   plan = chunks.plan_chunks(
     planned, splits, devices, executions=executions_per_trial, chunk_size=chunk_size
@@ -213,19 +204,9 @@ def check_fits(
   `run_trials` plans its chunks this way before it compiles anything; a search
   in rounds calls this on the largest trial its space can draw, before round 0.
   """
-  num_trials = _check_table(table, 0, executions_per_trial)
-  table = with_defaults(table, num_trials)
-  _check_values(table)
-  _check_batch_size(table, splits)
+  table = with_defaults(table, _check_table(table, 0, executions_per_trial))
   devices = list(devices or jax.local_devices())
-  planned = buckets.make_buckets(
-    table,
-    epochs=epochs,
-    num_classes=splits.num_classes,
-    select=select,
-    eval_batch_size=eval_batch_size,
-    width_ratio=width_ratio,
-  )
+  planned = _buckets(table, splits, epochs, select, eval_batch_size, width_ratio)
   for bucket in planned:
     chunks.runs_that_fit(bucket.config, splits, devices, executions=executions_per_trial)
 
@@ -280,3 +261,17 @@ def _extra_columns(
         f'extra column {name!r} needs one value per trial ({num_trials}); got shape {values.shape}.'
       )
   return extra
+
+
+def _buckets(table, splits, epochs, select, eval_batch_size, width_ratio) -> list[buckets.Bucket]:
+  """The checked, defaulted `table`'s buckets: values and batch sizes checked first."""
+  _check_values(table)
+  _check_batch_size(table, splits)
+  return buckets.make_buckets(
+    table,
+    epochs=epochs,
+    num_classes=splits.num_classes,
+    select=select,
+    eval_batch_size=eval_batch_size,
+    width_ratio=width_ratio,
+  )
