@@ -120,6 +120,8 @@ def open_storage(storage: str | None, output_dir: str | os.PathLike | None):
   if storage is None or str(storage).endswith('.journal'):
     path = os.fspath(storage or os.path.join(output_dir, JOURNAL_FILE))
     try:
+      if storage is None:
+        os.makedirs(output_dir, exist_ok=True)
       _repair_journal(path)
       return optuna.storages.JournalStorage(JournalFileBackend(path))
     except OSError as error:
@@ -282,17 +284,26 @@ def enqueue(study, space: Space, rows: Sequence[Mapping], round_index: int, firs
 
 def ours(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
   """The study's trials that bnjax made, by number, one per row (the first, where workers raced)."""
-  seen, out = set(), []
+  return _split(trials)[0]
+
+
+def duplicates(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+  """Trials of a row that an earlier trial already holds (two workers made the same round)."""
+  return _split(trials)[1]
+
+
+def _split(trials: Sequence[FrozenTrial]) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
+  seen, first, again = set(), [], []
   for trial in sorted(trials, key=lambda t: t.number):
     if ROUND not in trial.user_attrs:
       continue
     row = trial.user_attrs.get(ROW)
-    if row is not None:
-      if row in seen:
-        continue
-      seen.add(row)
-    out.append(trial)
-  return out
+    if row is not None and row in seen:
+      again.append(trial)
+      continue
+    seen.add(row)
+    first.append(trial)
+  return first, again
 
 
 def record(study, storage, trial_id: int, number: int, row: dict, curves: Mapping) -> bool:

@@ -168,14 +168,21 @@ def run_study(
           'nothing new to run (ask for more to go on)'
         )
     while True:
-      trials = ledger.ours(study.get_trials(deepcopy=False))
+      everything = study.get_trials(deepcopy=False)
+      run.drop(ledger.duplicates(everything))
+      trials = ledger.ours(everything)
       waiting = [t for t in trials if t.state == TrialState.WAITING]
       if waiting:
         round_index = min(t.user_attrs[ledger.ROUND] for t in waiting)
+        if not worker.made(round_index) and not worker.may_make(round_index):
+          time.sleep(POLL_SECONDS)  # its maker is still adding trials: plan it whole
+          continue
         run.train([t for t in trials if t.user_attrs[ledger.ROUND] == round_index])
         continue
       step = next_round(study, trials)
       if step is None:
+        if worker.recover():  # a dead worker's trials, back to WAITING: run them
+          continue
         break
       if step == WAIT:
         if not worker.others_running():
@@ -184,9 +191,18 @@ def run_study(
         worker.recover()
         continue
       round_index = 1 + max((t.user_attrs[ledger.ROUND] for t in trials), default=-1)
-      run.create(step, round_index)
+      if step.table is not None and not worker.may_make(round_index):
+        time.sleep(POLL_SECONDS)  # another worker makes this round: its trials will show
+        worker.recover()
+        continue
+      asked = run.create(step, round_index)
+      worker.made(round_index, True)
       trials = ledger.ours(study.get_trials(deepcopy=False))
-      run.train([t for t in trials if t.user_attrs[ledger.ROUND] == round_index])
+      # A round asked of the sampler is this worker's own; another's may share its index.
+      if asked:
+        run.train([t for t in trials if t.number in asked])
+      else:
+        run.train([t for t in trials if t.user_attrs[ledger.ROUND] == round_index])
     trials = ledger.ours(study.get_trials(deepcopy=False))
     if test and all(t.state.is_finished() for t in trials) and not worker.others_running():
       run.test_once()
@@ -209,7 +225,8 @@ class _Run:
     self.done = 0
     self.to_do = 0
 
-  def create(self, step: Round, round_index: int) -> None:
+  def create(self, step: Round, round_index: int) -> list[int]:
+    """Adds the round's trials; returns the numbers of those asked of the sampler."""
     if step.table is not None:
       names = list(step.table)
       rows = [
@@ -217,15 +234,26 @@ class _Run:
         for i in range(len(next(iter(step.table.values()))))
       ]
       ledger.enqueue(self.study, self.space, rows, round_index, step.first_row)
-      return
-    dists = ledger.distributions(self.space)
+      return []
+    dists, asked = ledger.distributions(self.space), []
     for _ in range(step.ask):
       trial = self.study.ask(dists)
+      asked.append(trial.number)
       self.worker.hold([trial.number])
       if ledger.ROUND not in trial.user_attrs:
         for name, value in self._exact(trial.params).items():
           trial.set_user_attr(name, value)
         trial.set_user_attr(ledger.ROUND, round_index)
+    return asked
+
+  def drop(self, trials: Sequence[FrozenTrial]) -> None:
+    """Fails waiting duplicates (rows two workers both made), so that none runs."""
+    for trial in trials:
+      if trial.state == TrialState.WAITING and self.worker.claim([trial.number]):
+        trial_id = self.worker.trial_id(trial.number)
+        self.worker.storage.set_trial_user_attr(trial_id, 'duplicate', True)
+        self.study.tell(trial.number, state=TrialState.FAIL)
+        self.worker.done([trial.number])
 
   def _exact(self, params: dict) -> dict:
     """The user-facing value of each 1mlog name from its `one_minus_` parameter."""
@@ -278,8 +306,9 @@ class _Run:
       test=False,
       **self.engine,
     )
-    for key in ('buckets', 'compiles', 'chunks'):
+    for key in ('buckets', 'compiles'):
       self.info[key] += results.info[key]
+    self.info['chunks'] = self.chunks_run  # run here; chunks done already or by others skipped
     self.info['devices'] = results.info['devices']
 
   def test_once(self) -> None:

@@ -38,6 +38,7 @@ except ImportError:  # Windows: no flock; one process per output directory is th
   fcntl = None
 
 WORKER = 'bnjax_worker:'  # study system attribute prefix: one record per worker
+ROUND_MADE = 'bnjax_round_made:'  # study system attribute prefix: a round has all its trials
 LOCK_FILE = 'study.lock'
 
 
@@ -170,6 +171,39 @@ class Worker:
       self._trial_ids[trial.number] = trial._trial_id
       self.storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
     return [t.number for t in stale]
+
+  def made(self, round_index: int, done: bool = False) -> bool:
+    """Whether round `round_index` has all its trials (`done=True`: say that it has now)."""
+    if self.exclusive:
+      return True
+    key = f'{ROUND_MADE}{round_index}'
+    if done:
+      self.storage.set_study_system_attr(self.study_id, key, True)
+    return done or bool(self.storage.get_study_system_attrs(self.study_id).get(key))
+
+  def may_make(self, round_index: int) -> bool:
+    """Whether this worker makes round `round_index` of a table strategy.
+
+    On a shared storage the first worker to ask wins: creating a study is
+    atomic (the storage refuses a second one of the same name), so a study
+    named `<study>:round<r>` is the round's lock. The others wait for its
+    trials, or take over if its maker died.
+    """
+    if self.exclusive:
+      return True
+    name = f'{self.study.study_name}:round{round_index}'
+    try:
+      lock = self.storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], name)
+    except optuna.exceptions.DuplicatedStudyError:
+      lock = self.storage.get_study_id_from_name(name)
+      maker = self.storage.get_study_system_attrs(lock).get('worker')
+      if maker is None or maker == self.id:
+        return maker == self.id
+      record = self.storage.get_study_system_attrs(self.study_id).get(WORKER + maker)
+      if record is None or not self._dead(record):
+        return False
+    self.storage.set_study_system_attr(lock, 'worker', self.id)
+    return True
 
   def others_running(self) -> bool:
     """Whether some trial is RUNNING that this worker does not hold."""
