@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from bnjax import hparams
+from bnjax.search import cohorts as co
 from bnjax.search import pbt
 from bnjax.search import population as pop
-from bnjax.search import successive_halving as sh
 from bnjax.search.checks import SearchError
 from bnjax.space import Choice, IntUniform, LogUniform, OneMinusLogUniform, Space, Uniform
 from bnjax.space import with_defaults as filled
@@ -45,10 +45,10 @@ def data(blob_splits):
 def cohort(data):
   """Eight members of one bucket (widths 4..8, depths 1..2) after one epoch."""
   table = filled(SPACE.sample(jax.random.key(0), N), N)
-  (cohort,) = sh.cohorts_from_table(
+  (cohort,) = co.cohorts_from_table(
     table, np.arange(N), data, num_classes=3, seed=0, chunk_size=N, epochs=2, width_ratio=None
   )
-  (cohort,) = sh.train_to([cohort], data, 1, segment_epochs=1)
+  (cohort,) = co.train_to([cohort], data, 1, segment_epochs=1)
   return cohort
 
 
@@ -161,3 +161,31 @@ def test_sharded_population_gives_the_same_step(cohort):
   # The trial axis stays sharded (a gather alone would replicate it).
   for leaf in jax.tree.leaves(got):
     assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim)
+
+
+def test_pbt_driver_trains_generations_and_reports_lineage_and_schedule(blob_splits):
+  space = Space(
+    {
+      'learning_rate': LogUniform(1e-3, 1e-1),
+      'beta1': OneMinusLogUniform(0.8, 0.99),
+      'hidden_units': IntUniform(4, 6),
+      'num_layers': 1,
+    }
+  )
+  one = jax.local_devices()[:1]
+  results = pbt.pbt(space, blob_splits, 4, ready=1, generations=3, seed=0, devices=one)
+  assert [row['trial_id'] for row in results.rows] == [0, 1, 2, 3]
+  assert results.curves['dev_accuracy'].shape == (4, 3)
+  lineage = results.info['lineage']
+  assert len(lineage) == 2 and all(len(parents) == 4 for parents in lineage)
+  # One member replaced per exploit (a quarter of four), from the top quarter.
+  assert all(sum(p != i for i, p in enumerate(parents)) == 1 for parents in lineage)
+  schedule = results.info['schedule']
+  assert [step['epochs'] for step in schedule] == [[0, 1], [1, 2], [2, 3]]
+  winner = results.best(1)[0]
+  assert schedule[-1]['learning_rate'] == pytest.approx(winner['learning_rate'])
+  for row in results.rows:
+    assert 1e-3 <= row['learning_rate'] <= 1e-1 + 1e-9
+    assert row['origin'] in (0, 1, 2, 3)
+  with pytest.raises(SearchError, match='one bucket'):
+    pbt.pbt(Space({'batch_size': Choice((32, 64))}), blob_splits, 4, devices=one)

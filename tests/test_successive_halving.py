@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
+from bnjax.search import cohorts as co
 from bnjax.search import population as pop
 from bnjax.search import successive_halving as sh
 from bnjax.space import Choice, IntUniform, LogUniform, Space, with_defaults
@@ -43,14 +44,14 @@ def table():
 
 def start(table, data, ids=None):
   ids = np.arange(100, 100 + NUM_TRIALS) if ids is None else ids
-  return sh.cohorts_from_table(
+  return co.cohorts_from_table(
     table, ids, data, num_classes=3, seed=0, chunk_size=CHUNK, epochs=4, width_ratio=None
   )
 
 
 @pytest.fixture(scope='module')
 def first_rung(table, data):
-  return sh.train_to(start(table, data), data, 1, segment_epochs=1)
+  return co.train_to(start(table, data), data, 1, segment_epochs=1)
 
 
 def row(cohort, index):
@@ -107,7 +108,7 @@ def test_ranking_does_not_depend_on_trial_order(accuracy, seed):
 
 
 def test_rung_ranks_across_buckets_and_drops_diverged(first_rung):
-  seen = sh.members(first_rung)
+  seen = co.members(first_rung)
   assert sorted(seen['trial_id']) == list(range(100, 110))
   assert len({c.bucket for c in first_rung}) == 2
   decision = sh.rung(seen['trial_id'], seen['dev_accuracy'], eta=3, dev_loss=seen['dev_loss'])
@@ -119,11 +120,11 @@ def test_rung_ranks_across_buckets_and_drops_diverged(first_rung):
 
 
 def test_survivors_go_on_from_their_state_bitwise_and_compile_nothing(first_rung, table, data):
-  seen = sh.members(first_rung)
+  seen = co.members(first_rung)
   decision = sh.rung(seen['trial_id'], seen['dev_accuracy'], eta=3, dev_loss=seen['dev_loss'])
   with pop.count_lowerings() as lowered:
-    regrouped = sh.regroup(first_rung, decision.survivors[::-1])
-    second = sh.train_to(regrouped, data, 3, segment_epochs=1)
+    regrouped = co.regroup(first_rung, decision.survivors[::-1])
+    second = co.train_to(regrouped, data, 3, segment_epochs=1)
   assert lowered.value == 0
   kept = sorted(np.concatenate([c.trial_ids[~c.filler] for c in regrouped]).tolist())
   assert kept == sorted(decision.survivors.tolist())
@@ -137,7 +138,7 @@ def test_survivors_go_on_from_their_state_bitwise_and_compile_nothing(first_rung
   assert any(cohort.filler.any() for cohort in regrouped)
   # And after two more epochs, a survivor's curve is the one it would have had
   # trained straight to three epochs (equal chunk shape; neighbours do not matter).
-  straight = sh.train_to(start(table, data), data, 3, segment_epochs=1)
+  straight = co.train_to(start(table, data), data, 3, segment_epochs=1)
   for trial in decision.survivors:
     chex.assert_trees_all_equal(find(second, trial), find(straight, trial))
 
@@ -157,9 +158,37 @@ def test_successive_halving_records_every_trial_with_its_epochs_and_curves(table
   (winner,) = by_status['ok']
   assert [c.trial_ids[~c.filler].tolist() for c in finalists] == [[winner.trial_id]]
   # A pruned trial's curve is the one its rung saw.
-  first = sh.train_to(start(table, data), data, 1, segment_epochs=1)
+  first = co.train_to(start(table, data), data, 1, segment_epochs=1)
   for record in by_status['pruned']:
     if record.epochs == 1:
       np.testing.assert_array_equal(
         record.curves['dev_accuracy'], find(first, record.trial_id)[2]['dev_accuracy']
       )
+
+
+def test_hyperband_returns_results_with_pruned_trials_and_their_epochs(blob_splits):
+  space = Space({'learning_rate': LogUniform(1e-2, 1e-1), 'hidden_units': 6, 'num_layers': 1})
+  one = jax.local_devices()[:1]
+  results = sh.hyperband(space, blob_splits, min_epochs=1, max_epochs=3, eta=3, devices=one)
+  # Brackets for (1, 3, 3): 3 trials x 1 epoch, then 1 x 3; and 2 x 3.
+  assert [(row['trial_id'], row['bracket']) for row in results.rows] == [
+    (0, 1),
+    (1, 1),
+    (2, 1),
+    (3, 0),
+    (4, 0),
+  ]
+  status = [row['status'] for row in results.rows]
+  assert status.count('pruned') == 2 and status.count('ok') == 3
+  for row, accuracy in zip(results.rows, results.curves['dev_accuracy'], strict=True):
+    assert row['epochs'] == (1 if row['status'] == 'pruned' else 3)
+    assert np.isnan(accuracy[row['epochs'] :]).all()
+    assert row['dev_accuracy'] == accuracy[row['epochs'] - 1]
+  # The survivor of bracket 1 led its rung (after one epoch) over the two it pruned.
+  rung_accuracy = results.curves['dev_accuracy'][:3, 0]
+  survivor = next(row['trial_id'] for row in results.rows[:3] if row['status'] == 'ok')
+  assert rung_accuracy[survivor] == rung_accuracy.max()
+  assert results.best(1)[0]['status'] == 'ok'
+  assert results.info['trial_epochs'] == 1 + 1 + 3 + 3 + 3
+  assert 'epochs' in results.extra_columns and 'bracket' in results.extra_columns
+  assert results.summary()  # the table renders

@@ -26,16 +26,29 @@ of copying NaNs.
 """
 
 import functools
+import time
 import zlib
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnjax.registry import REGISTRY
-from bnjax.search.checks import SearchError
-from bnjax.space import LogUniform, OneMinusLogUniform, Space, Uniform
+from bnjax.data import Splits
+from bnjax.registry import REGISTRY, to_python
+from bnjax.search import chunks
+from bnjax.search import population as pop
+from bnjax.search.checks import SearchError, check_count
+from bnjax.search.cohorts import (
+  cohorts_from_table,
+  records,
+  results_from_records,
+  sampling_key,
+  train_to,
+)
+from bnjax.search.results import Results
+from bnjax.space import LogUniform, OneMinusLogUniform, Space, Uniform, as_space, with_defaults
 from bnjax.training import TrialState
 
 # The scales explore knows how to move on, and the traced inverse of each
@@ -246,3 +259,142 @@ def exploit_and_explore(
 def _trial_sharding(population: TrialState) -> jax.sharding.NamedSharding | None:
   sharding = getattr(population.step, 'sharding', None)
   return sharding if isinstance(sharding, jax.sharding.NamedSharding) else None
+
+
+def pbt(
+  space,
+  splits: Splits,
+  population_size: int,
+  *,
+  ready: int = 2,
+  generations: int = 5,
+  seed: int = 0,
+  fraction: float = 0.25,
+  perturb: tuple[float, ...] = (0.8, 1.2),
+  resample_probability: float = 0.25,
+  devices: Sequence[jax.Device] | None = None,
+  eval_batch_size: int = 1024,
+  first_trial_id: int = 0,
+) -> Results:
+  """Population-based training of `population_size` configurations from `space`, in one bucket.
+
+  The population trains `ready` epochs at a time, `generations` times; after
+  each but the last, `exploit_and_explore` (its key `sampling_key(seed,
+  generation)`) replaces the bottom `fraction`. Static hyperparameters must
+  be the same for all (one bucket: one compiled segment program); widths and
+  depths may differ and ride along with the rows.
+
+  Returns:
+    `Results`, one row per member (trial id `first_trial_id + member`): the
+    hyperparameters it ends with (explored values as perturbed, the others
+    from the configuration its line descends from, column `origin`), its
+    metrics at the last epoch, and its curve: the history of the weights it
+    holds, copied with them. `info` holds the `lineage` (parents at each
+    exploit), the explored values of every generation (`history`) and the
+    winner's hyperparameter `schedule`.
+  """
+  start_time = time.perf_counter()
+  space = as_space(space)
+  for name, value in (
+    ('population_size', population_size),
+    ('ready', ready),
+    ('generations', generations),
+  ):
+    check_count(name, value)
+  devices = list(devices or jax.local_devices())
+  if population_size % len(devices):
+    raise SearchError(
+      f'population_size {population_size} must be a multiple of the {len(devices)} devices.'
+    )
+  data, sharding = chunks.data_on(devices, splits)
+  table = with_defaults(space.sample(sampling_key(seed, 0), population_size), population_size)
+  ids = first_trial_id + np.arange(population_size)
+  found = cohorts_from_table(
+    table,
+    ids,
+    data,
+    num_classes=splits.num_classes,
+    seed=seed,
+    chunk_size=population_size,
+    epochs=ready * generations,
+    sharding=sharding,
+    eval_batch_size=eval_batch_size,
+    width_ratio=None,
+  )
+  if len(found) != 1:
+    raise SearchError(
+      f'pbt trains one bucket, but the space makes {len(found)}: fix batch_size, '
+      'activation, batch_norm and bn_placement to one value each.'
+    )
+  (cohort,) = found
+  axes = explorable(space, cohort.hp)
+  source = np.arange(population_size)  # the table row each member's line descends from
+  parents, history = [], []
+  with pop.count_lowerings() as lowered:
+    for generation in range(generations):
+      history.append({a.name: np.asarray(jax.device_get(cohort.hp[a.name])) for a in axes})
+      (cohort,) = train_to([cohort], data, (generation + 1) * ready, segment_epochs=ready)
+      if generation == generations - 1:
+        break
+      state, hp, lineage = exploit_and_explore(
+        sampling_key(seed, generation + 1),
+        cohort.state,
+        cohort.hp,
+        cohort.curves['dev_accuracy'][:, -1],
+        space,
+        fraction=fraction,
+        perturb=perturb,
+        resample_probability=resample_probability,
+        generation=generation + 1,
+      )
+      parent = np.asarray(jax.device_get(lineage.parent))
+      parents.append(parent)
+      source = source[parent]
+      curves = {name: curve[parent] for name, curve in cohort.curves.items()}
+      cohort = cohort._replace(state=state, hp=hp, curves=curves)
+  final = {a.name: np.asarray(jax.device_get(cohort.hp[a.name])) for a in axes}
+  tables, extra = {}, {}
+  for member, trial in enumerate(ids):
+    row = {name: to_python(column[source[member]]) for name, column in table.items()}
+    tables[int(trial)] = {**row, **{name: float(v[member]) for name, v in final.items()}}
+    extra[int(trial)] = {'origin': int(ids[source[member]])}
+  info = {
+    'generations': generations,
+    'compiles': lowered.value,
+    'trial_epochs': population_size * ready * generations,
+    'devices': len(devices),
+    'seconds': time.perf_counter() - start_time,
+  }
+  results = results_from_records(
+    records([cohort], ids, status='ok', rung_index=generations - 1),
+    tables,
+    extra,
+    space=space,
+    epochs=ready * generations,
+    info=info,
+  )
+  if not results.all_diverged():
+    winner = results.best(1)[0]['trial_id'] - first_trial_id
+    results.info['schedule'] = schedule(parents, history, winner, ready=ready)
+  results.info['lineage'] = [p.tolist() for p in parents]
+  results.info['history'] = [{k: v.tolist() for k, v in h.items()} for h in history]
+  return results
+
+
+def schedule(
+  parents: Sequence[np.ndarray], history: Sequence[dict], member: int, *, ready: int
+) -> list[dict]:
+  """The explored values `member`'s line trained with, one dict per generation.
+
+  `parents[g]` is the lineage's parent array of the exploit after generation
+  `g`; `history[g]` the explored values in force during generation `g`.
+  Each dict holds `epochs` ([first, last + 1)) and a value per name.
+  """
+  line = [member]
+  for parent in reversed(parents):
+    line.append(int(parent[line[-1]]))
+  line.reverse()
+  return [
+    {'epochs': [g * ready, (g + 1) * ready], **{k: float(v[line[g]]) for k, v in values.items()}}
+    for g, values in enumerate(history)
+  ]

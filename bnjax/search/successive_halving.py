@@ -2,9 +2,9 @@
 
 A bracket trains many trials for a few epochs, keeps the top `1 / eta` by dev
 accuracy, trains those on, and so on up to the most epochs (Li et al.,
-"Hyperband", JMLR 2018). Here the trials of a rung sit in *cohorts*: chunks of
-one bucket each, every one a population (`bnjax.search.population`) with a
-trial axis. A rung:
+"Hyperband", JMLR 2018). Here the trials of a rung sit in cohorts
+(`bnjax.search.cohorts`): chunks of one bucket each, every one a population
+with a trial axis. A rung:
 
 1. trains every cohort to the rung's epochs, in segments of one fixed length
    (so one program per bucket config, whatever the rung);
@@ -27,30 +27,33 @@ its epochs in a chunk of that size.
 """
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
 import numpy as np
 
-from bnjax.search import buckets, chunks
+from bnjax.data import Splits
+from bnjax.registry import to_python
+from bnjax.search import chunks
 from bnjax.search import population as pop
 from bnjax.search.checks import SearchError, check_count
-from bnjax.training import TrainConfig, TrainData, TrialState
-
-CURVES = ('train_loss', 'dev_loss', 'dev_accuracy')
-
-
-class Cohort(NamedTuple):
-  """One bucket's chunk in flight: a population and what the host knows of it."""
-
-  bucket: int  # which bucket (its config below)
-  config: TrainConfig
-  trial_ids: np.ndarray  # [size] int; a filler carries the id of the member it copies
-  filler: np.ndarray  # [size] bool: a copy that pads the chunk; its results are dropped
-  hp: dict  # [size, ...] traced hyperparameters
-  state: TrialState  # [size, ...]
-  curves: dict  # name -> [size, epochs done] float32, on the host
+from bnjax.search.cohorts import (
+  Cohort,
+  TrialRecord,
+  cohorts_from_table,
+  default_chunk_size,
+  members,
+  records,
+  regroup,
+  results_from_records,
+  sampling_key,
+  train_to,
+)
+from bnjax.search.results import Results
+from bnjax.space import as_space, with_defaults
+from bnjax.training import TrainData
 
 
 class Rung(NamedTuple):
@@ -63,18 +66,6 @@ class Rung(NamedTuple):
 class Bracket(NamedTuple):
   index: int  # s in Li et al.: s_max for the most aggressive bracket, 0 for plain random search
   rungs: tuple[Rung, ...]
-
-
-class TrialRecord(NamedTuple):
-  """What the ledger keeps of a trial that stopped: pruned, diverged, or done."""
-
-  trial_id: int
-  bucket: int
-  status: str  # 'pruned', 'diverged' or 'ok' (trained to the bracket's last rung)
-  epochs: int  # epochs it reached
-  curves: dict  # name -> [epochs] float32
-  diverged_step: int  # -1 if none
-  rung: int  # the rung it stopped at
 
 
 def hyperband_brackets(min_epochs: int, max_epochs: int, eta: int = 3) -> list[Bracket]:
@@ -150,171 +141,6 @@ def rung(
   return Decision(ids[order][going_on], ids[order][~going_on])
 
 
-def start(
-  config: TrainConfig,
-  bucket: int,
-  trial_ids: np.ndarray,
-  hp: dict,
-  keys: jax.Array,
-  data: TrainData,
-  *,
-  chunk_size: int,
-  sharding: jax.sharding.Sharding | None = None,
-) -> list[Cohort]:
-  """A bucket's trials as cohorts of `chunk_size` members, initialized; fillers pad the last one.
-
-  `hp` and `keys` are `[trials, ...]` in the order of `trial_ids`.
-  """
-  cohorts = []
-  for rows, filler in _chunks(len(trial_ids), chunk_size):
-    take = lambda tree, rows=rows: _put(pop.take(tree, rows), sharding)
-    members_hp = take(hp)
-    state = pop.init_population(config, members_hp, take(keys), data)
-    curves = {name: np.zeros((len(rows), 0), np.float32) for name in CURVES}
-    cohorts.append(
-      Cohort(bucket, config, np.asarray(trial_ids)[rows], filler, members_hp, state, curves)
-    )
-  return cohorts
-
-
-def cohorts_from_table(
-  table: dict[str, np.ndarray],
-  trial_ids: np.ndarray,
-  data: TrainData,
-  *,
-  num_classes: int,
-  seed: int,
-  chunk_size: int,
-  epochs: int,
-  first_bucket: int = 0,
-  sharding: jax.sharding.Sharding | None = None,
-  **bucket_options,
-) -> list[Cohort]:
-  """A trial table (every registry name filled in) bucketed, chunked and initialized.
-
-  Trial `trial_ids[i]` gets the key `fold_in(fold_in(seed, trial_id), 0)`,
-  as in `run_trials`. `bucket_options` go to `buckets.make_buckets`
-  (`eval_batch_size`, `width_ratio`, `select`).
-  """
-  trial_ids = np.asarray(trial_ids, np.int64)
-  out = []
-  planned = buckets.make_buckets(table, epochs=epochs, num_classes=num_classes, **bucket_options)
-  for index, bucket in enumerate(planned):
-    depth = len(bucket.config.hidden_sizes)
-    hp = buckets.traced_hparams(table, bucket.trial_ids, depth)
-    ids = trial_ids[bucket.trial_ids]
-    keys = chunks.trial_keys(seed, ids, np.zeros(len(ids), np.int64))
-    out += start(
-      bucket.config,
-      first_bucket + index,
-      ids,
-      hp,
-      keys,
-      data,
-      chunk_size=chunk_size,
-      sharding=sharding,
-    )
-  return out
-
-
-def _chunks(count: int, size: int):
-  """(rows, filler) of each chunk: `size` rows, the last chunk padded with its first row."""
-  for begin in range(0, count, size):
-    real = min(size, count - begin)
-    rows = np.concatenate([np.arange(begin, begin + real), np.full(size - real, begin)])
-    yield rows, np.arange(size) >= real
-
-
-def _put(tree, sharding):
-  return tree if sharding is None else jax.device_put(tree, sharding)
-
-
-def train_to(
-  cohorts: Sequence[Cohort], data: TrainData, epochs: int, *, segment_epochs: int
-) -> list[Cohort]:
-  """Every cohort trained on to `epochs` epochs, in segments of `segment_epochs`."""
-  out = []
-  for cohort in cohorts:
-    done = cohort.curves[CURVES[0]].shape[1]
-    if (epochs - done) % segment_epochs or epochs < done:
-      raise SearchError(
-        f'cannot go from {done} to {epochs} epochs in segments of {segment_epochs}; '
-        'make every rung a multiple of the segment length.'
-      )
-    state, parts = cohort.state, [cohort.curves]
-    for _ in range((epochs - done) // segment_epochs):
-      state, metrics = pop.run_segment(cohort.config, cohort.hp, state, data, segment_epochs)
-      parts.append(jax.device_get(metrics))
-    curves = {name: np.concatenate([p[name] for p in parts], axis=1) for name in CURVES}
-    out.append(cohort._replace(state=state, curves=curves))
-  return out
-
-
-def members(cohorts: Sequence[Cohort]) -> dict[str, np.ndarray]:
-  """The real members' trial ids and last-epoch dev accuracy and loss, cohort by cohort."""
-  real = lambda cohort, values: np.asarray(values)[~cohort.filler]
-  return {
-    'trial_id': np.concatenate([real(c, c.trial_ids) for c in cohorts]),
-    'dev_accuracy': np.concatenate([real(c, c.curves['dev_accuracy'][:, -1]) for c in cohorts]),
-    'dev_loss': np.concatenate([real(c, c.curves['dev_loss'][:, -1]) for c in cohorts]),
-  }
-
-
-def regroup(
-  cohorts: Sequence[Cohort],
-  survivors: np.ndarray,
-  *,
-  sharding: jax.sharding.Sharding | None = None,
-) -> list[Cohort]:
-  """The survivors, gathered along the trial axis into cohorts of their bucket's chunk size.
-
-  Each bucket keeps its chunk size (its cohorts' size), so the programs that
-  trained it serve again; its survivors are ordered by trial id (the result
-  does not depend on the order of `survivors`), and the last cohort is padded
-  with copies of its first member, marked as filler. A bucket without
-  survivors ends. The gather runs on the host: it copies rows bitwise and
-  compiles nothing.
-  """
-  going_on = set(np.asarray(survivors).tolist())
-  out = []
-  for bucket in dict.fromkeys(c.bucket for c in cohorts):
-    mine = [c for c in cohorts if c.bucket == bucket]
-    joined = pop.concatenate([(c.trial_ids, c.hp, c.state, c.curves) for c in mine])
-    real = np.concatenate([~c.filler for c in mine])
-    ids = joined[0]
-    rows = np.flatnonzero(real & np.isin(ids, list(going_on)))
-    rows = rows[np.argsort(ids[rows], kind='stable')]
-    size = len(mine[0].trial_ids)
-    for chunk, filler in _chunks(len(rows), size):
-      ids_, hp, state, curves = pop.take(joined, rows[chunk])
-      hp, state = _put((hp, state), sharding)
-      out.append(Cohort(bucket, mine[0].config, ids_, filler, hp, state, curves))
-  return out
-
-
-def records(cohorts: Sequence[Cohort], trial_ids: np.ndarray, *, status: str, rung_index: int):
-  """`TrialRecord`s of the real members `trial_ids` (a diverged one says so, whatever `status`)."""
-  wanted = set(np.asarray(trial_ids).tolist())
-  out = []
-  for cohort in cohorts:
-    diverged_step = np.asarray(jax.device_get(cohort.state.diverged_step))
-    for row in np.flatnonzero(~cohort.filler):
-      trial = int(cohort.trial_ids[row])
-      if trial in wanted:
-        out.append(
-          TrialRecord(
-            trial,
-            cohort.bucket,
-            'diverged' if diverged_step[row] >= 0 else status,
-            int(cohort.curves[CURVES[0]].shape[1]),
-            {name: cohort.curves[name][row] for name in CURVES},
-            int(diverged_step[row]),
-            rung_index,
-          )
-        )
-  return sorted(out, key=lambda record: record.trial_id)
-
-
 def successive_halving(
   cohorts: Sequence[Cohort],
   data: TrainData,
@@ -355,3 +181,77 @@ def successive_halving(
     if not cohorts:
       break
   return cohorts, sorted(out, key=lambda record: record.trial_id)
+
+
+def hyperband(
+  space,
+  splits: Splits,
+  *,
+  min_epochs: int = 1,
+  max_epochs: int = 27,
+  eta: int = 3,
+  seed: int = 0,
+  chunk_size: int | None = None,
+  devices: Sequence[jax.Device] | None = None,
+  eval_batch_size: int = 1024,
+  width_ratio: float | None = 1.5,
+  first_trial_id: int = 0,
+) -> Results:
+  """Hyperband (Li et al. 2018): brackets of successive halving over configurations from `space`.
+
+  Bracket `s` draws its configurations with `sampling_key(seed, s)`; trial
+  ids run on from `first_trial_id` across the brackets. Every rung's epochs
+  are a multiple of one segment length (`segment_length`), so each bucket
+  compiles its init and one segment program, whatever the rung.
+
+  Returns:
+    `Results` with one row per trial: 'ok' for those that reached
+    `max_epochs`, 'pruned' (with the epochs they reached, column `epochs`)
+    or 'diverged'; dev metrics at the last epoch each reached; curves
+    `[trials, max_epochs]`, NaN past a pruned trial's last epoch; the extra
+    columns `bracket` and `epochs`. The test split is not touched here.
+  """
+  start_time = time.perf_counter()
+  space = as_space(space)
+  brackets = hyperband_brackets(min_epochs, max_epochs, eta)
+  segment = segment_length(brackets)
+  devices = list(devices or jax.local_devices())
+  data, sharding = chunks.data_on(devices, splits)
+  size = default_chunk_size(splits, devices, chunk_size)
+  tables, extra, records = {}, {}, []
+  next_id, next_bucket = first_trial_id, 0
+  with pop.count_lowerings() as lowered:
+    for bracket in brackets:
+      n = bracket.rungs[0].trials
+      table = with_defaults(space.sample(sampling_key(seed, bracket.index), n), n)
+      ids = next_id + np.arange(n)
+      cohorts = cohorts_from_table(
+        table,
+        ids,
+        data,
+        num_classes=splits.num_classes,
+        seed=seed,
+        chunk_size=size,
+        epochs=max_epochs,
+        first_bucket=next_bucket,
+        sharding=sharding,
+        eval_batch_size=eval_batch_size,
+        width_ratio=width_ratio,
+      )
+      _, done = successive_halving(
+        cohorts, data, bracket.rungs, eta=eta, segment_epochs=segment, sharding=sharding
+      )
+      records += done
+      for i, trial in enumerate(ids):
+        tables[int(trial)] = {name: to_python(column[i]) for name, column in table.items()}
+        extra[int(trial)] = {'bracket': bracket.index}
+      next_id += n
+      next_bucket = 1 + max(c.bucket for c in cohorts)
+  info = {
+    'brackets': len(brackets),
+    'compiles': lowered.value,
+    'trial_epochs': sum(r.epochs for r in records),
+    'devices': len(devices),
+    'seconds': time.perf_counter() - start_time,
+  }
+  return results_from_records(records, tables, extra, space=space, epochs=max_epochs, info=info)
