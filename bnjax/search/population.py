@@ -12,23 +12,33 @@ best-epoch snapshot. So a segment starts exactly where the last one stopped.
 once per bucket config, chunk shape (and sharding) and segment length, however
 many segments run: jit's cache holds them, keyed on those static values.
 
-What holds bitwise, measured on this machine's CPU (XLA, 2 cores; hidden
-sizes (8, 8) and (96, 96, 96), select 'final' and 'best', four trials mixing
-optimizers, schedules, dropout and one divergence): `k` segments of `e`
-epochs give bitwise the same params, BN state, optimizer state, step, epoch,
-best snapshot and per-epoch metrics as one `lax.scan` of `k * e` epochs, and
-as `make_train`'s `train` (init and the whole scan in one program), for
-`(k, e)` in `{(4, 1), (2, 2), (1, 4)}`. XLA compiles the scanned epoch body
-the same way whatever the trip count, so this is no accident of the sizes;
-`tests/test_population.py` pins it. It is a claim about equal shapes on one
-machine: another chunk shape, device count or backend may sum in another
-order (see docs/design.md, "Reproducibility").
+What holds bitwise, measured on this machine's CPU (XLA, 2 cores; hidden sizes
+(8, 8) and (96, 96, 96), select 'final' and 'best', four trials mixing
+optimizers, schedules, dropout and one divergence): `k` segments of `e` epochs
+give bitwise the same params, BN state, optimizer state, step, epoch, best
+snapshot and per-epoch metrics as one `lax.scan` of `k * e` epochs, and as
+`make_train`'s `train` (init and the whole scan in one program), for `(k, e)`
+in `{(4, 1), (2, 2), (1, 4)}`: the epoch is one loop body, and XLA compiled it
+alike whatever the trip count (one-epoch scans included);
+`tests/test_population.py` pins it, and would catch a compiler that does not.
+It is a claim about equal shapes on one machine: segments are as exact with
+the trial axis sharded over four devices (4 x 1 against 2 x 2 epochs,
+measured), but a sharded population (one trial per device) and an unsharded
+one (four trials on one device) differ in the last bits; so may another chunk
+shape or backend (docs/design.md, "Reproducibility").
 
 Checkpoints (`save_population`, `restore_population`) hold any pytree of a
 population's arrays (its state, hyperparameters, curves) and a small `meta`
 dict, in msgpack (`flax.serialization`), written atomically: one file per
 chunk in flight, replaced at each segment boundary, so only the latest
-survives a crash.
+survives a crash. Their cost, measured on this 2-core CPU under a load of 4
+to 6: 24 trials of a 3 x 384 BN-MLP on MNIST-1D's shapes (40 features, 10
+classes, 316,426 params a trial) with Adam hold 87 MB (params and two
+moments; 116 MB with the best-epoch snapshot of select 'best'). Saving takes 0.3 to 0.7 s
+(msgpack packing copies most of it; the write and fsync about 0.08 s) and
+restoring 0.07 to 0.26 s, against 2.4 to 8 s for one epoch of the 24 trials
+(3,600 examples, batch 128): 5 to 15% of an epoch, under 5% from segments of
+3 epochs on. Save every few segments where segments are shorter.
 """
 
 import contextlib
