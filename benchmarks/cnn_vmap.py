@@ -1,0 +1,116 @@
+r"""Milliseconds per trial-epoch of the CNN, N trials vmapped in one program.
+
+  python benchmarks/cnn_vmap.py --trials=1,8,64 --repeats=3
+
+MNIST-1D shapes on synthetic data: `[train_size, 40, 1]` sequences, 10
+classes, mini-batches of 128, `blocks` conv blocks of `channels` channels
+with BN, ReLU and max pooling, a global average and a dense head. One epoch
+is a `lax.scan` over its mini-batches of forward, backward and a plain SGD
+update (`--steps` times a shorter epoch and scales it to a full one, for
+slow machines); each trial gathers its own mini-batches by index from its own
+permutation of the one shared data set, and has its own learning rate. Each
+N is compiled (the time printed apart), then timed `repeats` times; the
+median and range print beside the 1-minute load average after the timings.
+"""
+
+import os
+import sys
+import time
+
+if __package__ in (None, ''):
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from bnjax.nn import cnn_apply, cnn_init, softmax_cross_entropy
+
+TRIALS = flags.DEFINE_list('trials', ['1', '8', '64'], 'Numbers of trials vmapped together.')
+EPOCHS = flags.DEFINE_integer('epochs', 1, 'Epochs per timed call.')
+STEPS = flags.DEFINE_integer(
+  'steps', 0, 'Mini-batch steps per epoch if > 0 (a shorter epoch, scaled up to a full one).'
+)
+REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls per number of trials.')
+TRAIN_SIZE = flags.DEFINE_integer('train_size', 4000, 'Training examples (MNIST-1D has 4000).')
+BATCH_SIZE = flags.DEFINE_integer('batch_size', 128, 'Mini-batch size.')
+LENGTH = flags.DEFINE_integer('length', 40, 'Sequence length.')
+CHANNELS = flags.DEFINE_integer('channels', 32, 'Channels of every block.')
+BLOCKS = flags.DEFINE_integer('blocks', 3, 'Conv blocks.')
+KERNEL_SIZE = flags.DEFINE_integer('kernel_size', 5, 'Kernel size.')
+CLASSES = 10
+
+
+def make_train(epochs, steps):
+  """`train(key, learning_rate, x, y)` of one trial: init, then `epochs` epochs of SGD."""
+  channels = (CHANNELS.value,) * BLOCKS.value
+  batch = BATCH_SIZE.value
+
+  def loss(params, state, xb, yb):
+    logits, new_state = cnn_apply(params, state, xb, training=True)
+    return jnp.mean(softmax_cross_entropy(logits, yb)), new_state
+
+  def step(carry, indices, x, y, learning_rate):
+    params, state = carry
+    grads, state = jax.grad(loss, has_aux=True)(params, state, x[indices], y[indices])
+    params = jax.tree.map(lambda p, g: p - learning_rate * g, params, grads)
+    return (params, state), None
+
+  def train(key, learning_rate, x, y):
+    params, state = cnn_init(
+      key, (LENGTH.value, 1), channels, CLASSES, kernel_size=KERNEL_SIZE.value
+    )
+
+    def epoch(carry, epoch_key):
+      order = jax.random.permutation(epoch_key, x.shape[0])[: steps * batch]
+      body = lambda c, i: step(c, i, x, y, learning_rate)
+      return jax.lax.scan(body, carry, order.reshape(steps, batch))[0], None
+
+    keys = jax.random.split(jax.random.fold_in(key, 1), epochs)
+    params, state = jax.lax.scan(epoch, (params, state), keys)[0]
+    return params['output']['b']  # a small result that depends on the whole run
+
+  return train
+
+
+def main(argv):
+  del argv
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(TRAIN_SIZE.value, LENGTH.value, 1)), jnp.float32)
+  y = jnp.asarray(rng.integers(0, CLASSES, TRAIN_SIZE.value), jnp.int32)
+  full_epoch = TRAIN_SIZE.value // BATCH_SIZE.value
+  steps = STEPS.value or full_epoch
+  epochs = EPOCHS.value
+  # The data set is shared by every trial: in_axes None, never broadcast.
+  train = jax.jit(jax.vmap(make_train(epochs, steps), in_axes=(0, 0, None, None)))
+  print(
+    f'{jax.default_backend()} ({os.cpu_count()} CPUs seen), {BLOCKS.value} blocks x '
+    f'{CHANNELS.value} channels, kernel {KERNEL_SIZE.value}, batch {BATCH_SIZE.value}, '
+    f'{epochs} epochs of {steps} steps per call (a full epoch is {full_epoch}), '
+    f'{REPEATS.value} calls'
+  )
+  print(
+    f'{"trials":>6s} {"compile s":>9s} {"ms / trial-epoch":>17s} {"range":>17s} {"load 1m":>8s}'
+  )
+  for trials in (int(n) for n in TRIALS.value):
+    keys = jax.random.split(jax.random.key(trials), trials)
+    learning_rates = jnp.logspace(-2, -1, trials)
+    start = time.perf_counter()
+    compiled = train.lower(keys, learning_rates, x, y).compile()
+    compile_seconds = time.perf_counter() - start
+    per_trial_epoch = []
+    for _ in range(REPEATS.value):
+      start = time.perf_counter()
+      jax.block_until_ready(compiled(keys, learning_rates, x, y))
+      seconds = time.perf_counter() - start
+      per_trial_epoch.append(seconds * 1e3 / (trials * epochs * steps) * full_epoch)
+    low, median, high = np.min(per_trial_epoch), np.median(per_trial_epoch), np.max(per_trial_epoch)
+    print(
+      f'{trials:6d} {compile_seconds:9.1f} {median:17.1f} {f"{low:.1f} - {high:.1f}":>17s} '
+      f'{os.getloadavg()[0]:8.2f}'
+    )
+
+
+if __name__ == '__main__':
+  app.run(main)
