@@ -128,7 +128,7 @@ def test_checkpoint_restores_bitwise_and_training_goes_on_the_same(data, runs, t
   chex.assert_trees_all_equal(metrics, {k: v[:, 2:] for k, v in want_metrics.items()})
 
 
-def test_checkpoint_keeps_only_the_latest_and_refuses_other_files(data, tmp_path):
+def test_checkpoint_keeps_only_the_latest_and_refuses_other_files(tmp_path):
   path = tmp_path / 'population.msgpack'
   for epochs_done in (1, 2):
     pop.save_population(path, {'x': np.full(3, epochs_done)}, {'epochs_done': epochs_done})
@@ -157,7 +157,7 @@ def test_take_gathers_rows_bitwise_keys_included(runs):
   assert pop.num_members(joined) == 4
 
 
-def test_sharded_population_continues_without_new_programs(data):
+def test_sharded_population_continues_without_new_programs(data, tmp_path):
   """The trial axis over four devices: segments keep the sharding and compile once."""
   devices = jax.local_devices()[:4]
   mesh = jax.sharding.Mesh(np.asarray(devices), ('trials',))
@@ -172,8 +172,12 @@ def test_sharded_population_continues_without_new_programs(data):
     # A host gather put back with the same sharding reuses the program.
     state = jax.device_put(pop.take(state, [1, 0, 2, 3]), sharding)
     hp = jax.device_put(pop.take(hp, [1, 0, 2, 3]), sharding)
+    state, _ = pop.run_segment(CONFIG, hp, state, data, 1)
+    # So does a population restored from its checkpoint onto the trial axis.
+    pop.save_population(tmp_path / 'sharded.msgpack', state)
+    state, _ = pop.restore_population(tmp_path / 'sharded.msgpack', state, sharding=sharding)
     state, metrics = pop.run_segment(CONFIG, hp, state, data, 1)
   assert lowered.value == 0
   assert jax.tree.leaves(state)[0].sharding == sharding
-  assert np.asarray(state.epoch).tolist() == [3, 3, 3, 3]
+  assert np.asarray(state.epoch).tolist() == [4, 4, 4, 4]
   assert jnp.isnan(metrics['dev_accuracy'][3, 0])

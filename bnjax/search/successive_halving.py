@@ -215,6 +215,8 @@ def hyperband(
   space = as_space(space)
   brackets = hyperband_brackets(min_epochs, max_epochs, eta)
   segment = segment_length(brackets)
+  if chunk_size is not None:
+    check_count('chunk_size', chunk_size)
   devices = list(devices or jax.local_devices())
   data, sharding = chunks.data_on(devices, splits)
   size = default_chunk_size(splits, devices, chunk_size)
