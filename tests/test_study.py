@@ -254,6 +254,16 @@ def test_a_dead_workers_trials_go_back_to_waiting_with_their_numbers(tmp_path):
   ]
 
 
+def test_an_output_directory_serves_one_search_at_a_time(splits, tmp_path):
+  (tmp_path / 'study.journal.lock').symlink_to(tmp_path / 'study.journal')  # left by a kill -9
+  with workers.directory_lock(str(tmp_path)):
+    assert not (tmp_path / 'study.journal.lock').exists()
+    with pytest.raises(search.LedgerError, match='in use by a search still running') as info:
+      search.run('random', SPEC, splits, num_trials=N, output_dir=tmp_path, **OPTIONS)
+  assert f'pid {os.getpid()}' in str(info.value) and '--storage' in str(info.value)
+  assert not (tmp_path / 'study.journal').exists()
+
+
 # ------------------------------------------------------------------------------ candidates
 
 

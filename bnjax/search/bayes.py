@@ -42,7 +42,11 @@ def sampler_class(name: str) -> type:
   }
   cls = classes.get(wanted.lower()) or classes.get(wanted.lower() + 'sampler')
   if cls is None or cls is optuna.samplers.BaseSampler:
-    known = sorted(n for n in vars(optuna.samplers) if n.endswith('Sampler') and n != 'BaseSampler')
+    known = sorted(
+      n
+      for n, c in vars(optuna.samplers).items()
+      if n.endswith('Sampler') and n != 'BaseSampler' and not inspect.isabstract(c)
+    )
     raise ValueError(
       f'unknown sampler {name!r}; choose tpe, gp or one of optuna.samplers: {", ".join(known)}.'
     )

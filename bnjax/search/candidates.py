@@ -31,13 +31,13 @@ from bnjax.training import TrainConfig
 class CandidateStore:
   """The best `k` candidates of a study: in `directory`, or in memory when it is None."""
 
-  def __init__(self, directory: str | None, k: int):
+  def __init__(self, directory: str | None, k: int, *, clean: bool = False):
     self.directory, self.k = directory, k
     self.memory: dict[int, Candidate] = {}
     self.ranks: dict[int, tuple] = {}  # trial id -> rank_key, of the told trials known here
     if directory is not None:
       os.makedirs(directory, exist_ok=True)
-      for name in os.listdir(directory):  # temporary files of a process that was killed
+      for name in os.listdir(directory) if clean else ():  # a killed process's temporary files
         if name.startswith('.trial_'):
           os.unlink(os.path.join(directory, name))
 

@@ -21,6 +21,7 @@ n-th chunk this process runs, from 0) or `test` makes the process SIGKILL
 itself there, so tests can crash a search at a chosen point.
 """
 
+import contextlib
 import math
 import os
 import signal
@@ -37,7 +38,7 @@ from bnjax.search.candidates import CandidateStore
 from bnjax.search.engine import run_trials
 from bnjax.search.results import Results
 from bnjax.search.top_k import test_top_k
-from bnjax.search.workers import Worker
+from bnjax.search.workers import Worker, directory_lock
 from bnjax.space import Space
 
 WAIT = 'wait'  # a strategy's answer when its next round needs other workers' trials told
@@ -105,112 +106,115 @@ def run_study(
       worker counts as dead and its trials run again.
     The rest are `run_trials`' options.
   """
-  say = report or (lambda message: None)
-  backend = ledger.open_storage(storage, output_dir)
-  settings = dict(
-    **config,
-    **ledger.fingerprint(splits),
-    space=space.to_spec(),
-    epochs=epochs,
-    executions_per_trial=executions_per_trial,
-    select=select,
-    seed=seed,
-    width_ratio=width_ratio,
-    eval_batch_size=eval_batch_size,
-    chunk_size=chunk_size or default_chunk_size,
-  )
-  study, created = ledger.open_study(backend, study_name, settings, sampler=sampler)
-  stored_chunk = study.user_attrs[ledger.CONFIG].get('chunk_size')
-  if chunk_size is not None and stored_chunk not in (None, chunk_size):
-    raise ledger.mismatch(study.study_name, 'chunk_size', stored_chunk, chunk_size)
-  run = _Run(
-    study,
-    space,
-    splits,
-    engine=dict(
-      seed=seed,
+  # The default journal is one process's at a time; shared storages have workers.
+  exclusive = storage is None
+  alone = exclusive and output_dir is not None
+  with directory_lock(os.fspath(output_dir)) if alone else contextlib.nullcontext():
+    say = report or (lambda message: None)
+    backend = ledger.open_storage(storage, output_dir)
+    settings = dict(
+      **config,
+      **ledger.fingerprint(splits),
+      space=space.to_spec(),
       epochs=epochs,
       executions_per_trial=executions_per_trial,
       select=select,
-      top_k=top_k,
-      chunk_size=stored_chunk,
-      devices=devices,
-      eval_batch_size=eval_batch_size,
+      seed=seed,
       width_ratio=width_ratio,
-    ),
-    store=CandidateStore(
-      os.path.join(output_dir, 'candidates') if output_dir is not None else None, top_k
-    ),
-    progress=progress,
-  )
-  worker = Worker(
-    study,
-    lock_dir=output_dir if storage is None and output_dir is not None else None,
-    exclusive=storage is None,
-    stale_after=stale_after,
-  )
-  start = time.perf_counter()
-  with worker:
-    run.worker = worker
-    again = worker.recover()
-    told = [t for t in ledger.ours(study.get_trials(deepcopy=False)) if t.state.is_finished()]
-    run.store.know([_rank_row(t) for t in told])
-    if not created:
-      say(
-        f'resuming study {study.study_name!r} ({_where(storage, output_dir)}): {len(told)} '
-        f'trials done, {len(again)} to run again'
-      )
-    if budget is not None:
-      run.to_do = max(budget - len(told), 0)
-      if len(told) > budget:
-        say(
-          f'the study already has {len(told)} trials, more than the {budget} asked for: '
-          'nothing new to run (ask for more to go on)'
-        )
-    while True:
-      everything = study.get_trials(deepcopy=False)
-      run.drop(ledger.duplicates(everything))
-      trials = ledger.ours(everything)
-      waiting = [t for t in trials if t.state == TrialState.WAITING]
-      if waiting:
-        round_index = min(t.user_attrs[ledger.ROUND] for t in waiting)
-        if not worker.made(round_index) and not worker.may_make(round_index):
-          time.sleep(POLL_SECONDS)  # its maker is still adding trials: plan it whole
-          continue
-        run.train([t for t in trials if t.user_attrs[ledger.ROUND] == round_index])
-        continue
-      step = next_round(study, trials)
-      if step is None:
-        if worker.recover():  # a dead worker's trials, back to WAITING: run them
-          continue
-        break
-      if step == WAIT:
-        if not worker.others_running():
-          break
-        time.sleep(POLL_SECONDS)
-        worker.recover()
-        continue
-      round_index = 1 + max((t.user_attrs[ledger.ROUND] for t in trials), default=-1)
-      if step.table is not None and not worker.may_make(round_index):
-        time.sleep(POLL_SECONDS)  # another worker makes this round: its trials will show
-        worker.recover()
-        continue
-      asked = run.create(step, round_index)
-      worker.made(round_index, True)
+      eval_batch_size=eval_batch_size,
+      chunk_size=chunk_size or default_chunk_size,
+    )
+    study, created = ledger.open_study(backend, study_name, settings, sampler=sampler)
+    stored_chunk = study.user_attrs[ledger.CONFIG].get('chunk_size')
+    if chunk_size is not None and stored_chunk not in (None, chunk_size):
+      raise ledger.mismatch(study.study_name, 'chunk_size', stored_chunk, chunk_size)
+    run = _Run(
+      study,
+      space,
+      splits,
+      engine=dict(
+        seed=seed,
+        epochs=epochs,
+        executions_per_trial=executions_per_trial,
+        select=select,
+        top_k=top_k,
+        chunk_size=stored_chunk,
+        devices=devices,
+        eval_batch_size=eval_batch_size,
+        width_ratio=width_ratio,
+      ),
+      store=CandidateStore(
+        os.path.join(output_dir, 'candidates') if output_dir is not None else None,
+        top_k,
+        clean=alone,
+      ),
+      progress=progress,
+    )
+    worker = Worker(study, exclusive=exclusive, stale_after=stale_after)
+    start = time.perf_counter()
+    with worker:
+      run.worker = worker
+      again = worker.recover()
       trials = ledger.ours(study.get_trials(deepcopy=False))
-      # A round asked of the sampler is this worker's own; another's may share its index.
-      if asked:
-        run.train([t for t in trials if t.number in asked])
-      else:
-        run.train([t for t in trials if t.user_attrs[ledger.ROUND] == round_index])
-    trials = ledger.ours(study.get_trials(deepcopy=False))
-    if test and all(t.state.is_finished() for t in trials) and not worker.others_running():
-      run.test_once()
-    elif test:
-      say('trials of other workers are still running: the last worker to finish tests the top k')
-  results = Results.from_study(study)
-  results.info = {**run.info, 'seconds': time.perf_counter() - start, 'study': study.study_name}
-  return results
+      told = [t for t in trials if t.state.is_finished()]
+      run.store.know([_rank_row(t) for t in told])
+      if not created:
+        waiting = sum(t.state == TrialState.WAITING for t in trials)
+        say(
+          f'resuming study {study.study_name!r} ({_where(storage, output_dir)}): {len(told)} '
+          f'trials done, {waiting} to run ({len(again)} of them cut off by a crash)'
+        )
+      if budget is not None:
+        run.to_do = max(budget - len(told), 0)
+        if len(told) > budget:
+          say(
+            f'the study already has {len(told)} trials, more than the {budget} asked for: '
+            'nothing new to run (ask for more to go on)'
+          )
+      while True:
+        everything = study.get_trials(deepcopy=False)
+        run.drop(ledger.duplicates(everything))
+        trials = ledger.ours(everything)
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        if waiting:
+          round_index = min(t.user_attrs[ledger.ROUND] for t in waiting)
+          if not worker.made(round_index) and not worker.may_make(round_index):
+            time.sleep(POLL_SECONDS)  # its maker is still adding trials: plan it whole
+            continue
+          run.train([t for t in trials if t.user_attrs[ledger.ROUND] == round_index])
+          continue
+        step = next_round(study, trials)
+        if step is None:
+          if worker.recover():  # a dead worker's trials, back to WAITING: run them
+            continue
+          break
+        if step == WAIT:
+          if not worker.others_running():
+            break
+          time.sleep(POLL_SECONDS)
+          worker.recover()
+          continue
+        round_index = 1 + max((t.user_attrs[ledger.ROUND] for t in trials), default=-1)
+        if step.table is not None and not worker.may_make(round_index):
+          time.sleep(POLL_SECONDS)  # another worker makes this round: its trials will show
+          worker.recover()
+          continue
+        asked = run.create(step, round_index)
+        worker.made(round_index, True)
+        trials = ledger.ours(study.get_trials(deepcopy=False))
+        # A round asked of the sampler is this worker's own; another's may share its index.
+        if asked:
+          run.train([t for t in trials if t.number in asked])
+        else:
+          run.train([t for t in trials if t.user_attrs[ledger.ROUND] == round_index])
+      trials = ledger.ours(study.get_trials(deepcopy=False))
+      if test and all(t.state.is_finished() for t in trials) and not worker.others_running():
+        run.test_once()
+      elif test:
+        say('trials of other workers are still running: the last worker to finish tests the top k')
+    results = Results.from_study(study)
+    results.info = {**run.info, 'seconds': time.perf_counter() - start, 'study': study.study_name}
+    return results
 
 
 class _Run:

@@ -19,6 +19,7 @@ by a live worker or recoverable.
   record names waits `stale_after` seconds from its start.
 """
 
+import contextlib
 import datetime
 import os
 import socket
@@ -30,7 +31,7 @@ from collections.abc import Iterable, Sequence
 import optuna
 from optuna.trial import TrialState
 
-from bnjax.search.ledger import LedgerError
+from bnjax.search.ledger import JOURNAL_FILE, LedgerError
 
 try:
   import fcntl
@@ -45,24 +46,23 @@ LOCK_FILE = 'study.lock'
 class Worker:
   """This process's part in a study: claims, its record, its heartbeat.
 
-  Use as a context manager: entering takes the lock or starts the heartbeat;
+  Use as a context manager: entering starts the heartbeat (shared storages);
   leaving (also on an exception or Ctrl-C) puts the trials it holds back to
-  WAITING and stops.
+  WAITING and stops. `exclusive`: the only worker (`directory_lock` held, or
+  a study in memory), so every RUNNING trial it did not claim is stale.
   """
 
   def __init__(
     self,
     study: optuna.Study,
     *,
-    lock_dir: str | None = None,
     exclusive: bool = False,
     stale_after: float = 120.0,
     beat_every: float = 10.0,
   ):
     self.study, self.storage = study, study._storage  # RDB storages come wrapped in Optuna's cache
     self.study_id = study._study_id
-    self.exclusive = exclusive or lock_dir is not None
-    self.lock_dir, self.stale_after, self.beat_every = lock_dir, stale_after, beat_every
+    self.exclusive, self.stale_after, self.beat_every = exclusive, stale_after, beat_every
     self.host, self.pid = socket.gethostname(), os.getpid()
     self.id = f'{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}'
     self.held: set[int] = set()
@@ -70,11 +70,8 @@ class Worker:
     self._mutex = threading.Lock()
     self._stopping = threading.Event()
     self._thread = None
-    self._lock_fd = None
 
   def __enter__(self) -> 'Worker':
-    if self.lock_dir is not None:
-      self._lock()
     if not self.exclusive:
       self._write()
       self._thread = threading.Thread(target=self._beat, daemon=True, name='bnjax-heartbeat')
@@ -85,13 +82,9 @@ class Worker:
     self._stopping.set()
     if self._thread is not None:
       self._thread.join()
-    try:
-      self.release(self.held)
-      if not self.exclusive:
-        self._write(stopped=True)
-    finally:
-      if self._lock_fd is not None:
-        os.close(self._lock_fd)
+    self.release(self.held)
+    if not self.exclusive:
+      self._write(stopped=True)
 
   # ---------------------------------------------------------------------------- claims
 
@@ -236,23 +229,34 @@ class Worker:
     while not self._stopping.wait(self.beat_every):
       self._write()
 
-  def _lock(self) -> None:
-    if fcntl is None:
-      return
-    path = os.path.join(self.lock_dir, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-      owner = os.pread(fd, 64, 0).decode(errors='replace').strip() or 'another process'
-      os.close(fd)
-      raise LedgerError(
-        f'{self.lock_dir!r} is in use by a search still running ({owner}); wait for it to end, '
-        'or run several workers with a shared --storage and --study_name'
-      ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f'pid {self.pid} on {self.host}'.encode(), 0)
-    self._lock_fd = fd
+
+@contextlib.contextmanager
+def directory_lock(directory: str):
+  """Holds `directory` for this process alone (an `flock` the kernel frees however it dies).
+
+  Under it, a journal lock file left by a process killed while appending is
+  stale, and goes.
+  """
+  os.makedirs(directory, exist_ok=True)
+  fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    if fcntl is not None:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError:
+        owner = os.pread(fd, 64, 0).decode(errors='replace').strip() or 'another process'
+        raise LedgerError(
+          f'{directory!r} is in use by a search still running ({owner}); wait for it to end, '
+          'or run several workers with a shared --storage and --study_name'
+        ) from None
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}'.encode(), 0)
+    stale = os.path.join(directory, JOURNAL_FILE + '.lock')
+    if os.path.lexists(stale):
+      os.unlink(stale)
+    yield
+  finally:
+    os.close(fd)
 
 
 def _alive(pid: int) -> bool:
