@@ -1,11 +1,15 @@
 r"""Hyperparameter search: hundreds of BN-MLPs trained at once, one command.
 
   python experiments/random_search.py                       # MNIST-1D, defaults
-  python experiments/random_search.py --dataset=digits --num_trials=64
-  python experiments/random_search.py \
+  python experiments/random_search.py --dataset=digits --num_trials=64 --output_dir=runs/digits
+  python experiments/random_search.py --output_dir=runs/notes_space \
       --space='learning_rate=log:1e-4:1,beta1=1mlog:0.9:0.999,hidden_units=int:50:100'
-  python experiments/random_search.py --strategy=coarse_to_fine --rounds=3
-  python experiments/random_search.py --strategy=bayes --num_trials=48
+  python experiments/random_search.py --strategy=coarse_to_fine --rounds=3 --output_dir=runs/c2f
+  python experiments/random_search.py --strategy=bayes --num_trials=48 --output_dir=runs/bayes
+
+Each search keeps its own output directory: one that holds another search's
+study is refused with a message (a different data set, space or epochs would
+mix two studies).
 
 Selection uses the dev split only; the top configurations are evaluated on the
 test split once, at the end. Writes <output_dir>/results.csv (one row per
