@@ -57,3 +57,18 @@ def blob_splits():
   centers = rng.normal(size=(3, 6))
   parts = [blobs(rng, centers, n) for n in (200, 60, 60)]
   return Splits(*parts[0], *parts[1], *parts[2], num_classes=3, name='blobs')
+
+
+@pytest.fixture(scope='module')
+def blob_npz(blob_splits, tmp_path_factory):
+  """`blob_splits` as a data file the launchers load (train and dev together, test apart)."""
+  splits = blob_splits
+  path = tmp_path_factory.mktemp('data') / 'blobs.npz'
+  np.savez(
+    path,
+    x=np.concatenate([splits.x_train, splits.x_dev]),
+    y=np.concatenate([splits.y_train, splits.y_dev]),
+    x_test=splits.x_test,
+    y_test=splits.y_test,
+  )
+  return path

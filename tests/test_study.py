@@ -404,16 +404,8 @@ def complete_outputs(output_dir: pathlib.Path) -> None:
 
 
 @pytest.fixture(scope='module')
-def data_file(splits, tmp_path_factory):
-  path = tmp_path_factory.mktemp('data') / 'blobs.npz'
-  np.savez(
-    path,
-    x=np.concatenate([splits.x_train, splits.x_dev]),
-    y=np.concatenate([splits.y_train, splits.y_dev]),
-    x_test=splits.x_test,
-    y_test=splits.y_test,
-  )
-  return path
+def data_file(blob_npz):
+  return blob_npz
 
 
 @pytest.fixture(scope='module')

@@ -83,19 +83,8 @@ def postgres():
 
 
 @pytest.fixture(scope='module')
-def data_file(blob_splits, tmp_path_factory):
-  import numpy as np
-
-  splits = blob_splits
-  path = tmp_path_factory.mktemp('data') / 'blobs.npz'
-  np.savez(
-    path,
-    x=np.concatenate([splits.x_train, splits.x_dev]),
-    y=np.concatenate([splits.y_train, splits.y_dev]),
-    x_test=splits.x_test,
-    y_test=splits.y_test,
-  )
-  return path
+def data_file(blob_npz):
+  return blob_npz
 
 
 def start(data_file, output_dir, storage='', study_name='', crash_at=None) -> subprocess.Popen:
