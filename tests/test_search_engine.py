@@ -18,6 +18,7 @@ import functools
 import json
 import math
 import os
+import types
 
 import jax
 import jax.numpy as jnp
@@ -485,9 +486,10 @@ def test_select_best_picks_the_best_epoch(splits):
 
 
 def test_best_epoch_is_the_devices_for_one_execution(splits):
-  # One device, all four trials in one chunk: the engine's program has the
-  # shape of the hand-made `jit(vmap(make_train))`, so every number agrees.
-  results = run(SELECT_TABLE, splits, epochs=4, devices=jax.devices()[:1], test=False)
+  # One device, all four trials in one chunk of 4: the engine's program has
+  # the shape of the hand-made `jit(vmap(make_train))`, so every number agrees.
+  one = jax.devices()[:1]
+  results = run(SELECT_TABLE, splits, epochs=4, devices=one, chunk_size=4, test=False)
   config = bnjax.TrainConfig(
     epochs=4, batch_size=32, hidden_sizes=(12,), num_classes=3, dropout=False
   )
@@ -681,19 +683,18 @@ def shaped_splits(n_train, n_dev, features, classes):
 
 
 def test_100000_trials_are_planned_in_chunks_that_fit_memory():
-  """`--num_trials=100000 --epochs=1` hung: the CPU policy's 12,500-trial chunks (~238 GB)."""
+  """`--num_trials=100000 --epochs=1` hung once: 12,500-trial chunks (~238 GB) were planned."""
   splits = shaped_splits(**MNIST1D_SHAPES)
   one = jax.devices()[:1]
   table = with_defaults(as_space(search.DEFAULT_SPACE).sample(jax.random.key(0), 100_000), 100_000)
   planned = buckets.make_buckets(table, epochs=1, num_classes=10)
-  policy = chunks.progress_chunk_size(100_000, one)
-  assert policy == 12_500
-  plan = chunks.plan_chunks(planned, splits, one, executions=1, chunk_size=policy)
+  asked = 12_500
+  plan = chunks.plan_chunks(planned, splits, one, executions=1, chunk_size=asked)
   data = chunks.data_bytes(splits)
   for chunk in plan:
     config = planned[chunk.bucket].config
     per_run = chunks.trial_bytes(config, 40, 3600, 400)
-    assert policy * per_run > 50 * chunks.memory_budget(one), 'the policy alone would not fit'
+    assert asked * per_run > 50 * chunks.memory_budget(one), 'the size asked would not fit'
     assert data + chunk.size * per_run <= chunks.memory_budget(one)
   assert sum(chunk.real for chunk in plan) == 100_000
   assert {chunk.size for chunk in plan} == {
@@ -701,16 +702,55 @@ def test_100000_trials_are_planned_in_chunks_that_fit_memory():
   }
 
 
-def test_the_default_search_keeps_its_chunks():
-  """The launcher's default (24 trials on MNIST-1D, one CPU): 8 chunks of 3, as before."""
+@pytest.mark.parametrize('num_trials', [3, 24, 200])
+def test_default_chunks_do_not_depend_on_the_number_of_trials(num_trials):
+  """The launcher's default space on MNIST-1D: chunks of `CPU_CHUNK` runs, padded, on one CPU."""
   splits = shaped_splits(**MNIST1D_SHAPES)
   one = jax.devices()[:1]
-  table = with_defaults(as_space(search.DEFAULT_SPACE).sample(jax.random.key(0), 24), 24)
+  table = with_defaults(
+    as_space(search.DEFAULT_SPACE).sample(jax.random.key(0), num_trials), num_trials
+  )
   planned = buckets.make_buckets(table, epochs=40, num_classes=10)
-  policy = chunks.progress_chunk_size(24, one)
-  plan = chunks.plan_chunks(planned, splits, one, executions=1, chunk_size=policy)
-  assert policy == 3 and [chunk.size for chunk in plan] == [3] * len(plan)
-  assert sum(chunk.real for chunk in plan) == 24
+  plan = chunks.plan_chunks(planned, splits, one, executions=1, chunk_size=None)
+  assert chunks.CPU_CHUNK == 8 and {chunk.size for chunk in plan} == {8}
+  assert sum(chunk.real for chunk in plan) == num_trials
+  for index, bucket in enumerate(planned):  # only a bucket's last chunk is padded
+    reals = [chunk.real for chunk in plan if chunk.bucket == index]
+    assert reals[:-1] == [8] * (len(reals) - 1) and sum(reals) == len(bucket.trial_ids)
+
+
+def test_chunk_runs_follow_the_devices_and_executions_not_the_trials(splits, monkeypatch):
+  config = small_config()
+  cpus = jax.devices()
+  assert chunks.chunk_runs(config, splits, cpus[:1]) == 8
+  assert chunks.chunk_runs(config, splits, cpus[:1], executions=3) == 9  # a trial's runs together
+  assert chunks.chunk_runs(config, splits, cpus[:3]) == 9  # a multiple of the devices
+  assert chunks.chunk_runs(config, splits, cpus[:1], chunk_size=5) == 5  # the user's wins
+  assert chunks.chunk_runs(config, splits, cpus[:4], chunk_size=5) == 8
+  # An accelerator's chunks follow its total memory, not what is in use at the moment.
+  gpu = types.SimpleNamespace(platform='gpu', memory_stats=lambda: stats)
+  per_run, data = chunks.trial_bytes(config, 6, 200, 60), chunks.data_bytes(splits)
+  stats = {'bytes_limit': 2 * (data + 100 * per_run), 'bytes_in_use': 0}
+  assert chunks.chunk_runs(config, splits, [gpu]) == 100
+  stats['bytes_in_use'] = stats['bytes_limit'] // 2
+  assert chunks.chunk_runs(config, splits, [gpu]) == 100
+  stats['bytes_limit'] = 2**50
+  assert chunks.chunk_runs(config, splits, [gpu, gpu]) == 2 * chunks.ACCELERATOR_CHUNK
+
+
+def test_a_trials_numbers_do_not_depend_on_how_many_trials_there_are(splits):
+  # One bucket whatever is drawn (fixed architecture, keep_prob < 1 always):
+  # 3 trials are one padded chunk, 20 are three; every chunk has 8 runs.
+  space = (
+    'learning_rate=log:1e-3:3e-1,optimizer=choice:adam|momentum|sgd,'
+    'keep_prob=uniform:0.7:0.95,hidden_units=fixed:12,num_layers=fixed:2,batch_size=fixed:32'
+  )
+  few = search.run('random', space, splits, num_trials=3, seed=4, epochs=EPOCHS, test=False)
+  many = search.run('random', space, splits, num_trials=20, seed=4, epochs=EPOCHS, test=False)
+  assert few.info['chunks'] == 1 and many.info['chunks'] == 3
+  assert list(few.column('trial_id')) == [0, 1, 2]
+  assert_same_trials(many, few, [0, 1, 2])
+  assert len(set(many.column('dev_loss'))) == 20
 
 
 def small_config(**changes):

@@ -203,6 +203,21 @@ def test_resume_keeps_trials_extends_the_budget_and_checks_the_configuration(spl
     search.run('random', SPEC.replace('0.99', '0.999'), splits, num_trials=N, **options)
 
 
+def test_an_extended_study_gives_each_trial_id_the_numbers_of_one_search(splits, tmp_path):
+  # Default chunks (`chunks.chunk_runs`: 8 runs on this CPU, from the bucket
+  # and the devices): 3 trials, then 8 more in a second round, train each
+  # trial id exactly as one search of 11 does, and the study records it all.
+  options = dict(OPTIONS, output_dir=tmp_path, test=False)
+  search.run('random', SPEC, splits, num_trials=3, **options)
+  extended = search.run('random', SPEC, splits, num_trials=11, **options)
+  alone = search.run('random', SPEC, splits, num_trials=11, **dict(OPTIONS, test=False))
+  same_results(extended, alone)
+  study = journal(tmp_path)
+  assert study.user_attrs[ledger.CONFIG]['chunk_size'] is None
+  assert [t.user_attrs['chunk_size'] for t in study.trials] == [8] * 11
+  assert [t.user_attrs['round'] for t in study.trials] == [0] * 3 + [1] * 8
+
+
 def test_ctrl_c_drops_the_chunk_in_flight_and_a_rerun_finishes_the_same(
   splits, in_memory, tmp_path
 ):

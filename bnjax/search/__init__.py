@@ -17,7 +17,7 @@ This module only re-exports. Behind it, in the order data flows:
 
 from bnjax.search.bayes import bayes_search
 from bnjax.search.checks import SearchError
-from bnjax.search.chunks import progress_chunk_size, seed_key, trial_keys
+from bnjax.search.chunks import chunk_runs, seed_key, trial_keys
 from bnjax.search.engine import run_trials
 from bnjax.search.ledger import LedgerError, check_storage
 from bnjax.search.results import Results, concatenate
@@ -48,11 +48,11 @@ __all__ = [
   'as_space',
   'bayes_search',
   'check',
+  'chunk_runs',
   'check_storage',
   'coarse_to_fine',
   'concatenate',
   'grid_search',
-  'progress_chunk_size',
   'random_search',
   'run',
   'run_trials',

@@ -157,9 +157,6 @@ def bayes_search(
     study.sampler = make_sampler(sampler, _round_seed(seed, len(trials)))
     return Round(ask=min(per_round, num_trials - len(trials)))
 
-  chunk_size = engine_options.pop('chunk_size', None)
-  # On a CPU a round is one chunk (it is small); elsewhere memory decides.
-  on_cpu = chunks.progress_chunk_size(1, engine_options.get('devices')) is not None
   return run_study(
     space,
     splits,
@@ -171,8 +168,6 @@ def bayes_search(
     output_dir=output_dir,
     sampler=make_sampler(sampler, _round_seed(seed, 0)),
     seed=seed,
-    chunk_size=chunk_size,
-    default_chunk_size=per_round if on_cpu else None,
     report=report,
     stale_after=stale_after,
     **engine_options,

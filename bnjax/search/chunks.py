@@ -3,10 +3,20 @@
 A chunk is one call of a bucket's `jit(vmap(train))`: `size` runs (a run is
 one execution of one trial), a multiple of the device count, so the trial
 axis splits evenly over the devices, and of the executions per trial, so a
-trial's runs always share a chunk. The last chunk of a bucket is padded by
-repeating its first run; padded results are dropped. A run's key is
-`fold_in(fold_in(seed, trial_id), execution)`, so its numbers depend on
-neither its chunk nor its neighbours.
+trial's runs always share a chunk. A run's key is
+`fold_in(fold_in(seed, trial_id), execution)`, so which numbers it draws
+depends on neither its chunk nor its neighbours.
+
+The chunk size is a function of the bucket's program, the data's shapes and
+the devices only (`chunk_runs`), never of how many trials a search has: XLA
+picks its kernels by shape, and a batch of another size may sum in another
+order, so a trial trained in chunks of 3 and of 8 differs in the last bits,
+and after 40 epochs by points of accuracy. With one size for every chunk of a
+bucket, a trial id gives the same numbers bit for bit whether the search has
+3 trials or 3,000, and whether a study runs it first or on resume. Every
+chunk has that size: the last one of a bucket (or a bucket smaller than one
+chunk) is padded by repeating its first run, and the padding's results are
+dropped.
 """
 
 import math
@@ -24,11 +34,14 @@ from bnjax.search.buckets import Bucket
 from bnjax.search.checks import SearchError, check_seed
 from bnjax.training import TrainConfig, TrainData, TrainResult, make_train
 
-# Bytes a chunk aims at where the device does not report its memory (CPU): a
-# CPU is no faster with bigger chunks (see `progress_chunk_size`).
+# Bytes a chunk aims at where the device does not report its memory (CPU).
 HOST_MEMORY_BUDGET = 2 << 30
-# Chunks per bucket that `progress_chunk_size` aims at on a CPU.
-PROGRESS_CHUNKS = 8
+# Runs per chunk on a CPU: no slower per run than bigger chunks (a run's
+# parameters stay in cache), and a small search pads few runs.
+CPU_CHUNK = 8
+# Runs per chunk and device at most elsewhere: enough to keep an accelerator
+# busy with small networks, few enough that a small search pads no more.
+ACCELERATOR_CHUNK = 1024
 
 
 class Chunk(NamedTuple):
@@ -76,11 +89,15 @@ def data_bytes(splits: Splits) -> int:
 
 
 def memory_budget(devices: Sequence[jax.Device]) -> int:
-  """What a chunk aims at: half the devices' free memory, or `HOST_MEMORY_BUDGET` on a CPU."""
+  """What a chunk aims at: half the devices' total memory, or `HOST_MEMORY_BUDGET` on a CPU.
+
+  Total, not free: the memory in use changes from one moment to the next, and
+  the chunk size must not (see the module docstring).
+  """
   stats = _memory_stats(devices)
   if stats is None:
     return HOST_MEMORY_BUDGET
-  return len(devices) * (stats['bytes_limit'] - stats.get('bytes_in_use', 0)) // 2
+  return len(devices) * stats['bytes_limit'] // 2
 
 
 def memory_available(devices: Sequence[jax.Device]) -> int:
@@ -146,17 +163,27 @@ def _gib(size: int) -> str:
   return f'{size / 2**30:,.1f}'
 
 
-def progress_chunk_size(num_trials: int, devices: Sequence[jax.Device] | None = None) -> int | None:
-  """On a CPU, chunks of about `num_trials / 8`; elsewhere None (memory decides).
+def chunk_runs(
+  config: TrainConfig,
+  splits: Splits,
+  devices: Sequence[jax.Device],
+  *,
+  executions: int = 1,
+  chunk_size: int | None = None,
+) -> int:
+  """Runs per chunk of a bucket: from its program, the data's shapes and the devices only.
 
-  A CPU is as busy with 8 trials at once as with 800 (and fastest near 8,
-  where a trial's parameters stay in cache), so small chunks cost nothing
-  there and let a progress report move; an accelerator needs big ones.
+  `chunk_size` if given, else `CPU_CHUNK` on a CPU and `ACCELERATOR_CHUNK`
+  per device elsewhere; rounded up to a multiple of the device count and of
+  `executions`, and capped by what fits memory (`runs_that_fit`). Never a
+  function of how many trials there are (see the module docstring).
   """
-  devices = list(devices or jax.devices())
-  if devices[0].platform != 'cpu':
-    return None
-  return max(len(devices), math.ceil(num_trials / PROGRESS_CHUNKS))
+  unit = math.lcm(len(devices), executions)
+  fits = runs_that_fit(config, splits, devices, executions=executions)
+  if chunk_size is None:
+    on_cpu = devices[0].platform == 'cpu'
+    chunk_size = CPU_CHUNK if on_cpu else ACCELERATOR_CHUNK * len(devices)
+  return min(-(-chunk_size // unit) * unit, fits)
 
 
 def seed_key(seed: int) -> jax.Array:
@@ -188,27 +215,29 @@ def plan_chunks(
   executions: int,
   chunk_size: int | None,
 ) -> list[Chunk]:
-  """Every bucket's runs, trial by trial, cut into chunks that fit memory.
+  """Every bucket's runs, trial by trial, cut into chunks of its `chunk_runs`.
 
   Args:
     buckets: from `buckets.make_buckets`.
     splits: the data (its sizes bound a run's memory).
     devices: the devices the trial axis is sharded over.
     executions: runs per trial.
-    chunk_size: runs per chunk at most; None: as many as memory holds. Either
-      way capped by `runs_that_fit`, rounded up to a multiple of the device
-      count and of `executions`, and down to what the bucket needs.
+    chunk_size: runs per chunk; None: `chunk_runs`' default. Either way
+      rounded up to a multiple of the device count and of `executions`, and
+      capped by what fits memory; a bucket with fewer runs is padded to it.
 
   Raises:
     SearchError: a bucket's smallest chunk does not fit memory (before any
       chunk is planned, so before any compute).
   """
-  unit = math.lcm(len(devices), executions)
-  fits = [runs_that_fit(b.config, splits, devices, executions=executions) for b in buckets]
+  sizes = [
+    chunk_runs(b.config, splits, devices, executions=executions, chunk_size=chunk_size)
+    for b in buckets
+  ]
   plan = []
   for index, bucket in enumerate(buckets):
     runs = len(bucket.trial_ids) * executions
-    size = min(-(-min(chunk_size or fits[index], runs) // unit) * unit, fits[index])
+    size = sizes[index]
     rows = np.repeat(np.arange(len(bucket.trial_ids)), executions)
     execution = np.tile(np.arange(executions), len(bucket.trial_ids))
     for begin in range(0, runs, size):

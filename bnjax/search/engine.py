@@ -60,8 +60,8 @@ def run_trials(
     top_k: how many of the best configurations are evaluated on test.
     test: evaluate them now; False keeps their params in `candidates` for a
       later `test_top_k` (a search in rounds tests once, at the end).
-    chunk_size: runs per program call; default from `chunks.trial_bytes` and
-      the devices' memory.
+    chunk_size: runs per program call; default: each bucket's `chunks.chunk_runs`
+      (from the bucket and the devices, never from the number of trials).
     devices: where to shard the trial axis; default all local devices.
     eval_batch_size: examples per evaluation batch.
     width_ratio: split buckets so no trial is padded wider than this times
@@ -79,7 +79,7 @@ def run_trials(
       The chunks are planned from the whole table either way, so a chunk
       that runs has the shape it would have had in a run without skips.
     on_chunk: called after each chunk with its trials' rows (`trial_id`,
-      `bucket` and the metric columns), their curves and the chunk's best
+      `bucket`, `chunk_size` and the metric columns), their curves and the chunk's best
       `top_k.Candidate`s, before the next chunk starts.
   """
   start = time.perf_counter()
@@ -136,7 +136,7 @@ def run_trials(
     pool = keep_best(pool, best, top_k)
     if on_chunk:
       on_chunk(
-        [{**trial.row, 'bucket': chunk.bucket} for trial in finished],
+        [{**trial.row, 'bucket': chunk.bucket, 'chunk_size': chunk.size} for trial in finished],
         [curves[int(bucket.trial_ids[trial.position])] for trial in finished],
         best,
       )

@@ -25,7 +25,7 @@ from bnjax.search.checks import (
   check_options,
   check_runs,
 )
-from bnjax.search.chunks import progress_chunk_size, seed_key
+from bnjax.search.chunks import seed_key
 from bnjax.search.engine import check_fits, run_trials
 from bnjax.search.results import Results, concatenate
 from bnjax.search.study import WAIT, Round, run_study
@@ -226,9 +226,9 @@ def run(strategy: str, space, splits: Splits, **options) -> Results:
   """Runs the search `strategy` ('random', 'grid', 'coarse_to_fine' or 'bayes') over `space`.
 
   Every option is checked (`check`) before any compute. Where `chunk_size`
-  is not given, a CPU runs chunks of about an eighth of a round's trials
-  (`chunks.progress_chunk_size`: as fast there, and progress shows);
-  accelerators take as many as memory holds.
+  is not given, each bucket's chunks take `chunks.chunk_runs`' size, which
+  depends on the bucket and the devices only, so a trial's numbers do not
+  move with `num_trials`.
 
   Args:
     strategy: one of `STRATEGIES`.
@@ -244,15 +244,6 @@ def run(strategy: str, space, splits: Splits, **options) -> Results:
   check(strategy, space, **options)
   if strategy == 'bayes':
     return bayes.bayes_search(space, splits, **options)
-  if options.get('chunk_size') is None:
-    per_round = (
-      grid_size(space, options.get('points_per_axis', GRID_POINTS))
-      if strategy == 'grid'
-      else options['num_trials']
-    )
-    default = progress_chunk_size(per_round, options.get('devices'))
-    # A study keeps the chunk size it was made with; this is only a new one's.
-    options['default_chunk_size' if _through_study(options) else 'chunk_size'] = default
   search = {'random': random_search, 'grid': grid_search, 'coarse_to_fine': coarse_to_fine}
   return search[strategy](space, splits, **options)
 

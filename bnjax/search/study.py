@@ -75,7 +75,6 @@ def run_study(
   top_k: int = 5,
   test: bool = True,
   chunk_size: int | None = None,
-  default_chunk_size: int | None = None,
   devices=None,
   eval_batch_size: int = 1024,
   width_ratio: float | None = 1.5,
@@ -98,8 +97,9 @@ def run_study(
     study_name: the study in `storage` (default 'bnjax').
     output_dir: where the journal and the top-k candidates live.
     sampler: the study's Optuna sampler (strategies that ask).
-    chunk_size: runs per program; None: the study's, or `default_chunk_size`
-      for a new study.
+    chunk_size: runs per program; None: the study's (a new study records
+      None: each bucket's `chunks.chunk_runs`, from the bucket and the devices).
+      Each trial records the size of the chunk it ran in (`chunk_size`).
     progress: `progress(trials_done, trials_to_do)` after each chunk.
     report: called with one-line messages (resume, stop, waiting).
     stale_after: seconds without a heartbeat after which a shared storage's
@@ -122,7 +122,7 @@ def run_study(
       seed=seed,
       width_ratio=width_ratio,
       eval_batch_size=eval_batch_size,
-      chunk_size=chunk_size or default_chunk_size,
+      chunk_size=chunk_size,
     )
     study, created = ledger.open_study(backend, study_name, settings, sampler=sampler)
     stored_chunk = study.user_attrs[ledger.CONFIG].get('chunk_size')
@@ -288,6 +288,9 @@ class _Run:
       self.store.add([c for c in best if c.row['trial_id'] in ids])
       for row, curve in mine:
         number = row['trial_id']
+        self.worker.storage.set_trial_user_attr(
+          self.worker.trial_id(number), 'chunk_size', row['chunk_size']
+        )
         ledger.record(
           self.study, self.worker.storage, self.worker.trial_id(number), number, row, curve
         )
