@@ -128,6 +128,12 @@ def init_trial(config: TrainConfig, hp: dict, key: jax.Array, data: TrainData) -
   )
 
 
+def predict(config: TrainConfig, hp: dict, params, model_state, x: jax.Array) -> jax.Array:
+  """Logits `[n, classes]` in eval mode (running BN statistics, no dropout)."""
+  logits, _ = mlp_apply(params, model_state, x, training=False, **_model_options(config, hp))
+  return logits
+
+
 def evaluate(
   config: TrainConfig, hp: dict, params, model_state, x: jax.Array, y: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
@@ -142,7 +148,7 @@ def evaluate(
 
   def one_chunk(args):
     xb, yb, rb = args
-    logits, _ = mlp_apply(params, model_state, xb, training=False, **_model_options(config, hp))
+    logits = predict(config, hp, params, model_state, xb)
     losses = softmax_cross_entropy(logits, yb)
     correct = jnp.argmax(logits, axis=-1) == yb
     return jnp.sum(jnp.where(rb, losses, 0.0)), jnp.sum(rb & correct)

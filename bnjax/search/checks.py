@@ -92,5 +92,9 @@ def check_options(**options) -> None:
       raise SearchError(f'test must be True or False; got {show(value)}.')
     elif name == 'progress' and value is not None and not callable(value):
       raise SearchError(f'progress must be a function (done, total) or None; got {show(value)}.')
+    elif name == 'cv' and value is not None and not (is_integer(value) and value >= 2):
+      raise SearchError(
+        f'cv must be an integer >= 2 (folds), or None for the dev split; got {show(value)}.'
+      )
     elif name == 'devices' and value is not None and len(value) == 0:
       raise SearchError('devices is empty; pass None for every local device.')

@@ -32,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from bnjax.data import Splits
 from bnjax.search.buckets import Bucket
 from bnjax.search.checks import SearchError, check_seed
+from bnjax.search.folds import fold_data, folds_of_runs
 from bnjax.training import TrainConfig, TrainData, TrainResult, make_train
 
 # Bytes a chunk aims at where the device does not report its memory (CPU).
@@ -254,23 +255,36 @@ def plan_chunks(
   return plan
 
 
-def data_on(devices: Sequence[jax.Device], splits: Splits) -> tuple[TrainData, NamedSharding]:
-  """Train and dev splits replicated on `devices` once, and the trial-axis sharding."""
+def data_on(
+  devices: Sequence[jax.Device], splits: Splits, folds: TrainData | None = None
+) -> tuple[TrainData, NamedSharding]:
+  """Train and dev splits (or `folds`' stacked ones) replicated on `devices` once, and the
+  trial-axis sharding."""
   mesh = Mesh(np.asarray(devices), ('trials',))
   data = jax.device_put(
-    TrainData(splits.x_train, splits.y_train, splits.x_dev, splits.y_dev),
+    folds or TrainData(splits.x_train, splits.y_train, splits.x_dev, splits.y_dev),
     NamedSharding(mesh, PartitionSpec()),
   )
   return data, NamedSharding(mesh, PartitionSpec('trials'))
 
 
-def bucket_program(config: TrainConfig, on_trace: Callable[[], None] | None = None):
-  """`jit(vmap(train))` of one bucket; `on_trace()` runs each time it traces (compiles)."""
-  train = make_train(config)
+def bucket_program(
+  config: TrainConfig, on_trace: Callable[[], None] | None = None, *, folds: bool = False
+):
+  """`jit(vmap(train))` of one bucket; `on_trace()` runs each time it traces (compiles).
 
-  def program(hp: dict, keys: jax.Array, data: TrainData) -> TrainResult:
+  With `folds`, the data is stacked `[K, ...]` (`bnjax.search.folds`) and the
+  program takes a `[runs]` fold index: each run trains on its own fold.
+  """
+  train = make_train(config)
+  if folds:
+    train_fold = lambda hp, key, data, fold: train(hp, key, fold_data(data, fold))
+
+  def program(hp: dict, keys: jax.Array, data: TrainData, fold=None) -> TrainResult:
     if on_trace is not None:
       on_trace()
+    if folds:
+      return jax.vmap(train_fold, in_axes=(0, 0, None, 0))(hp, keys, data, fold)
     return jax.vmap(train, in_axes=(0, 0, None))(hp, keys, data)
 
   return jax.jit(program)
@@ -285,6 +299,7 @@ def run_chunk(
   sharding: NamedSharding,
   *,
   seed: int,
+  folds: int | None = None,
 ) -> tuple[list[Run], TrainResult]:
   """Trains one chunk.
 
@@ -295,6 +310,7 @@ def run_chunk(
     trial_ids: `[bucket trials]` ids that key the bucket's trials.
     data: `data_on`'s data; sharding: its trial-axis sharding.
     seed: the search's seed.
+    folds: K with cross-validation: run `r` of a trial trains on fold `r % K`.
 
   Returns:
     The real runs' metrics on the host, and the whole `TrainResult` (params
@@ -302,7 +318,10 @@ def run_chunk(
   """
   keys = trial_keys(seed, trial_ids[chunk.rows], chunk.executions)
   hp = {name: value[chunk.rows] for name, value in hp.items()}
-  result = program(jax.device_put(hp, sharding), jax.device_put(keys, sharding), data)
+  args = (jax.device_put(hp, sharding), jax.device_put(keys, sharding), data)
+  if folds:
+    args += (jax.device_put(folds_of_runs(chunk.executions, folds), sharding),)
+  result = program(*args)
   metrics, diverged_step, best_epoch = jax.device_get(
     (result.metrics, result.diverged_step, result.best_epoch)
   )

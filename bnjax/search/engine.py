@@ -17,10 +17,16 @@ from numpy.typing import ArrayLike
 from bnjax import registry
 from bnjax.data import Splits
 from bnjax.registry import to_python
-from bnjax.search import buckets, chunks, rows
+from bnjax.search import buckets, chunks, folds, rows
 from bnjax.search.checks import TRIAL_ID_LIMIT, SearchError, check_options, check_runs, show
 from bnjax.search.results import METRIC_COLUMNS, Results
-from bnjax.search.top_k import Candidate, Finished, chunk_candidates, keep_best, test_top_k
+from bnjax.search.top_k import (
+  Candidate,
+  Finished,
+  chunk_candidates,
+  keep_best,
+  test_top_k,
+)
 from bnjax.space import Space, with_defaults
 
 
@@ -45,6 +51,7 @@ def run_trials(
   trial_ids: ArrayLike | None = None,
   claim: Callable[[np.ndarray], bool] | None = None,
   on_chunk: Callable[[list[dict], list[dict], list[Candidate]], None] | None = None,
+  cv: int | None = None,
 ) -> Results:
   """Trains every row of `table` and returns the `Results`.
 
@@ -81,6 +88,11 @@ def run_trials(
     on_chunk: called after each chunk with its trials' rows (`trial_id`,
       `bucket`, `chunk_size` and the metric columns), their curves and the chunk's best
       `top_k.Candidate`s, before the next chunk starts.
+    cv: K-fold cross-validated selection (`bnjax.search.folds`): train and dev
+      pooled into K stratified folds, each trial trained on every fold (K
+      runs per execution, one more vmapped axis), ranked by the mean dev
+      accuracy over them; the top k tested once by the fold ensemble.
+      None: the dev split selects.
   """
   start = time.perf_counter()
   check_options(
@@ -97,24 +109,30 @@ def run_trials(
     first_trial_id=first_trial_id,
     progress=progress,
   )
-  num_trials = _check_table(table, first_trial_id, executions_per_trial)
+  folds.check_cv(cv, splits)
+  num_trials = _check_table(table, first_trial_id, executions_per_trial * (cv or 1))
   searched = space.names if space is not None else tuple(table)
   ids_of_rows = _trial_ids(trial_ids, first_trial_id, num_trials)
   table = with_defaults(table, num_trials)
   extra = _extra_columns(extra_columns, table, num_trials)
   devices = list(devices or jax.local_devices())
-  planned = _buckets(table, splits, epochs, select, eval_batch_size, width_ratio)
+  folded = folds.make_folds(splits, cv) if cv else None
+  fit_splits = folded.splits if cv else splits  # the shapes one run trains on
+  planned = _buckets(table, fit_splits, epochs, select, eval_batch_size, width_ratio)
   hps = [buckets.traced_hparams(table, b.trial_ids, len(b.config.hidden_sizes)) for b in planned]
+  runs_per_trial = executions_per_trial * (cv or 1)
   plan = chunks.plan_chunks(
-    planned, splits, devices, executions=executions_per_trial, chunk_size=chunk_size
+    planned, fit_splits, devices, executions=runs_per_trial, chunk_size=chunk_size
   )
   info = {'buckets': len(planned), 'compiles': 0, 'chunks': len(plan), 'devices': len(devices)}
+  if cv:
+    info |= {'cv': cv, 'cv_dropped': folded.dropped}
 
   def count_compile():
     info['compiles'] += 1
 
-  programs = [chunks.bucket_program(bucket.config, count_compile) for bucket in planned]
-  data, sharding = chunks.data_on(devices, splits)
+  programs = [chunks.bucket_program(b.config, count_compile, folds=bool(cv)) for b in planned]
+  data, sharding = chunks.data_on(devices, splits, folded.data if cv else None)
   summaries, curves, pool = {}, {}, []  # by table row; the best candidates so far
   skipped = 0
   for chunk in plan:
@@ -124,7 +142,7 @@ def run_trials(
       skipped += len(chunks.trials_of(chunk))
       continue
     runs, result = chunks.run_chunk(
-      programs[chunk.bucket], chunk, hp, ids, data, sharding, seed=seed
+      programs[chunk.bucket], chunk, hp, ids, data, sharding, seed=seed, folds=cv
     )
     finished = []
     for local, positions in chunks.trials_of(chunk):
@@ -156,7 +174,9 @@ def run_trials(
     info={**info, 'seconds': time.perf_counter() - start},
     candidates=pool,
   )
-  return test_top_k(results, splits, top_k) if test else results
+  if not test:
+    return results
+  return test_top_k(results, splits, top_k, folds.ensemble_program(cv) if cv else None)
 
 
 def _trial_ids(trial_ids: ArrayLike | None, first_trial_id: int, num_trials: int) -> np.ndarray:
@@ -198,17 +218,21 @@ def check_fits(
   devices: Sequence[jax.Device] | None = None,
   eval_batch_size: int = 1024,
   width_ratio: float | None = 1.5,
+  cv: int | None = None,
 ) -> None:
   """Raises a one-line `SearchError` unless `table` can train on `splits` in memory.
 
   `run_trials` plans its chunks this way before it compiles anything; a search
   in rounds calls this on the largest trial its space can draw, before round 0.
   """
-  table = with_defaults(table, _check_table(table, 0, executions_per_trial))
+  runs = executions_per_trial * (cv or 1)
+  table = with_defaults(table, _check_table(table, 0, runs))
+  folds.check_cv(cv, splits)
+  splits = folds.make_folds(splits, cv).splits if cv else splits
   devices = list(devices or jax.local_devices())
   planned = _buckets(table, splits, epochs, select, eval_batch_size, width_ratio)
   for bucket in planned:
-    chunks.runs_that_fit(bucket.config, splits, devices, executions=executions_per_trial)
+    chunks.runs_that_fit(bucket.config, splits, devices, executions=runs)
 
 
 def _check_table(table: Mapping[str, ArrayLike], first_trial_id: int, executions: int) -> int:

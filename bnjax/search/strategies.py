@@ -68,6 +68,7 @@ ENGINE_OPTIONS = (
   'eval_batch_size',
   'width_ratio',
   'progress',
+  'cv',
 )
 
 # Sampling keys fold in ids from the top of the uint32 range; trial keys fold in
@@ -269,6 +270,11 @@ def check(strategy: str, space: Space | None = None, **options) -> None:
   else:
     _check_values(**own)
   check_options(**options)
+  if options.get('cv') is not None and (strategy == 'bayes' or _through_study(options)):
+    raise SearchError(
+      'cv runs in memory, outside a study: drop output_dir, storage and study_name '
+      '(and use random, grid or coarse_to_fine), then save the Results yourself.'
+    )
   if strategy != 'grid' or space is not None:
     _check_size(strategy, space, options)
 
@@ -323,6 +329,7 @@ def _largest(space: Space) -> dict[str, list]:
 
 def _memory_options(options: dict) -> dict:
   names = ('epochs', 'executions_per_trial', 'devices', 'eval_batch_size', 'select', 'width_ratio')
+  names += ('cv',)
   return {name: options[name] for name in names if name in options}
 
 

@@ -63,14 +63,16 @@ def keep_best(pool: list[Candidate], new: list[Candidate], k: int) -> list[Candi
   return sorted([*pool, *new], key=lambda candidate: rank_key(candidate.row))[:k]
 
 
-def test_top_k(results: Results, splits: Splits, k: int) -> Results:
+def test_top_k(results: Results, splits: Splits, k: int, make_program=None) -> Results:
   """Evaluates the `k` best candidates on the test split, once, in eval mode.
 
   Fills their `test_accuracy` (the mean over executions; the rest stay NaN)
   and drops the kept params. Diverged trials are never tested: their numbers
   would mean nothing. One program per bucket configuration serves every
-  candidate of that bucket.
+  candidate of that bucket: `make_program(config)`, `test_program` by default
+  (cross-validation's is `folds.ensemble_program`).
   """
+  make_program = make_program or test_program
   by_id = {row['trial_id']: row for row in results.rows}
   kept = sorted(results.candidates, key=lambda c: rank_key(by_id[c.row['trial_id']]))
   kept = [c for c in kept if by_id[c.row['trial_id']]['status'] == 'ok'][:k]
@@ -78,7 +80,7 @@ def test_top_k(results: Results, splits: Splits, k: int) -> Results:
   programs = {}
   for candidate in kept:
     if candidate.config not in programs:
-      programs[candidate.config] = test_program(candidate.config)
+      programs[candidate.config] = make_program(candidate.config)
     accuracy = programs[candidate.config](
       candidate.hp, candidate.params, candidate.model_state, x_test, y_test
     )
