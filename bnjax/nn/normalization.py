@@ -237,3 +237,44 @@ def batch_norm(
   x_norm = (x32 - mean) * lax.rsqrt(var + eps)
   y = params['scale'] * x_norm + params['offset']
   return y.astype(x.dtype), new_state
+
+
+def debiased_statistics(
+  state: State,
+  *,
+  momentum: jax.typing.ArrayLike,
+  count: jax.typing.ArrayLike,
+  initial: State | None = None,
+) -> State:
+  """The running averages with their starting values divided out, as Adam corrects its moments.
+
+  After `count` training updates `running = momentum * running + (1 - momentum) * batch`
+  from `initial`, the running average is
+
+      momentum**count * initial + (1 - momentum) * sum_i momentum**(count - 1 - i) * batch_i,
+
+  so after a short run (momentum 0.99, a few hundred steps) it still leans on
+  `initial` (mean 0, var 1). This returns `(running - momentum**count *
+  initial) / (1 - momentum**count)`: the exponentially weighted average of the
+  batch statistics alone, whose weights sum to one. Use it in place of `state`
+  at evaluation; training is unchanged. `count = 0` returns `state`.
+
+  Args:
+    state: `{'mean': [F], 'var': [F]}` running averages after `count` updates.
+    momentum: the momentum they were updated with (traceable).
+    count: updates so far (traceable): optimizer steps, one BN update each.
+    initial: the averages before the first update; default `bn_init`'s (0, 1).
+
+  Returns:
+    `{'mean', 'var'}` of the same shapes and dtypes.
+  """
+  start = initial or {'mean': jnp.zeros_like(state['mean']), 'var': jnp.ones_like(state['var'])}
+  momentum = jnp.asarray(momentum, jnp.float32)
+  weight = momentum ** jnp.asarray(count, jnp.float32)  # what the start still weighs
+  fresh = jnp.asarray(count) > 0
+
+  def correct(running, first):
+    debiased = (running - weight * first) / jnp.where(fresh, 1 - weight, 1.0)
+    return jnp.where(fresh, debiased, running).astype(running.dtype)
+
+  return {name: correct(state[name], start[name]) for name in ('mean', 'var')}
