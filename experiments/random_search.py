@@ -7,6 +7,8 @@ r"""Hyperparameter search: hundreds of BN-MLPs trained at once, one command.
   python experiments/random_search.py --strategy=coarse_to_fine --rounds=3 --output_dir=runs/c2f
   python experiments/random_search.py --strategy=bayes --num_trials=48 --output_dir=runs/bayes
   python experiments/random_search.py --cv=5 --output_dir=runs/cv5   # 5-fold selection
+  python experiments/random_search.py --strategy=hyperband --max_epochs=27 --output_dir=runs/hb
+  python experiments/random_search.py --strategy=pbt --population_size=16 --output_dir=runs/pbt
 
 Each search keeps its own output directory: one that holds another search's
 study is refused with a message (a different data set, space or epochs would
@@ -15,6 +17,18 @@ mix two studies).
 Selection uses the dev split only; the top configurations are evaluated on the
 test split once, at the end. Writes <output_dir>/results.csv (one row per
 trial), best.json and the plots. Exits non-zero if every trial diverged.
+
+Hyperband (Li et al. 2018) runs brackets of successive halving from
+--min_epochs to --max_epochs, keeping the top 1/--eta of each rung; pruned
+trials are rows with status 'pruned' and the epochs they reached. PBT
+(Jaderberg et al. 2017) trains --population_size members of one bucket for
+--epochs, and every --ready epochs the bottom --quantile_fraction copy the
+top's state and hyperparameters and perturb them (Ray Tune's defaults); it
+also writes lineage.csv, and the winner's schedule.csv and schedule.png, which
+`experiments/train.py --schedule=<output_dir>/best.json` replays. Both keep
+their population checkpointed in <output_dir>/population.msgpack at each
+rung or generation: rerun the same command after a crash and they go on from
+there.
 
 The search is an Optuna study kept in <output_dir>/study.journal: rerun the
 same command after a crash or Ctrl-C and it resumes (trials done are kept,
@@ -94,6 +108,24 @@ CV = flags.DEFINE_integer(
 TRIALS_PER_ROUND = flags.DEFINE_integer(
   'trials_per_round', 0, 'bayes: trials asked and trained together; 0: 8 on a CPU, else memory.'
 )
+MIN_EPOCHS = flags.DEFINE_integer('min_epochs', 1, 'hyperband: epochs of the first rung.')
+MAX_EPOCHS = flags.DEFINE_integer(
+  'max_epochs', 0, 'hyperband: epochs of the last rung (the most a trial trains); 0: --epochs.'
+)
+ETA = flags.DEFINE_integer('eta', 3, 'hyperband: each rung keeps the top 1/eta.')
+POPULATION_SIZE = flags.DEFINE_integer('population_size', 16, 'pbt: members of the population.')
+READY = flags.DEFINE_integer('ready', 4, 'pbt: epochs between exploits (a divisor of --epochs).')
+QUANTILE_FRACTION = flags.DEFINE_float(
+  'quantile_fraction', 0.25, 'pbt: the bottom share copies the top share (Ray Tune: 0.25).'
+)
+PERTURBATION_FACTORS = flags.DEFINE_list(
+  'perturbation_factors',
+  ['0.8', '1.2'],
+  'pbt: explore multiplies each value (on its scale) by one of these (Ray Tune: 0.8,1.2).',
+)
+RESAMPLE_PROBABILITY = flags.DEFINE_float(
+  'resample_probability', 0.25, 'pbt: the chance explore draws a value anew (Ray Tune: 0.25).'
+)
 
 
 class ProgressBar:
@@ -116,13 +148,9 @@ class ProgressBar:
     sys.stderr.flush()
 
 
-def main(argv):
-  del argv
-  output_dir = common.output_dir_or_exit(OUTPUT_DIR.value)
-  options = {name: flags.FLAGS[name].value for name in search.STRATEGY_OPTIONS[STRATEGY.value]}
-  if 'trials_per_round' in options:
-    options['trials_per_round'] = options['trials_per_round'] or None
-  options |= dict(
+def strategy_options(strategy: str, output_dir: str) -> dict:
+  """The options `search.run(strategy, ...)` takes, from the flags; a flag it ignores exits."""
+  options = dict(
     seed=common.SEED.value,
     epochs=EPOCHS.value,
     executions_per_trial=EXECUTIONS.value,
@@ -134,12 +162,37 @@ def main(argv):
     study_name=STUDY_NAME.value,
     report=print,
   )
+  options |= {name: flags.FLAGS[name].value for name in search.STRATEGY_OPTIONS[strategy]}
+  if 'trials_per_round' in options:
+    options['trials_per_round'] = options['trials_per_round'] or None
+  if strategy == 'hyperband':
+    options['max_epochs'] = MAX_EPOCHS.value or EPOCHS.value
+  if strategy == 'pbt':
+    try:
+      options['perturbation_factors'] = tuple(float(f) for f in PERTURBATION_FACTORS.value)
+    except ValueError:
+      common.fail(
+        f'--perturbation_factors takes numbers, e.g. 0.8,1.2; got {PERTURBATION_FACTORS.value}'
+      )
   if CV.value:  # in memory, no study: the output directory only receives the files
     if STORAGE.value or STUDY_NAME.value:
       common.fail('--cv runs in memory, outside a study; drop --storage and --study_name')
     for name in search.STUDY_OPTIONS:
       options.pop(name, None)
     options['cv'] = CV.value
+  allowed = search.allowed_options(strategy)
+  for name in list(options):
+    if name not in allowed:
+      if name in flags.FLAGS and flags.FLAGS[name].present:
+        common.fail(f'--{name} does not apply to --strategy={strategy}; leave it out')
+      del options[name]
+  return options
+
+
+def main(argv):
+  del argv
+  output_dir = common.output_dir_or_exit(OUTPUT_DIR.value)
+  options = strategy_options(STRATEGY.value, output_dir)
   try:
     space = search.as_space(SPACE.value)
     search.check(STRATEGY.value, space, **options)
@@ -169,6 +222,12 @@ def main(argv):
     f'{len(results)} trials in {info["seconds"]:.1f} s ({info["buckets"]} bucket(s), '
     f'{info["compiles"]} compile(s), {info["chunks"]} chunk(s))'
   )
+  if STRATEGY.value in search.POPULATION_STRATEGIES:
+    share = info['checkpoint_seconds'] / max(info['seconds'], 1e-9)
+    print(
+      f'{info["trial_epochs"]} trial-epochs; {info["checkpoints"]} checkpoint(s) in '
+      f'{info["checkpoint_seconds"]:.1f} s ({100 * share:.1f}% of the search)'
+    )
   print(results.summary(TOP_K.value))
   try:
     paths = results.save(output_dir, dataset=splits.name, strategy=STRATEGY.value)

@@ -206,6 +206,42 @@ def test_run_dispatches_to_the_strategy_by_name(splits, sampled, grid, rounds):
     ('grid', {'seed': 2**64}, r'seed must be an integer in \[0, 2\*\*64\); got 1844'),
     ('random', {'num_trials': N, 'width_ratio': 0}, 'width_ratio must be a number >= 1'),
     ('random', {'num_trials': N, 'executions_per_trial': 0}, 'executions_per_trial must be'),
+    ('hyperband', {'eta': 1}, 'eta must be an integer >= 2; got 1'),
+    ('hyperband', {'min_epochs': 5, 'max_epochs': 3}, 'max_epochs must be an integer >= 5; got 3'),
+    ('hyperband', {'min_epochs': 0}, 'min_epochs must be an integer >= 1; got 0'),
+    ('hyperband', {'select': 'best'}, "hyperband search takes no option 'select'"),
+    ('hyperband', {'epochs': 9}, "hyperband search takes no option 'epochs'"),
+    ('hyperband', {'max_epochs': 3**14}, 'hyperband from 1 to 4,782,969 epochs makes'),
+    ('hyperband', {'chunk_size': 0}, 'chunk_size must be an integer >= 1; got 0'),
+    ('pbt', {'epochs': 8}, 'pbt search needs population_size'),
+    ('pbt', {'population_size': 8, 'executions_per_trial': 2}, 'pbt search takes no option'),
+    (
+      'pbt',
+      {'population_size': 3},
+      'quantile_fraction 0.25 of population_size 3 replaces no member; raise population_size '
+      'to at least 4',
+    ),
+    (
+      'pbt',
+      {'population_size': 8, 'quantile_fraction': 0.6},
+      r'quantile_fraction must lie in \(0, 0.5\]; got 0.6',
+    ),
+    (
+      'pbt',
+      {'population_size': 8, 'perturbation_factors': (0.8, -1.0)},
+      'perturbation_factors must be positive numbers',
+    ),
+    (
+      'pbt',
+      {'population_size': 8, 'resample_probability': 1.5},
+      r'resample_probability must lie in \[0, 1\]; got 1.5',
+    ),
+    (
+      'pbt',
+      {'population_size': 8, 'epochs': 10, 'ready': 4},
+      'pbt trains epochs=10 in generations of ready=4 epochs: make epochs a multiple of ready',
+    ),
+    ('pbt', {'population_size': 8, 'ready': 0}, 'ready must be an integer >= 1; got 0'),
   ],
 )
 def test_run_checks_strategy_and_options_before_any_compute(
@@ -272,7 +308,17 @@ def test_run_rejects_a_bad_space_before_any_compute(splits, monkeypatch):
     search.run('random', 'learning_rate=log:0:1', splits, num_trials=N)
 
 
+def test_pbt_refuses_a_space_of_several_buckets_before_any_compute(splits, monkeypatch):
+  monkeypatch.setattr(Space, 'sample', lambda *args: pytest.fail('a table was sampled'))
+  space = {**SPACE, 'batch_size': Choice((32, 64))}
+  with pytest.raises(search.SearchError, match='^pbt trains one bucket .* varies batch_size; fix'):
+    search.run('pbt', space, splits, population_size=4, epochs=4)
+
+
 def test_strategies_and_their_options_are_public():
-  assert search.STRATEGIES == ('random', 'grid', 'coarse_to_fine', 'bayes')
+  assert search.STRATEGIES == ('random', 'grid', 'coarse_to_fine', 'bayes', 'hyperband', 'pbt')
+  assert search.POPULATION_STRATEGIES == ('hyperband', 'pbt')
   assert set(search.STRATEGY_OPTIONS) == set(search.STRATEGIES)
+  assert 'eta' in search.allowed_options('hyperband')
+  assert 'select' not in search.allowed_options('pbt')
   assert 'epochs' in search.ENGINE_OPTIONS and 'progress' in search.ENGINE_OPTIONS

@@ -12,7 +12,10 @@ This module only re-exports. Behind it, in the order data flows:
   each hyperparameter on its distribution's scale;
 * `strategies`: random, grid and coarse-to-fine search, and `run` by name;
 * `ledger`, `study`, `workers`, `candidates`, `bayes`: searches kept in an Optuna
-  study, resumable, shared by workers; Bayesian search.
+  study, resumable, shared by workers; Bayesian search;
+* `population`, `cohorts`, `successive_halving`, `pbt`, `population_study`:
+  populations trained in segments; Hyperband and population-based training,
+  checkpointed and resumable.
 """
 
 from bnjax.search.bayes import bayes_search
@@ -20,31 +23,43 @@ from bnjax.search.checks import SearchError
 from bnjax.search.chunks import chunk_runs, seed_key, trial_keys
 from bnjax.search.engine import run_trials
 from bnjax.search.ledger import LedgerError, check_storage
+
+# Not `pbt`: that name is the module `bnjax.search.pbt`.
+from bnjax.search.pbt import pbt as population_based_training
 from bnjax.search.results import Results, concatenate
 from bnjax.search.strategies import (
   DEFAULT_SPACE,
   ENGINE_OPTIONS,
+  POPULATION_OPTIONS,
+  POPULATION_STRATEGIES,
+  POPULATION_STUDY_OPTIONS,
   STRATEGIES,
   STRATEGY_OPTIONS,
   STUDY_OPTIONS,
+  allowed_options,
   check,
   coarse_to_fine,
   grid_search,
   random_search,
   run,
 )
+from bnjax.search.successive_halving import hyperband
 from bnjax.search.top_k import test_top_k
 from bnjax.space import as_space
 
 __all__ = [
   'DEFAULT_SPACE',
   'ENGINE_OPTIONS',
+  'POPULATION_OPTIONS',
+  'POPULATION_STRATEGIES',
+  'POPULATION_STUDY_OPTIONS',
   'STRATEGIES',
   'STRATEGY_OPTIONS',
   'STUDY_OPTIONS',
   'LedgerError',
   'Results',
   'SearchError',
+  'allowed_options',
   'as_space',
   'bayes_search',
   'check',
@@ -53,6 +68,8 @@ __all__ = [
   'coarse_to_fine',
   'concatenate',
   'grid_search',
+  'hyperband',
+  'population_based_training',
   'random_search',
   'run',
   'run_trials',

@@ -8,7 +8,8 @@ curves so far. Successive halving (`successive_halving`) and population-based
 training (`pbt`) build cohorts from a trial table (`cohorts_from_table`),
 train them on in segments (`train_to`), gather survivors into cohorts of the
 same shapes (`regroup`: no new program), and turn the trials that stopped
-into `TrialRecord`s and `Results` (`records`, `results_from_records`).
+into `TrialRecord`s, rows and test candidates (`records`, `row_of`,
+`candidates`).
 """
 
 import math
@@ -22,8 +23,7 @@ from bnjax.data import Splits
 from bnjax.search import buckets, chunks
 from bnjax.search import population as pop
 from bnjax.search.checks import SearchError
-from bnjax.search.results import Results
-from bnjax.space import Space
+from bnjax.search.top_k import Candidate
 from bnjax.training import TrainConfig, TrainData, TrialState
 
 # Sampling keys fold in ids from the top of the uint32 range, as
@@ -163,23 +163,37 @@ def _put(tree, sharding):
 
 
 def train_to(
-  cohorts: Sequence[Cohort], data: TrainData, epochs: int, *, segment_epochs: int
+  cohorts: Sequence[Cohort],
+  data: TrainData,
+  epochs: int,
+  *,
+  segment_epochs: int,
+  on_segment: Callable[[list[Cohort]], None] | None = None,
 ) -> list[Cohort]:
-  """Every cohort trained on to `epochs` epochs, in segments of `segment_epochs`."""
-  out = []
-  for cohort in cohorts:
+  """Every cohort trained on to `epochs` epochs, in segments of `segment_epochs`.
+
+  Each cohort goes on from the epochs it has done (cohorts may differ: a
+  checkpoint taken mid-rung holds some trained further than others).
+  `on_segment(cohorts)` runs after each segment with every cohort as it
+  stands then (e.g. to checkpoint).
+  """
+  out = list(cohorts)
+  for index, cohort in enumerate(cohorts):
     done = cohort.curves[CURVES[0]].shape[1]
     if (epochs - done) % segment_epochs or epochs < done:
       raise SearchError(
         f'cannot go from {done} to {epochs} epochs in segments of {segment_epochs}; '
         'make every rung a multiple of the segment length.'
       )
-    state, parts = cohort.state, [cohort.curves]
     for _ in range((epochs - done) // segment_epochs):
-      state, metrics = pop.run_segment(cohort.config, cohort.hp, state, data, segment_epochs)
-      parts.append(jax.device_get(metrics))
-    curves = {name: np.concatenate([p[name] for p in parts], axis=1) for name in CURVES}
-    out.append(cohort._replace(state=state, curves=curves))
+      state, metrics = pop.run_segment(cohort.config, cohort.hp, cohort.state, data, segment_epochs)
+      metrics = jax.device_get(metrics)
+      curves = {
+        name: np.concatenate([cohort.curves[name], metrics[name]], axis=1) for name in CURVES
+      }
+      cohort = out[index] = cohort._replace(state=state, curves=curves)
+      if on_segment:
+        on_segment(list(out))
   return out
 
 
@@ -248,61 +262,50 @@ def records(cohorts: Sequence[Cohort], trial_ids: np.ndarray, *, status: str, ru
   return sorted(out, key=lambda record: record.trial_id)
 
 
-def results_from_records(
-  records: Sequence[TrialRecord],
-  tables: dict[int, dict],
-  extra: dict[int, dict],
-  *,
-  space: Space,
-  epochs: int,
-  info: dict,
-) -> Results:
-  """`Results` of stopped trials: their hyperparameters (`tables[trial_id]`) and records.
+def candidates(cohorts: Sequence[Cohort], rows: dict[int, dict]) -> list[Candidate]:
+  """The members `rows` names (trial id -> its row) as `top_k.Candidate`s, params on the host.
 
-  Each row's dev metrics are its last epoch's; `best_epoch` is the first
-  epoch of its highest dev accuracy (-1 if it diverged before one ended);
-  `epochs` (the epochs it reached) joins the `extra` columns.
+  Each holds its final params (an executions axis of one), as `test_top_k` takes them.
   """
-  rows, curves = [], {name: [] for name in CURVES}
-  for record in sorted(records, key=lambda record: record.trial_id):
-    accuracy = record.curves['dev_accuracy']
-    finite = ~np.isnan(accuracy)
-    healthy = record.status != 'diverged'
-    last = lambda name, record=record, healthy=healthy: (
-      float(record.curves[name][-1]) if healthy else math.nan
-    )
-    rows.append(
-      {
-        'trial_id': record.trial_id,
-        **tables[record.trial_id],
-        **extra[record.trial_id],
-        'epochs': record.epochs,
-        'bucket': record.bucket,
-        'status': record.status,
-        'dev_accuracy': last('dev_accuracy'),
-        'dev_accuracy_std': 0.0 if healthy else math.nan,
-        'dev_loss': last('dev_loss'),
-        'best_epoch': int(np.argmax(np.where(finite, accuracy, -np.inf))) if finite.any() else -1,
-        'train_loss': last('train_loss'),
-        'diverged_step': record.diverged_step,
-        'test_accuracy': math.nan,
-      }
-    )
-    for name in CURVES:
-      padded = np.full(epochs, np.nan, np.float32)
-      padded[: record.epochs] = record.curves[name]
-      curves[name].append(padded)
-  names = tuple(dict.fromkeys(name for table in tables.values() for name in table))
-  extra_columns = (*dict.fromkeys(k for columns in extra.values() for k in columns), 'epochs')
-  return Results(
-    rows=rows,
-    curves={
-      name: np.asarray(c, np.float32).reshape(len(rows), epochs) for name, c in curves.items()
-    },
-    hyperparameters=(*space.names, *(name for name in names if name not in space)),
-    select='final',
-    searched=space.names,
-    space=space,
-    extra_columns=extra_columns,
-    info=info,
-  )
+  out = []
+  for cohort in cohorts:
+    for index in np.flatnonzero(~cohort.filler):
+      trial = int(cohort.trial_ids[index])
+      if trial in rows:
+        one = lambda tree, index=index: jax.device_get(
+          jax.tree.map(lambda leaf: leaf[index : index + 1], tree)
+        )
+        hp = {name: np.asarray(jax.device_get(value))[index] for name, value in cohort.hp.items()}
+        out.append(
+          Candidate(
+            rows[trial], cohort.config, hp, one(cohort.state.params), one(cohort.state.model_state)
+          )
+        )
+  return out
+
+
+def row_of(record: TrialRecord, values: dict, extra: dict) -> dict:
+  """A stopped trial's row: its hyperparameter `values`, `extra` columns, epochs and metrics.
+
+  Its dev metrics are its last epoch's; `best_epoch` is the first epoch of
+  its highest dev accuracy (-1 if it diverged before one ended).
+  """
+  accuracy = record.curves['dev_accuracy']
+  finite = ~np.isnan(accuracy)
+  healthy = record.status != 'diverged'
+  last = lambda name: float(record.curves[name][-1]) if healthy else math.nan
+  return {
+    'trial_id': record.trial_id,
+    **values,
+    **extra,
+    'epochs': record.epochs,
+    'bucket': record.bucket,
+    'status': record.status,
+    'dev_accuracy': last('dev_accuracy'),
+    'dev_accuracy_std': 0.0 if healthy else math.nan,
+    'dev_loss': last('dev_loss'),
+    'best_epoch': int(np.argmax(np.where(finite, accuracy, -np.inf))) if finite.any() else -1,
+    'train_loss': last('train_loss'),
+    'diverged_step': record.diverged_step,
+    'test_accuracy': math.nan,
+  }

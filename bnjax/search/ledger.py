@@ -5,9 +5,14 @@ Each trial is an Optuna trial whose number is the trial id (so its key is
 truth; Optuna sees it as distributions (`distributions`), a `1mlog` name as
 `one_minus_<name>` on a log scale, while the exact user-facing value is kept
 as a user attribute under the name users know. A trial stores its round,
-status (COMPLETE, or FAIL for a diverged one with its `diverged_step`), the
+status (COMPLETE; FAIL for a diverged one, with its `diverged_step`; PRUNED
+for one that successive halving stopped, with the epochs it reached), the
 dev accuracy as its value, its bucket, its other metrics and one user
-attribute per learning curve. The study stores the search's configuration
+attribute per learning curve; trials of the population strategies also hold
+their dev accuracy per epoch as intermediate values (what Optuna's
+dashboard plots), their extra columns (`bracket`, `epochs`, `origin`) and,
+for population-based training, their lineage and the values they ended with
+(`VALUES`). The study stores the search's configuration
 (`CONFIG`), checked on every resume (`check_config`), and the test-once
 result (`TESTED`).
 
@@ -45,6 +50,9 @@ CONFIG = 'bnjax_config'  # study user attribute: what the search is (check_confi
 TESTED = 'bnjax_test'  # study user attribute: {'trials': finished ids, 'test_accuracy': {id: acc}}
 ROUND, ROW = 'round', 'row'  # trial user attributes: which round created it, its row there
 CURVE = 'curve_'  # trial user attributes: curve_train_loss, curve_dev_loss, curve_dev_accuracy
+# Trial user attribute: the user-facing values a trial ended with where they moved
+# after its start (population-based training explores them); its params are its start.
+VALUES = 'values'
 # Metric columns kept together in one user attribute (one write, not five).
 METRICS = ('dev_accuracy_std', 'dev_loss', 'best_epoch', 'train_loss')
 # Settings a resumed study may change: the budget, and what only the end reads.
@@ -98,7 +106,13 @@ def to_params(space: Space, row: Mapping) -> tuple[dict, dict]:
 
 
 def values(space: Space, trial: FrozenTrial) -> dict:
-  """The trial's user-facing value of every name of `space`, in the space's order."""
+  """The trial's user-facing value of every name of `space`, in the space's order.
+
+  Where the trial holds `VALUES` (values that moved while it trained), those.
+  """
+  if VALUES in trial.user_attrs:
+    ended = trial.user_attrs[VALUES]
+    return {name: ended[name] for name in space}
   out = {}
   for name, dist in space.items():
     if dist.kind == 'fixed':
@@ -306,22 +320,47 @@ def _split(trials: Sequence[FrozenTrial]) -> tuple[list[FrozenTrial], list[Froze
   return first, again
 
 
-def record(study, storage, trial_id: int, number: int, row: dict, curves: Mapping) -> bool:
-  """Stores a trained trial's metrics and curves, then tells it; False if it was already told."""
+def record(
+  study,
+  storage,
+  trial_id: int,
+  number: int,
+  row: dict,
+  curves: Mapping,
+  *,
+  attrs: Mapping | None = None,
+  intermediate: bool = False,
+) -> bool:
+  """Stores a trained trial's metrics and curves, then tells it; False if it was already told.
+
+  `row['status']` 'ok' tells COMPLETE with the dev accuracy, 'pruned' tells
+  PRUNED (its value: the last intermediate value), anything else FAIL.
+  `attrs` are more user attributes (extra columns, lineage); `intermediate`
+  also stores the dev accuracy of each epoch as an intermediate value (step:
+  the epochs done), NaN ones left out.
+  """
   try:
     storage.set_trial_user_attr(trial_id, 'bucket', int(row['bucket']))
     storage.set_trial_user_attr(
       trial_id, 'metrics', files.json_safe({name: row[name] for name in METRICS})
     )
+    for name, value in (attrs or {}).items():
+      storage.set_trial_user_attr(trial_id, name, files.json_safe(value))
     for name, curve in curves.items():
       storage.set_trial_user_attr(trial_id, CURVE + name, files.json_safe(np.asarray(curve)))
+    if intermediate:
+      for epoch, accuracy in enumerate(np.asarray(curves['dev_accuracy'], np.float64), 1):
+        if math.isfinite(accuracy):
+          storage.set_trial_intermediate_value(trial_id, epoch, float(accuracy))
     if row['status'] == 'ok':
       study.tell(number, row['dev_accuracy'])
+    elif row['status'] == 'pruned':
+      study.tell(number, state=TrialState.PRUNED)
     else:
       storage.set_trial_user_attr(trial_id, 'diverged_step', int(row['diverged_step']))
       study.tell(number, state=TrialState.FAIL)
   except optuna.exceptions.UpdateFinishedTrialError:
-    return False  # another worker told the same numbers first
+    return False  # another worker told the same numbers first (or this one, before a crash)
   return True
 
 
@@ -334,9 +373,10 @@ def metrics(trial: FrozenTrial) -> dict | None:
   number = lambda value: nan if value is None else value
   kept = attrs['metrics']
   diverged = trial.state == TrialState.FAIL
+  pruned = trial.state == TrialState.PRUNED
   return {
-    'status': 'diverged' if diverged else 'ok',
-    'dev_accuracy': nan if diverged else trial.value,
+    'status': 'diverged' if diverged else 'pruned' if pruned else 'ok',
+    'dev_accuracy': nan if diverged or trial.value is None else trial.value,
     'dev_accuracy_std': number(kept['dev_accuracy_std']),
     'dev_loss': number(kept['dev_loss']),
     'best_epoch': kept['best_epoch'],
@@ -345,11 +385,15 @@ def metrics(trial: FrozenTrial) -> dict | None:
   }
 
 
-def curves(trial: FrozenTrial, names: Sequence[str]) -> dict[str, np.ndarray]:
-  """A told trial's learning curves, float32 as trained (null read back as NaN)."""
-  return {
-    name: np.asarray(
-      [math.nan if v is None else v for v in trial.user_attrs[CURVE + name]], np.float32
-    )
-    for name in names
-  }
+def curves(trial: FrozenTrial, names: Sequence[str], epochs: int) -> dict[str, np.ndarray]:
+  """A told trial's learning curves, float32 as trained (null read back as NaN), `[epochs]`.
+
+  A trial stopped early (pruned) has NaN past the epochs it reached.
+  """
+  out = {}
+  for name in names:
+    curve = np.full(epochs, np.nan, np.float32)
+    kept = [math.nan if v is None else v for v in trial.user_attrs[CURVE + name]]
+    curve[: len(kept)] = kept
+    out[name] = curve
+  return out

@@ -49,7 +49,12 @@ def hyperparameters_figure(results: Results) -> Figure:
   rows = max(1, math.ceil(len(names) / columns))
   fig = Figure(figsize=(max(6.5, 3.6 * columns + 0.4), 2.9 * rows + 0.9), layout='constrained')
   diverged = int(np.sum(failed))
-  fig.suptitle(f'Dev accuracy per hyperparameter ({len(results)} trials, {diverged} diverged)')
+  # Trials that successive halving stopped: drawn at their last epoch's accuracy, hollow.
+  pruned = ~failed & (results.column('status') == 'pruned') if results.rows else failed
+  stopped = f', {int(pruned.sum())} pruned' if pruned.any() else ''
+  fig.suptitle(
+    f'Dev accuracy per hyperparameter ({len(results)} trials, {diverged} diverged{stopped})'
+  )
   if not names:
     ax = fig.add_subplot()
     ax.text(
@@ -71,7 +76,12 @@ def hyperparameters_figure(results: Results) -> Figure:
     ax = fig.add_subplot(rows, columns, panel + 1)
     ax.set_label(name)
     x = _panel_x(ax, results, name)
-    ax.scatter(x[~failed], accuracy[~failed], s=18, alpha=0.7, color='tab:blue')
+    full = ~failed & ~pruned
+    ax.scatter(x[full], accuracy[full], s=18, alpha=0.7, color='tab:blue')
+    if pruned.any():
+      ax.scatter(
+        x[pruned], accuracy[pruned], s=18, alpha=0.6, facecolor='none', edgecolor='tab:gray'
+      )
     if failed.any():
       ax.scatter(x[failed], np.full(int(failed.sum()), floor), marker='x', s=28, color='red')
     if best is not None:
@@ -91,6 +101,19 @@ def hyperparameters_figure(results: Results) -> Figure:
     Line2D([], [], ls='', marker='o', color='tab:blue', label='finished trial'),
     Line2D([], [], ls='', marker='x', color='red', label='diverged (drawn at bottom)'),
   ]
+  if pruned.any():
+    handles.insert(
+      1,
+      Line2D(
+        [],
+        [],
+        ls='',
+        marker='o',
+        markerfacecolor='none',
+        color='tab:gray',
+        label='pruned (at its last epoch)',
+      ),
+    )
   if best is not None:
     trial = results.rows[best]['trial_id']
     handles.append(
@@ -224,6 +247,40 @@ def plot_parallel_coordinates(results: Results, path, k: int = 20) -> pathlib.Pa
   return _save(parallel_coordinates_figure, path, results, k=k)
 
 
+def schedule_figure(results: Results) -> Figure:
+  """The PBT winner's hyperparameter schedule: each explored value against epochs, one panel each.
+
+  Reads `results.info['schedule']` (`pbt.schedule`): the values its line
+  trained with, generation by generation, with the member that trained them.
+  """
+  steps = results.info['schedule']
+  names = [name for name in steps[0] if name not in ('epochs', 'trial_id')]
+  fig = Figure(figsize=(max(5.0, 3.4 * len(names) + 0.4), 3.4), layout='constrained')
+  winner = results.best(1)[0]['trial_id']
+  fig.suptitle(f'PBT: the schedule of the winner (trial {winner}), generation by generation')
+  edges = [step['epochs'][0] for step in steps] + [steps[-1]['epochs'][1]]
+  for panel, name in enumerate(names or ['(nothing explored)']):
+    ax = fig.add_subplot(1, max(1, len(names)), panel + 1)
+    if not names:
+      ax.set_axis_off()
+      continue
+    values = [step[name] for step in steps]
+    ax.stairs(values, edges, lw=1.8, baseline=None)
+    if scales.scale_of(results, name) in ('log', 'one_minus_log'):
+      ax.set_yscale('log')
+    for step in steps:
+      middle = sum(step['epochs']) / 2
+      ax.annotate(f'{step["trial_id"]}', (middle, step[name]), fontsize=7, ha='center', va='bottom')
+    ax.set(title=name, xlabel='epoch (labels: the member that trained)')
+    ax.grid(True, alpha=0.3)
+  return fig
+
+
+def plot_schedule(results: Results, path) -> pathlib.Path:
+  """Writes `schedule_figure` as a PNG, atomically."""
+  return _save(schedule_figure, path, results)
+
+
 def plot_all(results: Results, output_dir) -> list[pathlib.Path]:
   """Writes hyperparameters.png, learning_curves.png and parallel_coordinates.png, atomically."""
   output_dir = pathlib.Path(output_dir)
@@ -300,7 +357,7 @@ def _label_inner_categories(ax, axis: int, values) -> None:
 def _accuracy(results: Results) -> tuple[np.ndarray, np.ndarray]:
   accuracy = results.column('dev_accuracy').astype(np.float64)
   status = results.column('status') if results.rows else np.zeros(0, str)
-  return accuracy, (status != 'ok') | ~np.isfinite(accuracy)
+  return accuracy, ~np.isin(status, ('ok', 'pruned')) | ~np.isfinite(accuracy)
 
 
 def _best_index(results: Results) -> int | None:

@@ -140,7 +140,9 @@ class Results:
       }
     if self.space is not None:
       metadata = {'space': self.space.to_spec(), **metadata}
-    return {**record, 'select': self.select, **metadata}
+    # Population-based training: what `experiments/train.py --schedule` replays.
+    replay = {key: self.info[key] for key in ('schedule', 'pbt') if key in self.info}
+    return {**record, 'select': self.select, **replay, **metadata}
 
   def save(self, output_dir, **metadata) -> list[str]:
     """Writes results.csv, best.json (`winner(**metadata)`) and the figures.
@@ -152,7 +154,27 @@ class Results:
     os.makedirs(output_dir, exist_ok=True)
     csv_path = self.to_csv(os.path.join(output_dir, 'results.csv'))
     json_path = files.write_json(os.path.join(output_dir, 'best.json'), self.winner(**metadata))
-    return [csv_path, json_path, *map(os.fspath, plots.plot_all(self, output_dir))]
+    paths = [csv_path, json_path, *map(os.fspath, plots.plot_all(self, output_dir))]
+    if 'lineage' in self.info:  # population-based training
+      paths.append(self._lineage_csv(os.path.join(output_dir, 'lineage.csv')))
+    if self.info.get('schedule'):
+      steps = self.info['schedule']
+      columns = ['epoch_start', 'epoch_end', *(k for k in steps[0] if k != 'epochs')]
+      table = [[*step['epochs'], *(step[k] for k in columns[2:])] for step in steps]
+      paths.append(_write_csv(os.path.join(output_dir, 'schedule.csv'), columns, table))
+      paths.append(os.fspath(plots.plot_schedule(self, os.path.join(output_dir, 'schedule.png'))))
+    return paths
+
+  def _lineage_csv(self, path) -> str:
+    """PBT: per member and generation, the member it copied to start it and the values it held."""
+    history, lineage = self.info['history'], self.info['lineage']
+    names = list(history[0]) if history else []
+    table = []
+    for trial in range(len(history[0][names[0]]) if names else 0):
+      for generation, values in enumerate(history):
+        parent = trial if generation == 0 else lineage[generation - 1][trial]
+        table.append([trial, generation, parent, *(values[name][trial] for name in names)])
+    return _write_csv(path, ['trial_id', 'generation', 'parent', *names], table)
 
   def to_csv(self, path) -> str:
     """Writes one row per trial, in trial order, with `columns` as the header, atomically."""
@@ -191,8 +213,8 @@ class Results:
       for i, trial in enumerate(trials)
     ]
     names = ('train_loss', 'dev_loss', 'dev_accuracy')
-    curves = [ledger.curves(trial, names) for trial in trials]
     epochs = config['epochs']
+    curves = [ledger.curves(trial, names, epochs) for trial in trials]
     return cls(
       rows=rows,
       curves={
@@ -213,6 +235,14 @@ class Results:
     except ImportError as error:
       raise ImportError("to_dataframe needs pandas: pip install 'bnjax[pandas]'") from error
     return pd.DataFrame(self.rows, columns=list(self.columns))
+
+
+def _write_csv(path, columns: list[str], table: list[list]) -> str:
+  with files.atomic_open(path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(columns)
+    writer.writerows(table)
+  return os.fspath(path)
 
 
 def _number(value) -> float:

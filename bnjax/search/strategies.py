@@ -1,4 +1,4 @@
-"""Random, grid and coarse-to-fine search: ways to fill the trial table, and `run`.
+"""Random, grid and coarse-to-fine search: ways to fill the trial table, and `run` by name.
 
 Each returns a `Results`; all share `engine.run_trials`, so a grid trial and
 a random trial with the same values and id train identically. `run(strategy,
@@ -8,6 +8,8 @@ Given `output_dir` (or `storage`, `study_name`), a search runs through a
 study (`bnjax.search.study`): its trials are enqueued into the ledger, with
 the same ids, values and chunks as in memory, so that the results are the
 same, and a rerun resumes it. 'bayes' (`bnjax.search.bayes`) always does.
+'hyperband' and 'pbt' (`successive_halving`, `pbt`) train populations in
+segments and run through their own study (`population_study`).
 """
 
 import math
@@ -16,8 +18,8 @@ import jax
 import numpy as np
 
 from bnjax.data import Splits
-from bnjax.registry import per_layer_index
-from bnjax.search import bayes, ledger
+from bnjax.registry import STATIC, per_layer_index
+from bnjax.search import bayes, ledger, pbt, successive_halving
 from bnjax.search.checks import (
   SearchError,
   check_count,
@@ -44,14 +46,25 @@ DEFAULT_SPACE = (
   'lr_decay=log:0.02:0.15'
 )
 
-STRATEGIES = ('random', 'grid', 'coarse_to_fine', 'bayes')
-# Each strategy's own options; every strategy also takes `ENGINE_OPTIONS`.
+STRATEGIES = ('random', 'grid', 'coarse_to_fine', 'bayes', 'hyperband', 'pbt')
+# Each strategy's own options; the table strategies also take `ENGINE_OPTIONS`,
+# the population ones (hyperband, pbt) those of `POPULATION_OPTIONS`.
 STRATEGY_OPTIONS = {
   'random': ('num_trials',),
   'grid': ('points_per_axis',),
   'coarse_to_fine': ('num_trials', 'rounds', 'keep', 'shrink'),
   'bayes': ('num_trials', 'trials_per_round', 'sampler'),
+  'hyperband': ('min_epochs', 'max_epochs', 'eta'),
+  'pbt': (
+    'population_size',
+    'ready',
+    'quantile_fraction',
+    'perturbation_factors',
+    'resample_probability',
+  ),
 }
+# Strategies that train populations in lockstep and decide between segments.
+POPULATION_STRATEGIES = ('hyperband', 'pbt')
 # Where a search keeps its study (every strategy takes them; see `run_study`).
 STUDY_OPTIONS = ('output_dir', 'storage', 'study_name', 'report', 'stale_after')
 GRID_POINTS = 3  # grid_search's default points per axis
@@ -70,6 +83,24 @@ ENGINE_OPTIONS = (
   'progress',
   'cv',
 )
+
+# The engine and study options the population strategies take: they rank on
+# the last epoch ('final'), run one execution per trial and one process per study.
+POPULATION_OPTIONS = {
+  'hyperband': (
+    'seed',
+    'top_k',
+    'test',
+    'chunk_size',
+    'devices',
+    'eval_batch_size',
+    'width_ratio',
+    'progress',
+  ),
+  'pbt': ('seed', 'epochs', 'top_k', 'test', 'devices', 'eval_batch_size', 'progress'),
+}
+POPULATION_STUDY_OPTIONS = ('output_dir', 'storage', 'study_name', 'report')
+PBT_EPOCHS = 20  # pbt's default total epochs (`ready` 4: five generations)
 
 # Sampling keys fold in ids from the top of the uint32 range; trial keys fold in
 # trial ids from 0 up, so the two streams never meet.
@@ -224,7 +255,7 @@ def _study(space, splits, next_round, config, budget, seed, options) -> Results:
 
 
 def run(strategy: str, space, splits: Splits, **options) -> Results:
-  """Runs the search `strategy` ('random', 'grid', 'coarse_to_fine' or 'bayes') over `space`.
+  """Runs the search `strategy` (one of `STRATEGIES`) over `space`.
 
   Every option is checked (`check`) before any compute. Where `chunk_size`
   is not given, each bucket's chunks take `chunks.chunk_runs`' size, which
@@ -240,13 +271,40 @@ def run(strategy: str, space, splits: Splits, **options) -> Results:
       `keep`, `shrink`, `trials_per_round`, `sampler`), `run_trials`'
       (`ENGINE_OPTIONS`) and the study's (`STUDY_OPTIONS`: `output_dir`,
       `storage`, `study_name`, ...), which make the search resumable.
+      'hyperband' and 'pbt' take their own (`min_epochs`, `max_epochs`,
+      `eta`; `population_size`, `ready`, `quantile_fraction`,
+      `perturbation_factors`, `resample_probability`) and those of
+      `POPULATION_OPTIONS` and `POPULATION_STUDY_OPTIONS`; pbt's `epochs`
+      (default `PBT_EPOCHS`) are its generations times `ready`.
   """
   space = as_space(space)
   check(strategy, space, **options)
   if strategy == 'bayes':
     return bayes.bayes_search(space, splits, **options)
+  if strategy in POPULATION_STRATEGIES:
+    # The largest trial the space can draw must fit memory before the study opens.
+    epochs = options.get('max_epochs', 27) if strategy == 'hyperband' else options.get('epochs')
+    check_fits(_largest(space), splits, **_memory_options({**options, 'epochs': epochs or 1}))
+  if strategy == 'hyperband':
+    return successive_halving.hyperband(space, splits, **options)
+  if strategy == 'pbt':
+    population_size = options.pop('population_size')
+    ready = options.setdefault('ready', pbt.READY)
+    options['generations'] = options.pop('epochs', PBT_EPOCHS) // ready
+    return pbt.pbt(space, splits, population_size, **options)
   search = {'random': random_search, 'grid': grid_search, 'coarse_to_fine': coarse_to_fine}
   return search[strategy](space, splits, **options)
+
+
+def allowed_options(strategy: str) -> tuple[str, ...]:
+  """Every option `run(strategy, ...)` takes."""
+  if strategy in POPULATION_STRATEGIES:
+    return (
+      *STRATEGY_OPTIONS[strategy],
+      *POPULATION_OPTIONS[strategy],
+      *POPULATION_STUDY_OPTIONS,
+    )
+  return (*STRATEGY_OPTIONS[strategy], *ENGINE_OPTIONS, *STUDY_OPTIONS)
 
 
 def check(strategy: str, space: Space | None = None, **options) -> None:
@@ -256,17 +314,23 @@ def check(strategy: str, space: Space | None = None, **options) -> None:
   """
   if strategy not in STRATEGIES:
     raise SearchError(f'unknown strategy {strategy!r}; choose from {", ".join(STRATEGIES)}.')
-  allowed = (*STRATEGY_OPTIONS[strategy], *ENGINE_OPTIONS, *STUDY_OPTIONS)
+  allowed = allowed_options(strategy)
   unknown = [name for name in options if name not in allowed]
   if unknown:
     raise SearchError(
       f'{strategy} search takes no option {unknown[0]!r}; it takes {", ".join(allowed)}.'
     )
-  if 'num_trials' in STRATEGY_OPTIONS[strategy] and 'num_trials' not in options:
-    raise SearchError(f'{strategy} search needs num_trials.')
+  required = {'num_trials', 'population_size'} & set(STRATEGY_OPTIONS[strategy])
+  for name in sorted(required):
+    if name not in options:
+      raise SearchError(f'{strategy} search needs {name}.')
   own = {name: options[name] for name in STRATEGY_OPTIONS[strategy] if name in options}
   if strategy == 'bayes':
     bayes.check(**own)
+  elif strategy == 'hyperband':
+    _check_hyperband(**own)
+  elif strategy == 'pbt':
+    _check_pbt(options, space)
   else:
     _check_values(**own)
   check_options(**options)
@@ -275,8 +339,37 @@ def check(strategy: str, space: Space | None = None, **options) -> None:
       'cv runs in memory, outside a study: drop output_dir, storage and study_name '
       '(and use random, grid or coarse_to_fine), then save the Results yourself.'
     )
-  if strategy != 'grid' or space is not None:
+  if strategy not in POPULATION_STRATEGIES and (strategy != 'grid' or space is not None):
     _check_size(strategy, space, options)
+
+
+def _check_hyperband(min_epochs: int = 1, max_epochs: int = 27, eta: int = 3) -> None:
+  brackets = successive_halving.hyperband_brackets(min_epochs, max_epochs, eta)
+  trials = sum(bracket.rungs[0].trials for bracket in brackets)
+  check_runs(trials, f'hyperband from {min_epochs:,} to {max_epochs:,} epochs', 'raise min_epochs')
+
+
+def _check_pbt(options: dict, space: Space | None) -> None:
+  varying = [
+    name for name in STATIC if space is not None and name in space and space[name].kind != 'fixed'
+  ]
+  if varying:
+    raise SearchError(
+      f'pbt trains one bucket (one program), but the space varies {varying[0]}; fix it to one '
+      f'value, e.g. {varying[0]}=fixed:{space[varying[0]].grid(1)[0]}.'
+    )
+  names = ('ready', 'quantile_fraction', 'perturbation_factors', 'resample_probability')
+  own = {name: options[name] for name in names if name in options}
+  population_size = options['population_size']
+  pbt.check(population_size, **own)
+  check_runs(population_size, f'population_size={population_size:,}', 'lower population_size')
+  ready, epochs = own.get('ready', pbt.READY), options.get('epochs', PBT_EPOCHS)
+  check_count('epochs', epochs)
+  if epochs % ready:
+    raise SearchError(
+      f'pbt trains epochs={epochs} in generations of ready={ready} epochs: make epochs a '
+      'multiple of ready.'
+    )
 
 
 def grid_size(space: Space, points_per_axis: int) -> int:

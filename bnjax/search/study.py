@@ -277,7 +277,7 @@ class _Run:
     def claim(ids: np.ndarray) -> bool:
       got = self.worker.claim([int(i) for i in ids])
       held.update(got)
-      _crash_point(f'chunk{self.chunks_run}:claimed')
+      crash_point(f'chunk{self.chunks_run}:claimed')
       return bool(got)
 
     def on_chunk(rows: list[dict], curves: list[dict], best: list) -> None:
@@ -300,7 +300,7 @@ class _Run:
       self.done += len(mine)
       if self.progress:
         self.progress(self.done, max(self.to_do, self.done))
-      _crash_point(f'chunk{self.chunks_run}:told')
+      crash_point(f'chunk{self.chunks_run}:told')
       self.chunks_run += 1
 
     results = run_trials(
@@ -320,23 +320,7 @@ class _Run:
 
   def test_once(self) -> None:
     """Tests the top k on the test split, unless this set of trials was tested already."""
-    view = Results.from_study(self.study)
-    tested = self.study.user_attrs.get(ledger.TESTED)
-    if tested is not None and tested.get('trials') == len(view.rows):
-      return
-    k = self.engine['top_k']
-    best = [row['trial_id'] for row in view.ranked() if row['status'] == 'ok'][:k]
-    found = {n: self.store.get(n) for n in best}
-    missing = [n for n in best if found[n] is None]
-    view.candidates = [c for c in found.values() if c is not None] + self._retrain(missing)
-    _crash_point('test')
-    view = test_top_k(view, self.splits, k)
-    accuracy = {
-      str(row['trial_id']): row['test_accuracy']
-      for row in view.rows
-      if math.isfinite(row['test_accuracy'])
-    }
-    self.study.set_user_attr(ledger.TESTED, {'trials': len(view.rows), 'test_accuracy': accuracy})
+    test_once(self.study, self.splits, self.store, self.engine['top_k'], self._retrain)
 
   def _retrain(self, numbers: list[int]) -> list:
     """Candidates whose params no file holds, trained again from their trial ids."""
@@ -350,6 +334,40 @@ class _Run:
       table, self.splits, space=self.space, trial_ids=np.asarray(numbers), test=False, **options
     )
     return results.candidates
+
+
+def test_once(
+  study,
+  splits: Splits,
+  store: CandidateStore,
+  k: int,
+  retrain: Callable[[list[int]], list] | None = None,
+) -> None:
+  """Tests the study's top `k` finished trials once, and records it in the study (`TESTED`).
+
+  Nothing happens if this set of trials was tested already (a resume after
+  the test). The candidates' params come from `store`; those it lacks from
+  `retrain(trial_numbers)` (None: they go untested). `BNJAX_CRASH_AT=test`
+  kills the process just before the test split is read.
+  """
+  view = Results.from_study(study)
+  tested = study.user_attrs.get(ledger.TESTED)
+  if tested is not None and tested.get('trials') == len(view.rows):
+    return
+  best = [row['trial_id'] for row in view.ranked() if row['status'] == 'ok'][:k]
+  found = {n: store.get(n) for n in best}
+  missing = [n for n in best if found[n] is None]
+  view.candidates = [c for c in found.values() if c is not None]
+  if missing and retrain is not None:
+    view.candidates += retrain(missing)
+  crash_point('test')
+  view = test_top_k(view, splits, k)
+  accuracy = {
+    str(row['trial_id']): row['test_accuracy']
+    for row in view.rows
+    if math.isfinite(row['test_accuracy'])
+  }
+  study.set_user_attr(ledger.TESTED, {'trials': len(view.rows), 'test_accuracy': accuracy})
 
 
 def _rank_row(trial: FrozenTrial) -> dict:
@@ -366,7 +384,7 @@ def _where(storage, output_dir) -> str:
   return os.path.join(output_dir, ledger.JOURNAL_FILE) if output_dir else 'memory'
 
 
-def _crash_point(name: str) -> None:
+def crash_point(name: str) -> None:
   """SIGKILLs this process at `name` when `BNJAX_CRASH_AT` says so (tests only)."""
   if os.environ.get('BNJAX_CRASH_AT') == name:
     os.kill(os.getpid(), signal.SIGKILL)

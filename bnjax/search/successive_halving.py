@@ -26,6 +26,7 @@ survivor's curve is bitwise the curve it would have had trained straight to
 its epochs in a chunk of that size.
 """
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -38,19 +39,21 @@ from bnjax.data import Splits
 from bnjax.registry import to_python
 from bnjax.search import chunks
 from bnjax.search import population as pop
-from bnjax.search.checks import SearchError, check_count
+from bnjax.search.checks import SearchError, check_count, check_options
 from bnjax.search.cohorts import (
   Cohort,
   TrialRecord,
+  candidates,
   cohorts_from_table,
   default_chunk_size,
   members,
   records,
   regroup,
-  results_from_records,
+  row_of,
   sampling_key,
   train_to,
 )
+from bnjax.search.population_study import PopulationStudy
 from bnjax.search.results import Results
 from bnjax.space import as_space, with_defaults
 from bnjax.training import TrainData
@@ -149,23 +152,31 @@ def successive_halving(
   eta: int = 3,
   segment_epochs: int = 1,
   sharding: jax.sharding.Sharding | None = None,
-  on_rung: Callable[[int, list[Cohort], Decision | None], None] | None = None,
+  first_rung: int = 0,
+  on_rung: Callable[[int, list[TrialRecord], list[Cohort]], None] | None = None,
+  on_segment: Callable[[int, list[Cohort]], None] | None = None,
 ) -> tuple[list[Cohort], list[TrialRecord]]:
   """One bracket: train to each rung's epochs, keep the top `rung.trials` of the next rung.
 
   Returns the finalists' cohorts and a `TrialRecord` of every real trial:
   pruned at their rung, diverged, or 'ok' for those that reached the last
-  rung. `on_rung(index, cohorts, decision)` runs after each rung is trained
-  (decision None at the last), e.g. to checkpoint or to tell the ledger.
+  rung. `first_rung` > 0 goes on from cohorts of that rung (a checkpoint's).
+  `on_rung(index, stopped, cohorts)` runs once rung `index` is decided, with
+  the records of the trials that stopped there and the cohorts that go on
+  (the regrouped survivors; at the last rung, the finalists).
+  `on_segment(index, cohorts)` runs after each segment inside rung `index`.
   """
   out = []
-  for index, step in enumerate(rungs):
-    cohorts = train_to(cohorts, data, step.epochs, segment_epochs=segment_epochs)
+  for index in range(first_rung, len(rungs)):
+    step = rungs[index]
+    during = None if on_segment is None else functools.partial(on_segment, index)
+    cohorts = train_to(cohorts, data, step.epochs, segment_epochs=segment_epochs, on_segment=during)
     seen = members(cohorts)
     if index == len(rungs) - 1:
+      stopped = records(cohorts, seen['trial_id'], status='ok', rung_index=index)
+      out += stopped
       if on_rung:
-        on_rung(index, cohorts, None)
-      out += records(cohorts, seen['trial_id'], status='ok', rung_index=index)
+        on_rung(index, stopped, cohorts)
       break
     decision = rung(
       seen['trial_id'],
@@ -174,10 +185,11 @@ def successive_halving(
       dev_loss=seen['dev_loss'],
       keep=rungs[index + 1].trials,
     )
-    if on_rung:
-      on_rung(index, cohorts, decision)
-    out += records(cohorts, decision.pruned, status='pruned', rung_index=index)
+    stopped = records(cohorts, decision.pruned, status='pruned', rung_index=index)
+    out += stopped
     cohorts = regroup(cohorts, decision.survivors, sharding=sharding)
+    if on_rung:
+      on_rung(index, stopped, cohorts)
     if not cohorts:
       break
   return cohorts, sorted(out, key=lambda record: record.trial_id)
@@ -191,42 +203,79 @@ def hyperband(
   max_epochs: int = 27,
   eta: int = 3,
   seed: int = 0,
+  top_k: int = 5,
+  test: bool = True,
   chunk_size: int | None = None,
   devices: Sequence[jax.Device] | None = None,
   eval_batch_size: int = 1024,
   width_ratio: float | None = 1.5,
-  first_trial_id: int = 0,
+  output_dir: str | None = None,
+  storage: str | None = None,
+  study_name: str | None = None,
+  report: Callable[[str], None] | None = None,
+  progress: Callable[[int, int], None] | None = None,
 ) -> Results:
   """Hyperband (Li et al. 2018): brackets of successive halving over configurations from `space`.
 
   Bracket `s` draws its configurations with `sampling_key(seed, s)`; trial
-  ids run on from `first_trial_id` across the brackets. Every rung's epochs
-  are a multiple of one segment length (`segment_length`), so each bucket
-  compiles its init and one segment program, whatever the rung.
+  ids run on from 0 across the brackets. Every rung's epochs are a multiple
+  of one segment length (`segment_length`), so each bucket compiles its init
+  and one segment program, whatever the rung. The search runs through a
+  study (`population_study`): in `output_dir` (or `storage`), checkpointed
+  at every rung, resumed by calling again with the same arguments; in memory
+  without one. The top `top_k` trials that reached `max_epochs` are tested
+  once, at the end (`test=False`: never).
 
   Returns:
     `Results` with one row per trial: 'ok' for those that reached
     `max_epochs`, 'pruned' (with the epochs they reached, column `epochs`)
     or 'diverged'; dev metrics at the last epoch each reached; curves
     `[trials, max_epochs]`, NaN past a pruned trial's last epoch; the extra
-    columns `bracket` and `epochs`. The test split is not touched here.
+    columns `bracket` and `epochs`. `info` counts brackets, compiles,
+    trial-epochs and checkpoints (and their seconds).
   """
   start_time = time.perf_counter()
   space = as_space(space)
   brackets = hyperband_brackets(min_epochs, max_epochs, eta)
   segment = segment_length(brackets)
-  if chunk_size is not None:
-    check_count('chunk_size', chunk_size)
+  check_options(seed=seed, top_k=top_k, test=test, chunk_size=chunk_size, devices=devices)
+  check_options(eval_batch_size=eval_batch_size, width_ratio=width_ratio)
+  config = {
+    'strategy': 'hyperband',
+    'min_epochs': min_epochs,
+    'max_epochs': max_epochs,
+    'eta': eta,
+    'chunk': chunk_size,
+    'epochs': max_epochs,
+    'select': 'final',
+    'seed': seed,
+    'eval_batch_size': eval_batch_size,
+    'width_ratio': width_ratio,
+    'extra_columns': ['bracket', 'epochs'],
+  }
   devices = list(devices or jax.local_devices())
   data, sharding = chunks.data_on(devices, splits)
   size = default_chunk_size(splits, devices, chunk_size)
-  tables, extra, records = {}, {}, []
-  next_id, next_bucket = first_trial_id, 0
-  with pop.count_lowerings() as lowered:
-    for bracket in brackets:
+  total = sum(bracket.rungs[0].trials for bracket in brackets)
+  keeper = PopulationStudy(
+    space,
+    splits,
+    config=config,
+    output_dir=output_dir,
+    storage=storage,
+    study_name=study_name,
+    top_k=top_k,
+    report=report,
+  )
+  with keeper, pop.count_lowerings() as lowered:
+    at = keeper.resumed or {'bracket': 0, 'rung': 0, 'next_id': 0, 'next_bucket': 0}
+    next_id, next_bucket, cohort_count = at['next_id'], at['next_bucket'], 0
+    for position in range(at['bracket'], 0 if keeper.done else len(brackets)):
+      bracket = brackets[position]
       n = bracket.rungs[0].trials
       table = with_defaults(space.sample(sampling_key(seed, bracket.index), n), n)
       ids = next_id + np.arange(n)
+      keeper.create(table, ids, position)
       cohorts = cohorts_from_table(
         table,
         ids,
@@ -240,20 +289,59 @@ def hyperband(
         eval_batch_size=eval_batch_size,
         width_ratio=width_ratio,
       )
-      _, done = successive_halving(
-        cohorts, data, bracket.rungs, eta=eta, segment_epochs=segment, sharding=sharding
+      cohort_count += len(cohorts)
+      after = {'next_id': next_id + n, 'next_bucket': 1 + max(c.bucket for c in cohorts)}
+      first_rung = 0
+      if keeper.resumed and position == at['bracket'] and keeper.resumed['buckets']:
+        first_rung = at['rung']  # the checkpoint's cohorts, on from where they stopped
+        cohorts = keeper.restore(cohorts, sharding)
+      start = {'next_id': next_id, 'next_bucket': next_bucket}
+
+      def on_rung(
+        index, stopped, going_on, position=position, table=table, ids=ids, after=after, start=start
+      ):
+        values = {int(t): {k: to_python(c[i]) for k, c in table.items()} for i, t in enumerate(ids)}
+        rows = [
+          row_of(r, values[r.trial_id], {'bracket': brackets[position].index}) for r in stopped
+        ]
+        finished = {row['trial_id']: row for row in rows if row['status'] == 'ok'}
+        keeper.tell(
+          rows,
+          [r.curves for r in stopped],
+          [{'bracket': row['bracket'], 'epochs': row['epochs']} for row in rows],
+          candidates(going_on, finished) if finished else (),
+        )
+        if progress:
+          progress(len(keeper.store.ranks), total)
+        if index == len(brackets[position].rungs) - 1:
+          keeper.save([], {'bracket': position + 1, 'rung': 0, **after})
+        else:
+          keeper.save(going_on, {'bracket': position, 'rung': index + 1, **start})
+
+      def on_segment(index, now, position=position, start=start):
+        keeper.save(now, {'bracket': position, 'rung': index, **start}, decision=False)
+
+      successive_halving(
+        cohorts,
+        data,
+        bracket.rungs,
+        eta=eta,
+        segment_epochs=segment,
+        sharding=sharding,
+        first_rung=first_rung,
+        on_rung=on_rung,
+        on_segment=on_segment,
       )
-      records += done
-      for i, trial in enumerate(ids):
-        tables[int(trial)] = {name: to_python(column[i]) for name, column in table.items()}
-        extra[int(trial)] = {'bracket': bracket.index}
-      next_id += n
-      next_bucket = 1 + max(c.bucket for c in cohorts)
-  info = {
-    'brackets': len(brackets),
-    'compiles': lowered.value,
-    'trial_epochs': sum(r.epochs for r in records),
-    'devices': len(devices),
-    'seconds': time.perf_counter() - start_time,
-  }
-  return results_from_records(records, tables, extra, space=space, epochs=max_epochs, info=info)
+      next_id, next_bucket = after['next_id'], after['next_bucket']
+    keeper.finish(test=test)
+    results = keeper.results({})
+  results.info.update(
+    brackets=len(brackets),
+    buckets=len({(row['bucket']) for row in results.rows}),
+    chunks=cohort_count,
+    compiles=lowered.value,
+    trial_epochs=int(sum(row['epochs'] for row in results.rows)),
+    devices=len(devices),
+    seconds=time.perf_counter() - start_time,
+  )
+  return results
