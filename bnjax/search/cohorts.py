@@ -29,9 +29,6 @@ from bnjax.training import TrainConfig, TrainData, TrialState
 # Sampling keys fold in ids from the top of the uint32 range, as
 # `strategies` does (trial keys fold in trial ids from 0 up).
 SAMPLING_STREAM = 2**32 - 1
-# Members per chunk on a CPU: as fast per trial as any bigger chunk, and a
-# rung's fillers cost little.
-CPU_CHUNK = 8
 
 CURVES = ('train_loss', 'dev_loss', 'dev_accuracy')
 
@@ -68,20 +65,12 @@ def sampling_key(seed: int, round_index: int) -> jax.Array:
 def default_chunk_size(
   splits: Splits, devices: Sequence[jax.Device], chunk_size: int | None
 ) -> Callable[[TrainConfig], int]:
-  """A bucket's chunk size, from its config and the devices only.
+  """A bucket's chunk size, from its config and the devices only: `chunks.chunk_runs`'.
 
-  `chunk_size` (None: `CPU_CHUNK` on a CPU, else what memory holds), capped
-  by what fits memory (`chunks.runs_that_fit`); never a function of how many
-  trials a search has, so a trial's numbers do not move with that.
+  (`cohorts_from_table` lowers it to a bucket's trials where they are fewer,
+  so a small bracket does not train fillers; a rung keeps it.)
   """
-
-  def size(config: TrainConfig) -> int:
-    fits = chunks.runs_that_fit(config, splits, devices)
-    if chunk_size is not None:
-      return min(chunk_size, fits)
-    return min(CPU_CHUNK, fits) if devices[0].platform == 'cpu' else fits
-
-  return size
+  return lambda config: chunks.chunk_runs(config, splits, devices, chunk_size=chunk_size)
 
 
 def start(
