@@ -1,18 +1,22 @@
-"""What the launchers share: data set, seed and output flags, flags made from the registry.
+"""What the launchers share: data set, seed, output and process flags, flags from the registry.
 
 `run(main)` starts a launcher so that whatever a user can type ends in one
 line on stderr, `error: ...`, and a non-zero exit, never a traceback: a flag
 absl cannot parse, and every error the library raises for bad input
-(`LIBRARY_ERRORS`), wherever in `main` it comes from.
+(`LIBRARY_ERRORS`), wherever in `main` it comes from. Before `main`, it
+joins the other processes of a search that spans several (`--num_processes`
+or `--distributed`, see `bnjax.distributed`).
 """
 
 import functools
 import logging
+import os
 import sys
 
+import jax
 from absl import app, flags
 
-from bnjax import data, files, registry, search
+from bnjax import data, distributed, files, registry, search
 
 DATASET = flags.DEFINE_string(
   'dataset',
@@ -27,12 +31,38 @@ SEED = flags.DEFINE_integer(
   'seed', 0, 'Seed of every random choice (data split aside): an integer in [0, 2**64).'
 )
 
+COORDINATOR_ADDRESS = flags.DEFINE_string(
+  'coordinator_address',
+  None,
+  'Several processes, one search: host:port where process 0 serves the others (its address '
+  'as they reach it, any free port). With --num_processes and --process_id; all three may be '
+  'left out under --distributed.',
+)
+NUM_PROCESSES = flags.DEFINE_integer(
+  'num_processes', None, 'Several processes, one search: how many take part.'
+)
+PROCESS_ID = flags.DEFINE_integer(
+  'process_id', None, "Several processes, one search: this one's index, 0 to num_processes - 1."
+)
+DISTRIBUTED = flags.DEFINE_boolean(
+  'distributed',
+  False,
+  'Several processes, one search, with the three settings above read from the cluster by JAX '
+  '(SLURM, a Cloud TPU pod slice, Open MPI) where they are not given.',
+)
+HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+  'heartbeat_timeout',
+  100,
+  'Several processes: seconds after which a silent process counts as dead and the others stop.',
+)
+
 # The library's errors for bad input: each has a one-line message naming the fix.
 LIBRARY_ERRORS = (
   registry.HyperparameterError,  # and its bnjax.space.SpaceError
   data.DataError,
   files.OutputError,
   search.SearchError,
+  distributed.DistributedError,
 )
 
 # absl shows INFO logs; JAX's search for absent TPU/GPU plugins is noise here.
@@ -67,7 +97,9 @@ def define_hyperparameter_flags(names, defaults=None) -> dict[str, flags.FlagHol
 
 
 def output_dir_or_exit(path: str) -> str:
-  """The output directory, created and writable, checked before any compute."""
+  """The output directory, created and writable, checked before any compute (by process 0 alone)."""
+  if not distributed.is_writer():
+    return path  # several processes, one search: process 0 writes, on its own disk
   try:
     return files.check_output_dir(path)
   except files.OutputError as error:
@@ -92,7 +124,60 @@ def describe(splits: data.Splits) -> str:
 
 def run(main) -> None:
   """`app.run(main)`, with every bad flag or input as one `error: ...` line and exit status 1."""
-  app.run(errors_as_messages(main), flags_parser=parse_flags)
+  app.run(errors_as_messages(with_processes(main)), flags_parser=parse_flags)
+
+
+def with_processes(main):
+  """`main`, run after joining the other processes (if the flags name any), before any device use.
+
+  Process 0 prints; the others keep stdout quiet (their results are the
+  same) and say only errors. A process that loses the others stops with one
+  line saying how to resume, as does a single process after a crash: start
+  every process again with the same flags, and the search resumes from
+  process 0's ledger.
+  """
+
+  @functools.wraps(main)
+  def wrapped(argv):
+    try:
+      started = distributed.initialize(
+        coordinator_address=COORDINATOR_ADDRESS.value,
+        num_processes=NUM_PROCESSES.value,
+        process_id=PROCESS_ID.value,
+        detect=DISTRIBUTED.value,
+        heartbeat_timeout=HEARTBEAT_TIMEOUT.value,
+      )
+    except distributed.DistributedError as error:
+      fail(str(error))
+    except (RuntimeError, ValueError) as error:  # jax's: no cluster found, a refused connection
+      fail(f'cannot join the other processes: {one_line(error)}')
+    if not started or not distributed.is_multiprocess():
+      return main(argv)
+    me, count = jax.process_index(), jax.process_count()
+    resume = f'start all {count} processes again with the same flags'
+    print(
+      f'process {me} of {count}: {jax.local_device_count()} of {jax.device_count()} devices; '
+      f'if a process dies the others stop within --heartbeat_timeout={HEARTBEAT_TIMEOUT.value} s, '
+      f'and to resume, {resume}',
+      file=sys.stderr,
+      flush=True,
+    )
+    if not distributed.is_writer():
+      sys.stdout.flush()  # the descriptor, so that what C++ prints (Gloo) goes too
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    try:
+      return main(argv)
+    except jax.errors.JaxRuntimeError as error:
+      sys.stderr.write(
+        f'error: process {me} of {count}: a step across processes failed '
+        f'({one_line(error)[:300]}). If another process died, every trial told so far is in '
+        f"process 0's ledger: to resume, {resume}.\n"
+      )
+      sys.stderr.flush()
+      # The runtime cannot shut down cleanly without its peers; leave now, not after its timeout.
+      os._exit(1)
+
+  return wrapped
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -49,7 +49,7 @@ if __package__ in (None, ''):  # Run as a script: make `experiments` importable.
 import jax
 from absl import flags
 
-from bnjax import search
+from bnjax import distributed, search
 from bnjax.space import SpaceError
 from experiments import common
 
@@ -206,7 +206,8 @@ def main(argv):
     f'space: {SPACE.value}'
   )
   try:
-    results = search.run(STRATEGY.value, space, splits, progress=ProgressBar(), **options)
+    progress = ProgressBar() if distributed.is_writer() else None  # one bar, process 0's
+    results = search.run(STRATEGY.value, space, splits, progress=progress, **options)
   except (SpaceError, ValueError) as error:
     raise SystemExit(f'error: {error}') from None
   except KeyboardInterrupt:

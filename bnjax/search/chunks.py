@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from bnjax import distributed
 from bnjax.data import Splits
 from bnjax.search.buckets import Bucket
 from bnjax.search.checks import SearchError, check_seed
@@ -120,7 +121,10 @@ def memory_available(devices: Sequence[jax.Device]) -> int:
 
 
 def _memory_stats(devices: Sequence[jax.Device]) -> dict | None:
-  stats = devices[0].memory_stats() if hasattr(devices[0], 'memory_stats') else None
+  # Another process's devices are not this process's to ask (several processes, one search).
+  mine = [device for device in devices if device.process_index == jax.process_index()]
+  device = (mine or devices)[0]
+  stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
   return stats if stats and 'bytes_limit' in stats else None
 
 
@@ -261,7 +265,7 @@ def data_on(
   """Train and dev splits (or `folds`' stacked ones) replicated on `devices` once, and the
   trial-axis sharding."""
   mesh = Mesh(np.asarray(devices), ('trials',))
-  data = jax.device_put(
+  data = distributed.put(
     folds or TrainData(splits.x_train, splits.y_train, splits.x_dev, splits.y_dev),
     NamedSharding(mesh, PartitionSpec()),
   )
@@ -318,11 +322,11 @@ def run_chunk(
   """
   keys = trial_keys(seed, trial_ids[chunk.rows], chunk.executions)
   hp = {name: value[chunk.rows] for name, value in hp.items()}
-  args = (jax.device_put(hp, sharding), jax.device_put(keys, sharding), data)
+  args = (distributed.put(hp, sharding), distributed.put(keys, sharding), data)
   if folds:
-    args += (jax.device_put(folds_of_runs(chunk.executions, folds), sharding),)
+    args += (distributed.put(folds_of_runs(chunk.executions, folds), sharding),)
   result = program(*args)
-  metrics, diverged_step, best_epoch = jax.device_get(
+  metrics, diverged_step, best_epoch = distributed.fetch(
     (result.metrics, result.diverged_step, result.best_epoch)
   )
   runs = [

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from numpy.typing import ArrayLike
 
-from bnjax import registry
+from bnjax import distributed, registry
 from bnjax.data import Splits
 from bnjax.registry import to_python
 from bnjax.search import buckets, chunks, folds, rows
@@ -69,7 +69,8 @@ def run_trials(
       later `test_top_k` (a search in rounds tests once, at the end).
     chunk_size: runs per program call; default: each bucket's `chunks.chunk_runs`
       (from the bucket and the devices, never from the number of trials).
-    devices: where to shard the trial axis; default all local devices.
+    devices: where to shard the trial axis; default all local devices, or every
+      process's where several run one search (`bnjax.distributed`).
     eval_batch_size: examples per evaluation batch.
     width_ratio: split buckets so no trial is padded wider than this times
       its own width (None: one bucket per static setting).
@@ -115,7 +116,7 @@ def run_trials(
   ids_of_rows = _trial_ids(trial_ids, first_trial_id, num_trials)
   table = with_defaults(table, num_trials)
   extra = _extra_columns(extra_columns, table, num_trials)
-  devices = list(devices or jax.local_devices())
+  devices = list(devices or distributed.devices())
   folded = folds.make_folds(splits, cv) if cv else None
   fit_splits = folded.splits if cv else splits  # the shapes one run trains on
   planned = _buckets(table, fit_splits, epochs, select, eval_batch_size, width_ratio)
@@ -229,7 +230,7 @@ def check_fits(
   table = with_defaults(table, _check_table(table, 0, runs))
   folds.check_cv(cv, splits)
   splits = folds.make_folds(splits, cv).splits if cv else splits
-  devices = list(devices or jax.local_devices())
+  devices = list(devices or distributed.devices())
   planned = _buckets(table, splits, epochs, select, eval_batch_size, width_ratio)
   for bucket in planned:
     chunks.runs_that_fit(bucket.config, splits, devices, executions=runs)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from bnjax import files
+from bnjax import distributed, files
 from bnjax.registry import to_python
 from bnjax.search import ledger, plots
 from bnjax.space import Space, as_space, with_defaults
@@ -148,8 +148,11 @@ class Results:
     """Writes results.csv, best.json (`winner(**metadata)`) and the figures.
 
     Each file appears whole or not at all (`bnjax.files.atomic_open`); JSON
-    holds null where a number is missing, never NaN. Returns the paths.
+    holds null where a number is missing, never NaN. Returns the paths. Where
+    several processes run one search, only process 0 writes (the others: []).
     """
+    if not distributed.is_writer():
+      return []
     output_dir = os.fspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     csv_path = self.to_csv(os.path.join(output_dir, 'results.csv'))

@@ -29,11 +29,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import jax
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
+from bnjax import distributed
 from bnjax.data import Splits
-from bnjax.search import ledger
+from bnjax.search import hosts, ledger
 from bnjax.search.candidates import CandidateStore
 from bnjax.search.engine import run_trials
 from bnjax.search.results import Results
@@ -108,10 +110,12 @@ def run_study(
   """
   # The default journal is one process's at a time; shared storages have workers.
   exclusive = storage is None
-  alone = exclusive and output_dir is not None
+  # Where several processes run one search, process 0 alone locks and writes the directory.
+  written = hosts.output_dir_here(output_dir)
+  alone = exclusive and written is not None
   with directory_lock(os.fspath(output_dir)) if alone else contextlib.nullcontext():
     say = report or (lambda message: None)
-    backend = ledger.open_storage(storage, output_dir)
+    backend = hosts.open_storage(storage, output_dir)
     settings = dict(
       **config,
       **ledger.fingerprint(splits),
@@ -124,6 +128,7 @@ def run_study(
       eval_batch_size=eval_batch_size,
       chunk_size=chunk_size,
     )
+    hosts.check_same_settings(settings)
     study, created = ledger.open_study(backend, study_name, settings, sampler=sampler)
     stored_chunk = study.user_attrs[ledger.CONFIG].get('chunk_size')
     if chunk_size is not None and stored_chunk not in (None, chunk_size):
@@ -144,7 +149,7 @@ def run_study(
         width_ratio=width_ratio,
       ),
       store=CandidateStore(
-        os.path.join(output_dir, 'candidates') if output_dir is not None else None,
+        os.path.join(written, 'candidates') if written is not None else None,
         top_k,
         clean=alone,
       ),
@@ -209,7 +214,8 @@ def run_study(
           run.train([t for t in trials if t.user_attrs[ledger.ROUND] == round_index])
       trials = ledger.ours(study.get_trials(deepcopy=False))
       if test and all(t.state.is_finished() for t in trials) and not worker.others_running():
-        run.test_once()
+        if distributed.is_writer():  # on its own devices: the others may have gone
+          run.test_once()
       elif test:
         say('trials of other workers are still running: the last worker to finish tests the top k')
     results = Results.from_study(study)
@@ -329,7 +335,12 @@ class _Run:
     trials = [self.worker.storage.get_trial(self.worker.trial_id(n)) for n in numbers]
     values = [ledger.values(self.space, t) for t in trials]
     table = {name: np.asarray([v[name] for v in values]) for name in self.space}
-    options = {**self.engine, 'top_k': len(numbers)}
+    # Process 0 tests alone (`run_study`), so it retrains on its own devices.
+    options = {
+      **self.engine,
+      'top_k': len(numbers),
+      'devices': self.engine['devices'] or jax.local_devices(),
+    }
     results = run_trials(
       table, self.splits, space=self.space, trial_ids=np.asarray(numbers), test=False, **options
     )

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from bnjax import distributed
 from bnjax.data import Splits
 from bnjax.search.results import Results, rank_key
 from bnjax.training import TrainConfig, TrainResult, evaluate
@@ -45,14 +46,13 @@ def chunk_candidates(
     k: how many to keep.
   """
   best = sorted(finished, key=lambda trial: rank_key(trial.row))[:k]
-  take = lambda tree, runs: jax.device_get(jax.tree.map(lambda leaf: leaf[runs], tree))
   return [
     Candidate(
       trial.row,
       config,
       {name: value[trial.position] for name, value in hp.items()},
-      take(result.params, trial.runs),
-      take(result.model_state, trial.runs),
+      distributed.take(result.params, trial.runs),
+      distributed.take(result.model_state, trial.runs),
     )
     for trial in best
   ]
