@@ -122,7 +122,8 @@ def memory_available(devices: Sequence[jax.Device]) -> int:
 
 def _memory_stats(devices: Sequence[jax.Device]) -> dict | None:
   # Another process's devices are not this process's to ask (several processes, one search).
-  mine = [device for device in devices if device.process_index == jax.process_index()]
+  here = jax.process_index()
+  mine = [device for device in devices if getattr(device, 'process_index', here) == here]
   device = (mine or devices)[0]
   stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
   return stats if stats and 'bytes_limit' in stats else None
