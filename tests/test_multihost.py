@@ -21,7 +21,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from optuna.storages.journal import JournalFileBackend
 
-from bnjax import distributed
+from bnjax import distributed, search
 from bnjax.search import hosts, ledger
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -207,3 +207,10 @@ def test_a_shared_storage_with_several_processes_is_refused(monkeypatch, tmp_pat
   monkeypatch.setattr(distributed, 'is_multiprocess', lambda: True)
   with pytest.raises(ledger.LedgerError, match='--storage with several processes'):
     hosts.open_storage('sqlite:///x.db', tmp_path)
+
+
+@pytest.mark.parametrize('strategy', ['hyperband', 'pbt'])
+def test_population_strategies_over_several_processes_are_refused(monkeypatch, strategy):
+  monkeypatch.setattr(distributed, 'is_multiprocess', lambda: True)
+  with pytest.raises(search.SearchError, match=f'{strategy} runs in one process for now'):
+    search.check(strategy, population_size=4, num_trials=4)
