@@ -35,7 +35,7 @@ OPTIMIZERS = {'momentum': lambda: bnjax.momentum(0.05, 0.9), 'adam': lambda: bnj
 
 def run(*, quick: bool) -> tuple[dict, Figure]:
   splits = common.load('mnist1d')
-  seeds, epochs, hidden = (1, 1, (16,)) if quick else (3, 10, (100, 100, 100))
+  seeds, epochs, hidden = (1, 1, (16,)) if quick else (3, 5, (100, 100, 100))
   batch = 128
   steps = len(splits.y_train) // batch
   x, y = jnp.asarray(splits.x_train), jnp.asarray(splits.y_train)

@@ -23,8 +23,8 @@ CLAIM = (
 
 def run(*, quick: bool) -> tuple[dict, Figure]:
   splits = common.load('mnist1d')
-  sizes = (32, 256) if quick else (16, 64, 256, 1024)
-  seeds, epochs, units = (1, 1, 16) if quick else (3, 20, 128)
+  sizes = (32, 256) if quick else (32, 128, 512)
+  seeds, epochs, units = (1, 1, 16) if quick else (3, 10, 64)
   configs = [
     dict(
       batch_size=b,

@@ -22,7 +22,7 @@ SPACE = 'learning_rate=log:1e-4:1,beta1=1mlog:0.5:0.999,hidden_units=fixed:64,nu
 
 def run(*, quick: bool) -> tuple[dict, Figure]:
   splits = common.load('mnist1d')
-  budget, seeds, epochs = (4, 1, 1) if quick else (32, 3, 10)
+  budget, seeds, epochs = (4, 1, 1) if quick else (16, 3, 6)
   options = dict(epochs=epochs, top_k=1)
   outcome = {'coarse_to_fine': [], 'random': []}
   for seed in range(seeds):

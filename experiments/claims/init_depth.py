@@ -30,7 +30,7 @@ def run(*, quick: bool) -> tuple[dict, Figure]:
   splits = common.load('mnist1d')
   layers = 4 if quick else 20
   stds = _activation_stds(splits.x_train[:512], layers)
-  depths, seeds, epochs, units = ((1, 2), 1, 1, 16) if quick else ((2, 6, 12), 2, 8, 64)
+  depths, seeds, epochs, units = ((1, 2), 1, 1, 16) if quick else ((2, 8), 2, 5, 32)
   configs = [
     dict(activation=a, batch_norm=bn, init=i, num_layers=d, hidden_units=units, learning_rate=3e-3)
     for a in ACTIVATIONS

@@ -35,8 +35,8 @@ DECAY_RATE = 1e-2  # Adam at a rate above its best constant one, where decay has
 
 def run(*, quick: bool) -> tuple[dict, Figure]:
   splits = common.load('mnist1d')
-  count, seeds, epochs = (2, 1, 1) if quick else (6, 3, 12)
-  fixed = dict(hidden_units=16 if quick else 128, num_layers=2, batch_size=128)
+  count, seeds, epochs = (2, 1, 1) if quick else (5, 3, 8)
+  fixed = dict(hidden_units=16 if quick else 64, num_layers=2, batch_size=128)
   configs = [
     dict(optimizer=name, learning_rate=float(rate), lr_schedule='constant', lr_decay=0.0, **fixed)
     for name, (low, high) in RANGES.items()

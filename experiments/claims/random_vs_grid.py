@@ -25,7 +25,7 @@ FIXED = dict(optimizer='adam', hidden_units=64, num_layers=2, batch_size=128)
 
 def run(*, quick: bool) -> tuple[dict, Figure]:
   splits = common.load('mnist1d')
-  points, seeds, epochs = (2, 1, 1) if quick else (5, 5, 10)
+  points, seeds, epochs = (2, 1, 1) if quick else (5, 4, 6)
   budget = points * points
   space = as_space(SPACE)
   grid = space.grid(points)
