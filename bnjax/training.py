@@ -19,7 +19,7 @@ from jax import lax
 
 from bnjax import registry
 from bnjax.nn.losses import l2_penalty, softmax_cross_entropy
-from bnjax.nn.mlp import INIT_GAINS, mlp_apply, mlp_init
+from bnjax.nn.mlp import INIT_GAINS, MATMUL_DTYPES, mlp_apply, mlp_init
 from bnjax.optim import schedules
 from bnjax.optim.transforms import optimizer
 
@@ -39,6 +39,13 @@ class TrainConfig(NamedTuple):
   # False skips dropout's random numbers (about a fifth of a CPU step) when
   # every trial has keep_prob = 1; `keep_prob` is then ignored.
   dropout: bool = True
+  # Evaluate the dev split after every `eval_every`-th epoch of a run (or a
+  # segment) and after its last; the dev curves hold NaN at the epochs between.
+  # Selection reads the last epoch, so it is unchanged; needs select='final'.
+  eval_every: int = 1
+  # 'bfloat16': matmul inputs rounded to bfloat16, products summed in float32
+  # (parameters, BN, the optimizer and the loss stay float32).
+  matmul_dtype: str = 'float32'
 
 
 class TrainData(NamedTuple):
@@ -75,6 +82,7 @@ class TrainResult(NamedTuple):
 
 def _model_options(config: TrainConfig, hp: dict) -> dict:
   return dict(
+    matmul_dtype=config.matmul_dtype,
     activation=config.activation,
     bn_placement=config.bn_placement,
     bn_momentum=hp['bn_momentum'],
@@ -215,13 +223,20 @@ def train_step(
 
 
 def train_epoch(
-  config: TrainConfig, hp: dict, trial: TrialState, data: TrainData
+  config: TrainConfig,
+  hp: dict,
+  trial: TrialState,
+  data: TrainData,
+  evaluate_dev: bool | jax.Array = True,
 ) -> tuple[TrialState, dict]:
   """One pass over a fresh permutation of the training split, then dev metrics.
 
   The permutation and dropout keys derive from `fold_in(trial.key,
   trial.epoch)`, so an epoch computes the same numbers however the epochs
-  before it were run (one scan, or one call each).
+  before it were run (one scan, or one call each). `evaluate_dev` False
+  (a Python bool, or a boolean without a trial axis: under `vmap` the
+  evaluation is then skipped, not computed and discarded) leaves the dev
+  metrics NaN; training does not depend on it.
   """
   n_train = data.x_train.shape[0]
   steps = steps_per_epoch(config, data)
@@ -243,9 +258,12 @@ def train_epoch(
     )
 
   trial, losses = lax.scan(step, trial, (jnp.arange(steps), batches))
-  dev_loss, dev_accuracy = evaluate(
-    config, hp, trial.params, trial.model_state, data.x_dev, data.y_dev
-  )
+  dev = lambda: evaluate(config, hp, trial.params, trial.model_state, data.x_dev, data.y_dev)
+  if evaluate_dev is True:
+    dev_loss, dev_accuracy = dev()
+  else:
+    skipped = lambda: (jnp.full([], jnp.nan, jnp.float32), jnp.full([], jnp.nan, jnp.float32))
+    dev_loss, dev_accuracy = lax.cond(evaluate_dev, dev, skipped)
   diverged = trial.diverged_step >= 0
   nan_if_diverged = lambda v: jnp.where(diverged, jnp.nan, v)
   metrics = {
@@ -268,8 +286,20 @@ def train_epoch(
 def train_epochs(
   config: TrainConfig, hp: dict, trial: TrialState, data: TrainData, epochs: int
 ) -> tuple[TrialState, dict]:
-  """`epochs` epochs in one `lax.scan`; metrics gain a leading `[epochs]` axis."""
-  return lax.scan(lambda trial, _: train_epoch(config, hp, trial, data), trial, None, epochs)
+  """`epochs` epochs in one `lax.scan`; metrics gain a leading `[epochs]` axis.
+
+  With `config.eval_every = k > 1`, the dev split is evaluated after epochs
+  k, 2k, ... of these `epochs` and after the last (so `k` segments of `e`
+  epochs equal one run of `k * e` when `e` is a multiple of `k`).
+  """
+  if config.eval_every == 1:
+    return lax.scan(lambda trial, _: train_epoch(config, hp, trial, data), trial, None, epochs)
+  # A constant without a trial axis: `vmap` keeps the `lax.cond` in `train_epoch` a branch.
+  evaluated = np.asarray([(i + 1) % config.eval_every == 0 for i in range(epochs)])
+  evaluated[-1] = True
+  return lax.scan(
+    lambda trial, flag: train_epoch(config, hp, trial, data, flag), trial, jnp.asarray(evaluated)
+  )
 
 
 def finish(config: TrainConfig, trial: TrialState, metrics: dict) -> TrainResult:
@@ -293,6 +323,15 @@ def _check(config: TrainConfig, data: TrainData) -> None:
   """Static settings that cannot work, before any compute (shapes are known at trace time)."""
   if config.select not in ('final', 'best'):
     raise ValueError(f"select must be 'final' or 'best'; got {config.select!r}.")
+  if config.eval_every < 1:
+    raise ValueError(f'eval_every must be >= 1; got {config.eval_every}.')
+  if config.eval_every > 1 and config.select != 'final':
+    raise ValueError(
+      "eval_every > 1 leaves dev curves NaN between evaluations: use select='final' "
+      "(select='best' needs every epoch's dev accuracy)."
+    )
+  if config.matmul_dtype not in MATMUL_DTYPES:
+    raise ValueError(f'matmul_dtype must be one of {MATMUL_DTYPES}; got {config.matmul_dtype!r}.')
   if config.epochs < 1 or config.batch_size < 1:
     raise ValueError(
       f'epochs and batch_size must be >= 1; got {config.epochs}, {config.batch_size}.'

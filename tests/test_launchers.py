@@ -106,12 +106,15 @@ def test_random_search_smoke(tmp_path):
     '--dataset=digits',
     '--num_trials=2',
     '--epochs=1',
-    f'--output_dir={tmp_path}',
+    f'--output_dir={tmp_path / "run"}',
+    f'--compile_cache_dir={tmp_path / "cache"}',
     timeout=300,
   )
   assert succeeded(run)
-  check_search_outputs(tmp_path, num_trials=2)
+  check_search_outputs(tmp_path / 'run', num_trials=2)
   assert 'winner' in run.stdout
+  # The compiled programs were kept for the next run (the persistent cache is on by default).
+  assert any((tmp_path / 'cache').iterdir())
 
 
 @pytest.mark.slow

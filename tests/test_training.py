@@ -272,3 +272,62 @@ def test_fit_epoch_by_epoch_equals_make_train(data):
     fitted.metrics['dev_accuracy'], scanned.metrics['dev_accuracy'], atol=ONE_DEV_EXAMPLE
   )
   assert not bool(fitted.diverged) and int(fitted.diverged_step) == -1
+
+
+def test_eval_every_skips_dev_metrics_only(data):
+  """eval_every=3 over 7 epochs: dev metrics at epochs 3, 6 and 7, NaN between; training identical."""
+  config = CONFIG._replace(epochs=7)
+  hp = stack([bnjax.hparams(learning_rate=1e-2), bnjax.hparams(learning_rate=3e-2)])
+  keys = jax.random.split(jax.random.key(2), 2)
+  run = lambda c: jax.jit(jax.vmap(bnjax.make_train(c), in_axes=(0, 0, None)))(hp, keys, data)
+  every, sparse = run(config), run(config._replace(eval_every=3))
+  chex.assert_trees_all_equal(sparse.params, every.params)
+  chex.assert_trees_all_equal(sparse.metrics['train_loss'], every.metrics['train_loss'])
+  evaluated = np.asarray([False, False, True, False, False, True, True])
+  for name in ('dev_loss', 'dev_accuracy'):
+    dense, thin = np.asarray(every.metrics[name]), np.asarray(sparse.metrics[name])
+    np.testing.assert_array_equal(thin[:, evaluated], dense[:, evaluated])
+    assert np.isnan(thin[:, ~evaluated]).all()
+  # The evaluation is a branch, not computed and masked: the program has a conditional.
+  text = jax.jit(bnjax.make_train(config._replace(eval_every=3))).lower(
+    bnjax.hparams(), keys[0], data
+  ).as_text()
+  assert 'stablehlo.case' in text or 'stablehlo.if' in text
+
+
+def test_eval_every_rejects_select_best_and_zero(data):
+  train = lambda c: bnjax.make_train(c)(bnjax.hparams(), jax.random.key(0), data)
+  with pytest.raises(ValueError, match="select='final'"):
+    train(CONFIG._replace(eval_every=2, select='best'))
+  with pytest.raises(ValueError, match='eval_every must be >= 1'):
+    train(CONFIG._replace(eval_every=0))
+
+
+def test_bfloat16_matmuls_track_float32(data):
+  """bfloat16 inputs with float32 sums: the forward pass within bfloat16 rounding, training close."""
+  hp = bnjax.hparams(learning_rate=1e-2)
+  x = data.x_train[:16]
+  params, state = bnjax.nn.mlp_init(jax.random.key(0), 6, (8, 8), 3)
+  logits = {
+    dtype: bnjax.nn.mlp_apply(params, state, x, training=False, matmul_dtype=dtype)[0]
+    for dtype in ('float32', 'bfloat16')
+  }
+  assert logits['bfloat16'].dtype == jnp.float32
+  np.testing.assert_allclose(logits['bfloat16'], logits['float32'], rtol=0.05, atol=0.05)
+  assert not np.array_equal(logits['bfloat16'], logits['float32'])  # the option does something
+  # Reference: the same matmul with inputs rounded by NumPy-side casting, summed in float32.
+  w = params['layers'][0]['w']
+  rounded = lambda a: np.asarray(jnp.asarray(a, jnp.bfloat16).astype(jnp.float32))
+  np.testing.assert_allclose(
+    bnjax.nn.mlp.matmul(x, w, 'bfloat16'), rounded(x) @ rounded(w), rtol=1e-5, atol=1e-6
+  )
+  results = {
+    dtype: jax.jit(bnjax.make_train(CONFIG._replace(epochs=6, matmul_dtype=dtype)))(
+      hp, jax.random.key(0), data
+    )
+    for dtype in ('float32', 'bfloat16')
+  }
+  acc = {dtype: float(r.metrics['dev_accuracy'][-1]) for dtype, r in results.items()}
+  assert acc['bfloat16'] >= acc['float32'] - 3 * ONE_DEV_EXAMPLE, acc
+  with pytest.raises(ValueError, match='matmul_dtype'):
+    bnjax.make_train(CONFIG._replace(matmul_dtype='float16'))(hp, jax.random.key(0), data)

@@ -25,6 +25,8 @@ ACTIVATIONS = {'relu': jax.nn.relu, 'tanh': jnp.tanh, 'sigmoid': jax.nn.sigmoid}
 # Weight variance is gain / fan_in: He for ReLU, the notes' Xavier for tanh.
 INIT_GAINS = {'he': 2.0, 'xavier': 1.0}
 PLACEMENTS = registry.choices('bn_placement')
+# Matmul input precision; products are summed in float32 either way.
+MATMUL_DTYPES = ('float32', 'bfloat16')
 # The output layer's key must not depend on how deep the network is padded.
 OUTPUT_LAYER_STREAM = 2**31 - 1
 
@@ -140,6 +142,15 @@ def mlp_init(
   return {'layers': layers, 'output': output}, {'layers': states}
 
 
+def matmul(a: jax.Array, w: jax.Array, dtype: str = 'float32') -> jax.Array:
+  """`a @ w`; with `dtype='bfloat16'` both inputs are rounded to bfloat16 and summed in float32."""
+  if dtype == 'float32':
+    return a @ w
+  if dtype not in MATMUL_DTYPES:
+    raise ValueError(f'matmul_dtype must be one of {MATMUL_DTYPES}; got {dtype!r}.')
+  return jnp.matmul(a.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+
+
 def dropout(key: jax.Array, x: jax.Array, keep_prob: jax.typing.ArrayLike) -> jax.Array:
   """Inverted dropout on `[batch, units]`: keep with `keep_prob`, divide by it.
 
@@ -166,6 +177,7 @@ def mlp_apply(
   depth: jax.typing.ArrayLike | None = None,
   mask: jax.Array | None = None,
   axis_name: str | None = None,
+  matmul_dtype: str = 'float32',
 ) -> tuple[jax.Array, dict]:
   """Forward pass: returns `(logits [batch, C], new_state)`.
 
@@ -183,6 +195,7 @@ def mlp_apply(
     widths, depth: the masks given to `mlp_init` (traceable).
     mask: optional `[batch]` bool; False rows stay out of BN statistics.
     axis_name: pool BN statistics over this named axis.
+    matmul_dtype: 'float32', or 'bfloat16' (matmul inputs rounded, float32 sums).
   """
   training = normalization.static_flag(training, name='training', where='mlp_apply')
   hidden_sizes = [layer['w'].shape[1] for layer in params['layers']]
@@ -202,7 +215,7 @@ def mlp_apply(
   new_states = []
   a = x
   for i, (layer, layer_state) in enumerate(zip(params['layers'], state['layers'], strict=True)):
-    h = a @ layer['w']
+    h = matmul(a, layer['w'], matmul_dtype)
     if 'b' in layer:
       h = h + layer['b']
     new_state = layer_state
@@ -223,5 +236,5 @@ def mlp_apply(
       )
     new_states.append(new_state)
     a = h
-  logits = a @ params['output']['w'] + params['output']['b']
+  logits = matmul(a, params['output']['w'], matmul_dtype) + params['output']['b']
   return logits, {'layers': new_states}
