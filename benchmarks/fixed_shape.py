@@ -17,14 +17,10 @@ BATCH_SIZE = 128
 
 
 def config(epochs: int, num_classes: int, **options) -> bnjax.TrainConfig:
-  """The fixed shape; dropout off (every runner trains without it)."""
+  """The fixed shape; dropout off unless `options` turn it on (the peers train without it)."""
+  options = {'dropout': False, **options}
   return bnjax.TrainConfig(
-    epochs=epochs,
-    batch_size=BATCH_SIZE,
-    hidden_sizes=HIDDEN,
-    num_classes=num_classes,
-    dropout=False,
-    **options,
+    epochs=epochs, batch_size=BATCH_SIZE, hidden_sizes=HIDDEN, num_classes=num_classes, **options
   )
 
 

@@ -107,15 +107,22 @@ def fixed_shape_section(quick: bool, repeats: int) -> dict:
   print(f'matmul peak: {peak["gflops"]:.0f} GFLOP/s (load {peak["load"]:.1f})')
   measured = {}
 
-  def show(name, row):
+  def keep(name, row):  # printed as it comes, so a cut-off run still shows what it measured
+    measured[name] = row
     print(
-      f'  {name}: {row["ms_per_trial_epoch"]:.1f} ms/trial-epoch ({row["ms_min"]:.1f}-'
-      f'{row["ms_max"]:.1f}), {100 * row["peak_fraction"]:.0f}% of peak, load {row["load"]:.1f}'
+      f'  {name}: {1e3 * row["median"] / row["trial_epochs"]:.1f} ms/trial-epoch, '
+      f'load {row["load"]:.1f}',
+      flush=True,
     )
 
   for n in [int(n) for n in (VECTORIZED.value[:2] if quick else VECTORIZED.value)]:
     epochs = max(1, trial_epochs // n)
-    measured[f'bnjax vmap N={n}'] = fixed_shape.vectorized(splits, n, epochs, repeats)
+    keep(f'bnjax vmap N={n}', fixed_shape.vectorized(splits, n, epochs, repeats))
+  loop_trials = 2 if quick else 4
+  keep(
+    f'bnjax jitted single trial, loop of {loop_trials}',
+    fixed_shape.loop(splits, loop_trials, max(1, trial_epochs // loop_trials), repeats),
+  )
   # The options, each beside the default at one N (dropout: what keep_prob 0.8 costs).
   n = LEVER_TRIALS.value
   epochs = max(1, trial_epochs // n)
@@ -128,20 +135,14 @@ def fixed_shape_section(quick: bool, repeats: int) -> dict:
     # XLA's CPU backend sends matmuls to YNNPACK by default; this asks for its own kernels.
     levers['no YNNPACK'] = dict(compiler_options={'xla_cpu_experimental_ynn_fusion_type': ''})
   for name, options in levers.items():
-    measured[f'bnjax vmap N={n}, {name}'] = fixed_shape.vectorized(
-      splits, n, epochs, repeats, **options
-    )
-  loop_trials = 2 if quick else 4
-  measured[f'bnjax jitted single trial, loop of {loop_trials}'] = fixed_shape.loop(
-    splits, loop_trials, max(1, trial_epochs // loop_trials), repeats
-  )
+    keep(f'bnjax vmap N={n}, {name}', fixed_shape.vectorized(splits, n, epochs, repeats, **options))
   if _torch_version():
     import torch
 
     from benchmarks import peer_torch
 
     hp = {**bnjax.space.DEFAULTS}
-    epochs = 2 if quick else 8
+    epochs = max(2, trial_epochs // 8)
     default_threads = torch.get_num_threads()
     cases = [('PyTorch eager', False, default_threads), ('torch.compile', True, default_threads)]
     if default_threads > 1:
@@ -155,7 +156,7 @@ def fixed_shape_section(quick: bool, repeats: int) -> dict:
       row |= {'trial_epochs': epochs}
       if compiled:
         row['compile_seconds'] = out['first_epoch'] - statistics.median(out['epochs'])
-      measured[name] = row
+      keep(name, row)
     torch.set_num_threads(default_threads)
   # The peak again after the runners: the larger of the two is the machine's.
   after = fixed_shape.matmul_peak(repeats)
@@ -163,7 +164,6 @@ def fixed_shape_section(quick: bool, repeats: int) -> dict:
   runners = {}
   for name, row in measured.items():
     runners[name] = fixed_shape.rates(row, flops, peak['gflops'])
-    show(name, runners[name])
   return {
     'shape': '40 -> 3 x 256 -> 10',
     'gflop_per_trial_epoch': flops / 1e9,

@@ -275,7 +275,7 @@ def test_fit_epoch_by_epoch_equals_make_train(data):
 
 
 def test_eval_every_skips_dev_metrics_only(data):
-  """eval_every=3 over 7 epochs: dev metrics at epochs 3, 6 and 7, NaN between; training identical."""
+  """eval_every=3 over 7 epochs: dev metrics at epochs 3, 6, 7, NaN between; training identical."""
   config = CONFIG._replace(epochs=7)
   hp = stack([bnjax.hparams(learning_rate=1e-2), bnjax.hparams(learning_rate=3e-2)])
   keys = jax.random.split(jax.random.key(2), 2)
@@ -289,9 +289,11 @@ def test_eval_every_skips_dev_metrics_only(data):
     np.testing.assert_array_equal(thin[:, evaluated], dense[:, evaluated])
     assert np.isnan(thin[:, ~evaluated]).all()
   # The evaluation is a branch, not computed and masked: the program has a conditional.
-  text = jax.jit(bnjax.make_train(config._replace(eval_every=3))).lower(
-    bnjax.hparams(), keys[0], data
-  ).as_text()
+  text = (
+    jax.jit(bnjax.make_train(config._replace(eval_every=3)))
+    .lower(bnjax.hparams(), keys[0], data)
+    .as_text()
+  )
   assert 'stablehlo.case' in text or 'stablehlo.if' in text
 
 
@@ -304,7 +306,7 @@ def test_eval_every_rejects_select_best_and_zero(data):
 
 
 def test_bfloat16_matmuls_track_float32(data):
-  """bfloat16 inputs with float32 sums: the forward pass within bfloat16 rounding, training close."""
+  """bfloat16 inputs, float32 sums: the forward pass within bfloat16 rounding, training close."""
   hp = bnjax.hparams(learning_rate=1e-2)
   x = data.x_train[:16]
   params, state = bnjax.nn.mlp_init(jax.random.key(0), 6, (8, 8), 3)
