@@ -117,8 +117,13 @@ def test_pbt_ledger_holds_lineage_and_the_values_members_end_with(
   lineage = results.info['lineage']
   for trial, row in zip(trials, results.rows, strict=True):
     assert trial.state == TrialState.COMPLETE
-    # [generation, parent] at each exploit, parent itself where the member was kept.
-    assert trial.user_attrs['lineage'] == [[g + 1, p[trial.number]] for g, p in enumerate(lineage)]
+    # [generation, parent, score] at each exploit, parent itself where the member was kept.
+    assert [entry[:2] for entry in trial.user_attrs['lineage']] == [
+      [g + 1, p[trial.number]] for g, p in enumerate(lineage)
+    ]
+    # The score: its dev accuracy at the exploit (the curve of the weights it held then).
+    for g, (_, _, score) in enumerate(trial.user_attrs['lineage']):
+      assert score == pytest.approx(results.info['scores'][g][trial.number])
     assert trial.user_attrs[ledger.VALUES]['learning_rate'] == row['learning_rate']
     assert trial.user_attrs['origin'] == row['origin']
   assert any(p != i for parents in lineage for i, p in enumerate(parents))

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnjax import files
 from bnjax.data import Splits
 from bnjax.registry import REGISTRY, to_python
 from bnjax.search import chunks, ledger
@@ -339,7 +340,8 @@ def pbt(
     configuration its line descends from, column `origin`), its metrics at
     the last epoch, and its curve: the history of the weights it holds,
     copied with them. `info` holds the `lineage` (parents at each exploit),
-    the explored values of every generation (`history`) and the winner's
+    the explored values of every generation (`history`), each member's dev
+    accuracy at each exploit (`scores`, before it) and the winner's
     hyperparameter `schedule`.
   """
   start_time = time.perf_counter()
@@ -406,9 +408,9 @@ def pbt(
     keeper.finish(test=test)
     results = keeper.results({})
     trials = {t.number: t for t in keeper.study.get_trials(deepcopy=False)}
-  parents = [
-    np.asarray([trials[i].user_attrs['lineage'][g][1] for i in ids]) for g in range(generations - 1)
-  ]
+  lineage = [[trials[i].user_attrs['lineage'][g] for i in ids] for g in range(generations - 1)]
+  parents = [np.asarray([entry[1] for entry in exploit]) for exploit in lineage]
+  scores = [np.asarray([entry[2] for entry in exploit], np.float64) for exploit in lineage]
   history = [
     {name: np.asarray([trials[i].user_attrs['history'][g][name] for i in ids]) for name in names}
     for g in range(generations)
@@ -424,6 +426,7 @@ def pbt(
     seconds=time.perf_counter() - start_time,
     pbt={'seed': seed, 'population_size': population_size, 'ready': ready},
     lineage=[p.tolist() for p in parents],
+    scores=[s.tolist() for s in scores],
     history=[{k: v.tolist() for k, v in h.items()} for h in history],
   )
   if not results.all_diverged():
@@ -437,11 +440,12 @@ def _evolve(keeper, cohort, table, data, space, seed, options, sharding, progres
   ready, generations = options['ready'], options['generations']
   n = len(cohort.trial_ids)
   axes = explorable(space, cohort.hp)
-  first, source, parents, history = 0, np.arange(n), [], []
+  first, source, parents, scores, history = 0, np.arange(n), [], [], []
   if keeper.resumed:
     (cohort,) = keeper.restore([cohort], sharding)
     first, source = keeper.resumed['generation'], np.asarray(keeper.resumed['source'])
     parents = [np.asarray(p) for p in keeper.resumed['parents']]
+    scores = [np.asarray(p, np.float64) for p in keeper.resumed['scores']]
     history = [{k: np.asarray(v) for k, v in h.items()} for h in keeper.resumed['history']]
   for generation in range(first, generations):
     history.append({a.name: np.asarray(jax.device_get(cohort.hp[a.name])) for a in axes})
@@ -463,16 +467,18 @@ def _evolve(keeper, cohort, table, data, space, seed, options, sharding, progres
     )
     parent = np.asarray(jax.device_get(lineage.parent))
     parents.append(parent)
+    scores.append(np.asarray(cohort.curves['dev_accuracy'][:, -1], np.float64))
     source = source[parent]
     curves = {name: curve[parent] for name, curve in cohort.curves.items()}
     cohort = cohort._replace(state=state, hp=hp, curves=curves)
     keeper.set_attrs(
-      {int(cohort.trial_ids[m]): {'lineage': _lineage(parents, m)} for m in range(n)}
+      {int(cohort.trial_ids[m]): {'lineage': _lineage(parents, scores, m)} for m in range(n)}
     )
     meta = {
       'generation': generation + 1,
       'source': source.tolist(),
       'parents': [p.tolist() for p in parents],
+      'scores': [files.json_safe(p) for p in scores],
       'history': [{k: v.tolist() for k, v in h.items()} for h in history],
     }
     keeper.save([cohort], meta)
@@ -489,7 +495,7 @@ def _evolve(keeper, cohort, table, data, space, seed, options, sharding, progres
         ledger.VALUES: {name: values[name] for name in space},
         'origin': origin,
         'epochs': record.epochs,
-        'lineage': _lineage(parents, m),
+        'lineage': _lineage(parents, scores, m),
         'history': [{k: float(v[m]) for k, v in h.items()} for h in history],
       }
     )
@@ -498,9 +504,16 @@ def _evolve(keeper, cohort, table, data, space, seed, options, sharding, progres
   keeper.tell(rows, curves, attrs, candidates([cohort], finished))
 
 
-def _lineage(parents: Sequence[np.ndarray], member: int) -> list[list[int]]:
-  """`[generation, parent]` of `member` at each exploit so far (itself where it was kept)."""
-  return [[g + 1, int(parent[member])] for g, parent in enumerate(parents)]
+def _lineage(parents: Sequence[np.ndarray], scores: Sequence[np.ndarray], member: int) -> list:
+  """`[generation, parent, score]` of `member` at each exploit so far.
+
+  `parent`: the member whose state it took (itself where it was kept);
+  `score`: its dev accuracy just before (None: diverged).
+  """
+  return [
+    [g + 1, int(parent[member]), files.json_safe(float(score[member]))]
+    for g, (parent, score) in enumerate(zip(parents, scores, strict=True))
+  ]
 
 
 def schedule(
