@@ -4,11 +4,21 @@ r"""Trains one batch-normalized MLP and reports dev and test accuracy.
   python experiments/train.py --dataset=digits --epochs=20
   python experiments/train.py --optimizer=momentum --learning_rate=0.1 \
       --lr_schedule=inverse_time --lr_decay=0.1 --keep_prob=0.8
+  python experiments/train.py --schedule=runs/pbt/best.json   # replay a PBT winner
 
 Prints the train loss and dev accuracy of every epoch, then the test accuracy
 (measured once, after training), and writes <output_dir>/metrics.json.
+
+--schedule replays the hyperparameter schedule of a population-based training
+winner (`random_search.py --strategy=pbt` writes it into best.json): its
+configuration, the values explore gave it generation by generation, and the
+members whose keys trained each generation. It trains in a population of the
+search's shape, so on the machine and devices that ran the search it gives the
+winner's curves bit for bit; the other hyperparameter flags do not apply.
 """
 
+import json
+import math
 import os
 import sys
 import time
@@ -27,6 +37,12 @@ from experiments import common
 EPOCHS = flags.DEFINE_integer('epochs', 40, 'Passes over the training split.')
 HIDDEN_SIZES = flags.DEFINE_list('hidden_sizes', ['256', '256', '256'], 'Units per hidden layer.')
 OUTPUT_DIR = flags.DEFINE_string('output_dir', 'runs/train', 'Where metrics.json goes.')
+SCHEDULE = flags.DEFINE_string(
+  'schedule',
+  None,
+  'A best.json of --strategy=pbt: replay its winner (configuration and hyperparameter '
+  'schedule) instead of training from the flags.',
+)
 # Every traced and static hyperparameter of the registry is a flag. The
 # defaults below differ from the registry's: they train MNIST-1D well in 40
 # epochs (about 72% test), where Adam at 1e-3 without decay or dropout lags.
@@ -85,8 +101,51 @@ def print_epoch(epoch: int, metrics: dict) -> None:
   )
 
 
+def replay_schedule(path: str) -> None:
+  """`--schedule`: trains the PBT winner that `path` (best.json) describes, and tests it once."""
+  given = [
+    name for name in (*HYPERPARAMETERS, 'epochs', 'hidden_sizes') if flags.FLAGS[name].present
+  ]
+  if given:
+    common.fail(f'--{given[0]} does not apply with --schedule: the schedule fixes it; leave it out')
+  try:
+    with open(path) as f:
+      winner = json.load(f)
+  except (OSError, ValueError) as error:
+    common.fail(f'cannot read --schedule {path!r} ({getattr(error, "strerror", None) or error})')
+  output_dir = common.output_dir_or_exit(OUTPUT_DIR.value)
+  splits = common.load_data()
+  print(common.describe(splits))
+  start = time.perf_counter()
+  replayed = search.pbt_replay(winner, splits)  # a SearchError names what is missing
+  seconds = time.perf_counter() - start
+  for epoch in range(len(replayed.curves['dev_accuracy'])):
+    print_epoch(epoch, {name: curve[epoch] for name, curve in replayed.curves.items()})
+  summary = {
+    'dataset': splits.name,
+    'replayed': os.path.abspath(path),
+    'status': 'ok' if math.isfinite(replayed.curves['dev_accuracy'][-1]) else 'diverged',
+    'dev_accuracy': float(replayed.curves['dev_accuracy'][-1]),
+    'search_dev_accuracy': winner.get('dev_accuracy'),
+    'test_accuracy': replayed.test_accuracy,
+    'search_test_accuracy': winner.get('test_accuracy'),
+    'seconds': seconds,
+    'schedule': winner['schedule'],
+    'history': {name: curve.tolist() for name, curve in replayed.curves.items()},
+  }
+  print(
+    f'dev_accuracy {summary["dev_accuracy"]:.4f} (the search: {winner.get("dev_accuracy")})  '
+    f'test_accuracy {replayed.test_accuracy:.4f} (the search: {winner.get("test_accuracy")})'
+  )
+  path = files.write_json(os.path.join(output_dir, 'metrics.json'), summary)
+  print(f'wrote {path}')
+
+
 def main(argv):
   del argv
+  if SCHEDULE.value:
+    replay_schedule(SCHEDULE.value)
+    return
   config, hp, key = configure()
   output_dir = common.output_dir_or_exit(OUTPUT_DIR.value)
   splits = common.load_data()

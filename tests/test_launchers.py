@@ -146,3 +146,102 @@ def test_random_search_defaults_reach_readme_accuracy(tmp_path, dataset, thresho
   assert succeeded(run)
   best = check_search_outputs(tmp_path, num_trials=24)  # the launcher's default
   assert best['test_accuracy'] >= threshold, best
+
+
+SMALL_SPACE = (
+  'learning_rate=log:1e-3:1e-1,beta1=1mlog:0.8:0.95,hidden_units=int:16:24,num_layers=fixed:1'
+)
+
+
+def test_hyperband_smoke_writes_pruned_trials_with_their_epochs(tmp_path):
+  run = launch(
+    'random_search.py',
+    '--strategy=hyperband',
+    '--dataset=digits',
+    '--max_epochs=3',  # brackets (1, 3, 3): 3 trials x 1 epoch then 1 x 3; 2 x 3
+    f'--space={SMALL_SPACE}',
+    '--top_k=2',
+    f'--output_dir={tmp_path}',
+    timeout=600,
+  )
+  assert succeeded(run)
+  check_search_outputs(tmp_path, num_trials=5)
+  with open(tmp_path / 'results.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert sorted(row['status'] for row in rows) == ['ok', 'ok', 'ok', 'pruned', 'pruned']
+  assert all(row['epochs'] == ('1' if row['status'] == 'pruned' else '3') for row in rows)
+  assert sum(row['test_accuracy'] != '' and row['test_accuracy'] != 'nan' for row in rows) == 2
+  assert 'trial-epochs' in run.stdout and 'checkpoint(s)' in run.stdout
+  assert not (tmp_path / 'population.msgpack').exists()  # the search is done: only candidates stay
+
+
+def test_pbt_smoke_and_train_replays_its_winner_bit_for_bit(tmp_path):
+  search_dir, replay_dir = tmp_path / 'pbt', tmp_path / 'replay'
+  run = launch(
+    'random_search.py',
+    '--strategy=pbt',
+    '--dataset=digits',
+    '--population_size=4',
+    '--epochs=3',
+    '--ready=1',
+    f'--space={SMALL_SPACE}',
+    '--top_k=1',
+    f'--output_dir={search_dir}',
+    timeout=600,
+  )
+  assert succeeded(run)
+  best = check_search_outputs(search_dir, num_trials=4)
+  for name in ('lineage.csv', 'schedule.csv', 'schedule.png'):
+    assert (search_dir / name).stat().st_size > 0, name
+  assert [step['epochs'] for step in best['schedule']] == [[0, 1], [1, 2], [2, 3]]
+  replay = launch(
+    'train.py',
+    '--dataset=digits',
+    f'--schedule={search_dir / "best.json"}',
+    f'--output_dir={replay_dir}',
+    timeout=600,
+  )
+  assert succeeded(replay)
+  metrics = read_json(replay_dir / 'metrics.json')
+  # The same machine, devices and population shape: the winner's numbers, bit for bit.
+  assert metrics['dev_accuracy'] == best['dev_accuracy']
+  assert metrics['test_accuracy'] == best['test_accuracy']
+  wrong = launch(
+    'train.py',
+    f'--schedule={search_dir / "best.json"}',
+    '--learning_rate=0.1',
+    f'--output_dir={replay_dir}',
+    timeout=300,
+  )
+  assert wrong.returncode == 1 and wrong.stderr.startswith('error: --learning_rate does not apply')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+  'strategy, flags',
+  [
+    ('hyperband', ('--max_epochs=9',)),  # 31 trials, 69 trial-epochs
+    ('pbt', ('--population_size=8', '--epochs=12', '--ready=4')),  # 96 trial-epochs
+  ],
+)
+@pytest.mark.parametrize(
+  'dataset, threshold',
+  [
+    ('mnist1d', 0.55),  # measured: see the README's strategies section
+    ('digits', 0.90),
+  ],
+)
+def test_population_strategies_run_on_the_real_data(tmp_path, strategy, flags, dataset, threshold):
+  run = launch(
+    'random_search.py',
+    f'--strategy={strategy}',
+    f'--dataset={dataset}',
+    *flags,
+    f'--output_dir={tmp_path}',
+    timeout=1500,
+  )
+  assert succeeded(run)
+  with open(tmp_path / 'results.csv', newline='') as f:
+    count = len(list(csv.DictReader(f)))
+  best = check_search_outputs(tmp_path, num_trials=count)
+  assert best['test_accuracy'] >= threshold, best

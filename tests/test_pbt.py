@@ -1,13 +1,15 @@
 """PBT: exploit copies whole rows bitwise, explore moves values on their scales, one program."""
 
+import json
+
 import chex
 import jax
 import numpy as np
 import pytest
 
-from bnjax import hparams
+from bnjax import files, hparams
 from bnjax.search import cohorts as co
-from bnjax.search import pbt
+from bnjax.search import pbt, schedule_replay
 from bnjax.search import population as pop
 from bnjax.search.checks import SearchError
 from bnjax.space import Choice, IntUniform, LogUniform, OneMinusLogUniform, Space, Uniform
@@ -189,3 +191,32 @@ def test_pbt_driver_trains_generations_and_reports_lineage_and_schedule(blob_spl
     assert row['origin'] in (0, 1, 2, 3)
   with pytest.raises(SearchError, match='one bucket'):
     pbt.pbt(Space({'batch_size': Choice((32, 64))}), blob_splits, 4, devices=one)
+
+
+def test_replaying_the_winners_schedule_gives_its_curves_bitwise(blob_splits):
+  space = Space(
+    {
+      'learning_rate': LogUniform(1e-3, 1e-1),
+      'beta1': OneMinusLogUniform(0.8, 0.99),
+      'hidden_units': IntUniform(4, 6),
+      'num_layers': 1,
+    }
+  )
+  one = jax.local_devices()[:1]
+  results = pbt.pbt(space, blob_splits, 4, ready=1, generations=4, seed=1, top_k=1, devices=one)
+  winner = json.loads(json.dumps(files.json_safe(results.winner())))  # as best.json holds it
+  # This seed's winner descends through other members: generations trained with their keys.
+  assert len({step['trial_id'] for step in winner['schedule']}) > 1
+  replayed = schedule_replay.replay(winner, blob_splits, devices=one)
+  row = next(i for i, r in enumerate(results.rows) if r['trial_id'] == winner['trial_id'])
+  for name, curve in replayed.curves.items():
+    np.testing.assert_array_equal(curve, results.curves[name][row])
+  assert replayed.test_accuracy == winner['test_accuracy']  # the same params, the same program
+  # A changed schedule trains something else (the replay follows it).
+  moved = dict(
+    winner, schedule=[dict(s, learning_rate=s['learning_rate'] * 3) for s in winner['schedule']]
+  )
+  other = schedule_replay.replay(moved, blob_splits, devices=one)
+  assert not np.array_equal(other.curves['train_loss'], replayed.curves['train_loss'])
+  with pytest.raises(SearchError, match="holds no 'schedule'"):
+    schedule_replay.replay({'hyperparameters': {}}, blob_splits)

@@ -15,7 +15,7 @@ This module only re-exports. Behind it, in the order data flows:
   study, resumable, shared by workers; Bayesian search;
 * `population`, `cohorts`, `successive_halving`, `pbt`, `population_study`:
   populations trained in segments; Hyperband and population-based training,
-  checkpointed and resumable.
+  checkpointed and resumable; `schedule_replay`: a PBT winner trained again.
 """
 
 from bnjax.search.bayes import bayes_search
@@ -27,6 +27,7 @@ from bnjax.search.ledger import LedgerError, check_storage
 # Not `pbt`: that name is the module `bnjax.search.pbt`.
 from bnjax.search.pbt import pbt as population_based_training
 from bnjax.search.results import Results, concatenate
+from bnjax.search.schedule_replay import replay as pbt_replay
 from bnjax.search.strategies import (
   DEFAULT_SPACE,
   ENGINE_OPTIONS,
@@ -69,6 +70,7 @@ __all__ = [
   'concatenate',
   'grid_search',
   'hyperband',
+  'pbt_replay',
   'population_based_training',
   'random_search',
   'run',

@@ -446,7 +446,8 @@ def _evolve(keeper, cohort, table, data, space, seed, options, sharding, progres
     first, source = keeper.resumed['generation'], np.asarray(keeper.resumed['source'])
     parents = [np.asarray(p) for p in keeper.resumed['parents']]
     scores = [np.asarray(p, np.float64) for p in keeper.resumed['scores']]
-    history = [{k: np.asarray(v) for k, v in h.items()} for h in keeper.resumed['history']]
+    # In the space's order (the checkpoint's dicts come back sorted by name).
+    history = [{a.name: np.asarray(h[a.name]) for a in axes} for h in keeper.resumed['history']]
   for generation in range(first, generations):
     history.append({a.name: np.asarray(jax.device_get(cohort.hp[a.name])) for a in axes})
     (cohort,) = train_to([cohort], data, (generation + 1) * ready, segment_epochs=ready)
