@@ -253,3 +253,37 @@ def test_plots_leave_rc_params_alone(tmp_path):
   before = dict(mpl.rcParams)
   plots.plot_hyperparameters(fake_results(), tmp_path / 'h.png')
   assert dict(mpl.rcParams) == before
+
+
+def test_pruned_trials_are_drawn_hollow_at_their_accuracy_not_as_diverged():
+  results = fake_results()
+  pruned = [1, 2, 3]
+  for i in pruned:
+    results.rows[i]['status'] = 'pruned'
+  fig = plots.hyperparameters_figure(results)
+  assert '2 diverged, 3 pruned' in fig._suptitle.get_text()
+  ax = panels(fig)['learning_rate']
+  hollow = [
+    c
+    for c in ax.collections
+    if np.size(c.get_facecolor()) == 0 or not c.get_facecolor()[:, 3].any()
+  ]
+  assert len(hollow) == 1
+  np.testing.assert_allclose(
+    hollow[0].get_offsets()[:, 1], [results.rows[i]['dev_accuracy'] for i in pruned]
+  )
+
+
+def test_schedule_figure_draws_each_explored_value_over_the_generations(tmp_path):
+  results = fake_results()
+  results.info['schedule'] = [
+    {'epochs': [0, 2], 'trial_id': 3, 'learning_rate': 1e-3, 'beta1': 0.9},
+    {'epochs': [2, 4], 'trial_id': 5, 'learning_rate': 1.2e-3, 'beta1': 0.92},
+  ]
+  fig = plots.schedule_figure(results)
+  axes = [ax for ax in fig.axes if ax.get_title()]
+  assert [ax.get_title() for ax in axes] == ['learning_rate', 'beta1']
+  assert axes[0].get_yscale() == 'log'  # each on its distribution's scale
+  labels = {text.get_text() for text in axes[0].texts}
+  assert labels == {'3', '5'}  # the member that trained each generation
+  assert_png(plots.plot_schedule(results, tmp_path / 'schedule.png'))

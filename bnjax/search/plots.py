@@ -266,7 +266,7 @@ def schedule_figure(results: Results) -> Figure:
       continue
     values = [step[name] for step in steps]
     ax.stairs(values, edges, lw=1.8, baseline=None)
-    if scales.scale_of(results, name) in ('log', 'one_minus_log'):
+    if scales.scale_of(results, name) == 'log':
       ax.set_yscale('log')
     for step in steps:
       middle = sum(step['epochs']) / 2
