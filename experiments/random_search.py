@@ -212,9 +212,14 @@ def main(argv):
     raise SystemExit(f'error: {error}') from None
   except KeyboardInterrupt:
     command = shlex.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    lost = (
+      'the training since the last population checkpoint was dropped'
+      if STRATEGY.value in search.POPULATION_STRATEGIES
+      else 'the chunk in flight was dropped'
+    )
     print(
-      f'\ninterrupted: the chunk in flight was dropped, every trial told so far is kept in '
-      f'the study; to resume, rerun: python {command}',
+      f'\ninterrupted: {lost}, every trial told so far is kept in the study; to resume, '
+      f'rerun: python {command}',
       file=sys.stderr,
     )
     raise SystemExit(130) from None
