@@ -43,7 +43,7 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def start(data_file, workdirs, *, devices, crash_at=None):
+def start(data_file, workdirs, *, devices, crash_at=None, last_flags=()):
   """The launcher once per working directory, as processes 0, 1, ... of one search."""
   port = free_port()
   processes = []
@@ -60,6 +60,8 @@ def start(data_file, workdirs, *, devices, crash_at=None):
     if crash_at and index == 1:
       env['BNJAX_CRASH_AT'] = crash_at
     command = [sys.executable, str(LAUNCHER), f'--dataset={data_file}', *SEARCH, '--output_dir=out']
+    if index == len(workdirs) - 1:
+      command += list(last_flags)
     if len(workdirs) > 1:
       command += [
         f'--coordinator_address=localhost:{port}',
@@ -162,6 +164,17 @@ def test_a_dead_process_stops_the_other_and_a_restart_finishes_the_search(
   assert per_trial(journal(done)) == per_trial(journal(uninterrupted))
   assert (done / 'results.csv').read_text() == (uninterrupted / 'results.csv').read_text()
   assert os.listdir(workdirs[1]) == []
+
+
+@pytest.mark.slow
+def test_processes_that_disagree_stop_before_training(blob_npz, tmp_path):
+  workdirs = [tmp_path / 'host0', tmp_path / 'host1']
+  runs = finish(start(blob_npz, workdirs, devices=2, last_flags=['--seed=4']))
+  for code, _, err in runs:
+    assert code == 1
+    assert 'error: process(es) 1 have other search settings' in err, err[-3000:]
+  path = str(workdirs[0] / 'out' / 'study.journal')
+  assert optuna.storages.JournalStorage(JournalFileBackend(path)).get_all_studies() == []
 
 
 # ---------------------------------------------------------------- one process: the same calls
