@@ -116,21 +116,24 @@ def run(*, quick: bool) -> tuple[dict, Figure]:
 
 
 def _figure(per_optimizer: dict, steps: int) -> Figure:
+  """Per epoch: the no-bias train loss, and the largest |difference| over seeds and steps."""
   figure = Figure(figsize=(10, 4))
   panels = figure.subplots(1, len(per_optimizer))
   for axes, (name, result) in zip(panels, per_optimizer.items(), strict=True):
-    base = result['losses']['no bias'][0]
-    epochs = np.arange(1, len(base) + 1) / steps
-    axes.plot(epochs, base, label='no bias: train loss', color='black', linewidth=1)
+    base = np.asarray(result['losses']['no bias'])  # [seeds, steps]
+    count = base.shape[1] // steps
+    epochs = np.arange(1, count + 1)
+    per_epoch = lambda a, n=count: a[:, : n * steps].reshape(a.shape[0], n, steps)
+    axes.plot(epochs, per_epoch(base).mean(axis=(0, 2)), 'k-o', label='no bias: train loss')
     twin = axes.twinx()
-    for variant in VARIANTS[1:]:
-      difference = np.abs(result['losses'][variant][0] - base)
+    for variant, marker in zip(VARIANTS[1:], ('s', '^'), strict=True):
+      difference = per_epoch(np.abs(np.asarray(result['losses'][variant]) - base)).max(axis=(0, 2))
       twin.semilogy(
-        epochs, np.maximum(difference, 1e-10), linewidth=0.8, label=f'|{variant} - no bias|'
+        epochs, np.maximum(difference, 1e-10), '--' + marker, label=f'max |{variant} - no bias|'
       )
-    axes.set(xlabel='epoch', ylabel='mini-batch train loss (seed 0)', title=name)
-    twin.set_ylabel('absolute loss difference (log; 1e-10 = equal)')
-    lines = axes.get_legend_handles_labels()
-    more = twin.get_legend_handles_labels()
-    axes.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc='upper right')
+    axes.set(xlabel='epoch', ylabel='train loss (mean over seeds and steps)', title=name)
+    twin.set_ylabel('largest loss difference in the epoch (log; 1e-10: equal)')
+    lines, labels = axes.get_legend_handles_labels()
+    more, more_labels = twin.get_legend_handles_labels()
+    axes.legend(lines + more, labels + more_labels, fontsize=8, loc='center right')
   return figure

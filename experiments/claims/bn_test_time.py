@@ -140,5 +140,5 @@ def _figure(cells: dict, lengths) -> Figure:
     axes.set_xticks(np.arange(len(MOMENTA)), [str(m) for m in MOMENTA])
     axes.set(xlabel='BN momentum', title=f'after {epochs} epoch(s)')
   panels[0].set_ylabel('dev accuracy (%)')
-  panels[-1].legend(fontsize=8, loc='lower left')
+  panels[0].legend(fontsize=8, loc='upper left')
   return figure
