@@ -11,8 +11,9 @@ from experiments.claims import common
 
 NAME = 'bn_placement'
 CLAIM = (
-  'BN is usually applied to z, before the activation (Dense -> BatchNormalization -> '
-  'Activation); some apply it after the activation. The notes show both and recommend before.'
+  'BN can normalize z, before the activation (Dense -> BatchNormalization -> Activation), '
+  'or the activation, after it (Dense with activation -> BatchNormalization): the notes show '
+  'both Keras variants; Ioffe & Szegedy put it before each nonlinearity.'
 )
 PLACEMENTS = ('before', 'after')
 
