@@ -58,11 +58,10 @@ def _figure(methods) -> Figure:
   figure = Figure(figsize=(6, 4))
   axes = figure.subplots()
   for x, cell in enumerate(methods.values()):
-    for offset, key, marker in ((-0.1, 'dev', 'o'), (0.1, 'test', 's')):
+    for offset, key, marker, color in ((-0.1, 'dev', 'o', 'C0'), (0.1, 'test', 's', 'C1')):
       values = [100 * s[key] for s in cell['per_seed']]
-      axes.scatter(
-        [x + offset] * len(values), values, marker=marker, label=f'{key}' if x == 0 else None
-      )
+      label = key if x == 0 else None
+      axes.scatter([x + offset] * len(values), values, marker=marker, color=color, label=label)
   axes.set_xticks([0, 1], list(methods))
   axes.set(ylabel="winner's accuracy (%)", title='Equal budget; one dot per search seed')
   axes.legend(title="winner's")

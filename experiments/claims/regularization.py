@@ -76,7 +76,8 @@ def _figure(cells, l2_values, keep_values) -> Figure:
       lo = np.asarray([100 * cells[label][key]['ci95'][0] for label in labels])
       hi = np.asarray([100 * cells[label][key]['ci95'][1] for label in labels])
       axes.errorbar(xs, mean, yerr=[mean - lo, hi - mean], marker=marker, capsize=3, label=key)
-    ticks = [label.split()[-1] if label != 'l2 0' else '1 (none)' for label in labels]
+    none = '0 (none)' if axes is left else '1 (none)'
+    ticks = [label.split()[-1] if label != 'l2 0' else none for label in labels]
     axes.set_xticks(xs, ticks)
     axes.set(xlabel=xlabel)
     axes.legend()
