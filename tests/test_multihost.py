@@ -43,7 +43,7 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def start(data_file, workdirs, *, devices, crash_at=None, last_flags=()):
+def start(data_file, workdirs, *, devices, crash_at=None, last_flags=(), search=SEARCH):
   """The launcher once per working directory, as processes 0, 1, ... of one search."""
   port = free_port()
   processes = []
@@ -59,7 +59,7 @@ def start(data_file, workdirs, *, devices, crash_at=None, last_flags=()):
     )
     if crash_at and index == 1:
       env['BNJAX_CRASH_AT'] = crash_at
-    command = [sys.executable, str(LAUNCHER), f'--dataset={data_file}', *SEARCH, '--output_dir=out']
+    command = [sys.executable, str(LAUNCHER), f'--dataset={data_file}', *search, '--output_dir=out']
     if index == len(workdirs) - 1:
       command += list(last_flags)
     if len(workdirs) > 1:
@@ -164,6 +164,19 @@ def test_a_dead_process_stops_the_other_and_a_restart_finishes_the_search(
   assert per_trial(journal(done)) == per_trial(journal(uninterrupted))
   assert (done / 'results.csv').read_text() == (uninterrupted / 'results.csv').read_text()
   assert os.listdir(workdirs[1]) == []
+
+
+@pytest.mark.slow
+def test_bayes_over_two_processes_asks_and_trains_what_one_process_does(blob_npz, tmp_path):
+  # Every process's replica of the ledger feeds the same seeded sampler the same trials.
+  bayes = ('--strategy=bayes', '--trials_per_round=4', *SEARCH)
+  one = [tmp_path / 'one']
+  two = [tmp_path / 'host0', tmp_path / 'host1']
+  for workdirs, devices in ((one, 4), (two, 2)):
+    for code, _, err in finish(start(blob_npz, workdirs, devices=devices, search=bayes)):
+      assert code == 0, err[-3000:]
+  assert per_trial(journal(two[0] / 'out')) == per_trial(journal(one[0] / 'out'))
+  assert os.listdir(two[1]) == []
 
 
 @pytest.mark.slow
