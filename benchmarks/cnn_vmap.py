@@ -39,16 +39,19 @@ LENGTH = flags.DEFINE_integer('length', 40, 'Sequence length.')
 CHANNELS = flags.DEFINE_integer('channels', 32, 'Channels of every block.')
 BLOCKS = flags.DEFINE_integer('blocks', 3, 'Conv blocks.')
 KERNEL_SIZE = flags.DEFINE_integer('kernel_size', 5, 'Kernel size.')
+CONV_METHODS = flags.DEFINE_list(
+  'conv_methods', ['patches', 'lax'], "Convolutions to time: 'patches' (im2col), 'lax'."
+)
 CLASSES = 10
 
 
-def make_train(epochs, steps):
+def make_train(epochs, steps, conv_method):
   """`train(key, learning_rate, x, y)` of one trial: init, then `epochs` epochs of SGD."""
   channels = (CHANNELS.value,) * BLOCKS.value
   batch = BATCH_SIZE.value
 
   def loss(params, state, xb, yb):
-    logits, new_state = cnn_apply(params, state, xb, training=True)
+    logits, new_state = cnn_apply(params, state, xb, training=True, conv_method=conv_method)
     return jnp.mean(softmax_cross_entropy(logits, yb)), new_state
 
   def step(carry, indices, x, y, learning_rate):
@@ -82,8 +85,6 @@ def main(argv):
   full_epoch = TRAIN_SIZE.value // BATCH_SIZE.value
   steps = STEPS.value or full_epoch
   epochs = EPOCHS.value
-  # The data set is shared by every trial: in_axes None, never broadcast.
-  train = jax.jit(jax.vmap(make_train(epochs, steps), in_axes=(0, 0, None, None)))
   print(
     f'{jax.default_backend()} ({os.cpu_count()} CPUs seen), {BLOCKS.value} blocks x '
     f'{CHANNELS.value} channels, kernel {KERNEL_SIZE.value}, batch {BATCH_SIZE.value}, '
@@ -91,25 +92,30 @@ def main(argv):
     f'{REPEATS.value} calls'
   )
   print(
-    f'{"trials":>6s} {"compile s":>9s} {"ms / trial-epoch":>17s} {"range":>17s} {"load 1m":>8s}'
+    f'{"conv":>8s} {"trials":>6s} {"compile s":>9s} {"ms / trial-epoch":>17s} '
+    f'{"range":>17s} {"load 1m":>8s}'
   )
-  for trials in (int(n) for n in TRIALS.value):
-    keys = jax.random.split(jax.random.key(trials), trials)
-    learning_rates = jnp.logspace(-2, -1, trials)
-    start = time.perf_counter()
-    compiled = train.lower(keys, learning_rates, x, y).compile()
-    compile_seconds = time.perf_counter() - start
-    per_trial_epoch = []
-    for _ in range(REPEATS.value):
+  for conv_method in CONV_METHODS.value:
+    # The data set is shared by every trial: in_axes None, never broadcast.
+    train = jax.jit(jax.vmap(make_train(epochs, steps, conv_method), in_axes=(0, 0, None, None)))
+    for trials in (int(n) for n in TRIALS.value):
+      keys = jax.random.split(jax.random.key(trials), trials)
+      learning_rates = jnp.logspace(-2, -1, trials)
       start = time.perf_counter()
-      jax.block_until_ready(compiled(keys, learning_rates, x, y))
-      seconds = time.perf_counter() - start
-      per_trial_epoch.append(seconds * 1e3 / (trials * epochs * steps) * full_epoch)
-    low, median, high = np.min(per_trial_epoch), np.median(per_trial_epoch), np.max(per_trial_epoch)
-    print(
-      f'{trials:6d} {compile_seconds:9.1f} {median:17.1f} {f"{low:.1f} - {high:.1f}":>17s} '
-      f'{os.getloadavg()[0]:8.2f}'
-    )
+      compiled = train.lower(keys, learning_rates, x, y).compile()
+      compile_seconds = time.perf_counter() - start
+      per_trial_epoch = []
+      for _ in range(REPEATS.value):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(keys, learning_rates, x, y))
+        seconds = time.perf_counter() - start
+        per_trial_epoch.append(seconds * 1e3 / (trials * epochs * steps) * full_epoch)
+      low, median, high = (f(per_trial_epoch) for f in (np.min, np.median, np.max))
+      print(
+        f'{conv_method:>8s} {trials:6d} {compile_seconds:9.1f} {median:17.1f} '
+        f'{f"{low:.1f} - {high:.1f}":>17s} {os.getloadavg()[0]:8.2f}',
+        flush=True,
+      )
 
 
 if __name__ == '__main__':

@@ -16,7 +16,8 @@ from bnjax import registry
 
 # The hyperparameters `train` receives as arrays (`bnjax.registry`: role 'traced').
 TRACED = registry.TRACED
-# Beside them, the architecture masks: `widths [layers]` and `depth`.
+# Beside them, the architecture masks: `widths [layers]` and `depth` (the MLP's
+# units per layer and layers, or the CNN's channels per block and blocks).
 MASKS = ('widths', 'depth')
 
 
@@ -68,8 +69,10 @@ def hparams(**values) -> dict:
   Categorical values may be given by name ('adam', 'inverse_time', 'he') and
   become int32 indices into `bnjax.registry.choices(name)`; an index out of
   range is an error, never clamped. `widths` (`[..., layers]` ints) and
-  `depth` turn on architecture masking. Concrete values are checked against
-  the registry's ranges; everything becomes an array, so the dict traces.
+  `depth` turn on architecture masking (for `model='cnn'`, channels per
+  block and blocks; the model itself is static, in `TrainConfig`). Concrete
+  values are checked against the registry's ranges; everything becomes an
+  array, so the dict traces.
   """
   unknown = set(values) - set(TRACED) - set(MASKS)
   if unknown:

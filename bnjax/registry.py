@@ -13,6 +13,11 @@ Roles:
 * ``architecture``: widths and depth, traced as masks (``widths``, ``depth``)
   but also used to split buckets by width.
 
+``model`` picks the network. Some names apply to one model only
+(`Hyperparameter.model`): ``hidden_units`` and ``num_layers`` to the MLP,
+``channels``, ``num_blocks``, ``kernel_size``, ``pool`` and ``head`` to the
+CNN; the other model ignores them (and buckets do not split on them).
+
 =============  ======  ============  =======================================  ========
 name           kind    role          allowed                                  default
 =============  ======  ============  =======================================  ========
@@ -32,8 +37,14 @@ batch_norm     bool    static        true, false                              Tr
 bn_placement   choice  static        before, after (BN before/after the act.) before
 activation     choice  static        relu, tanh, sigmoid                      relu
 batch_size     int     static        [1, inf)                                 128
-hidden_units   int     architecture  [1, inf)                                 256
-num_layers     int     architecture  [1, inf)                                 3
+model          choice  static        mlp, cnn                                 mlp
+hidden_units   int     architecture  [1, inf)  (mlp)                          256
+num_layers     int     architecture  [1, inf)  (mlp)                          3
+channels       int     architecture  [1, inf)  (cnn: per block)               32
+num_blocks     int     architecture  [1, inf)  (cnn)                          3
+kernel_size    int     static        [1, inf)  (cnn: taps per spatial axis)   3
+pool           choice  static        max, avg, none  (cnn)                    max
+head           choice  static        global_avg, flatten  (cnn)               global_avg
 =============  ======  ============  =======================================  ========
 
 Per-layer widths ``hidden_units_1``, ``hidden_units_2``, ... (int >= 1; layers count from 1)
@@ -79,6 +90,7 @@ class Hyperparameter(NamedTuple):
   high: float = math.inf
   ends: str = '[]'  # '[' / ']' include that bound, '(' / ')' exclude it
   choices: tuple[str, ...] = ()
+  model: str | None = None  # the one model that uses it ('mlp' or 'cnn'); None: both
 
   def interval(self) -> str:
     return f'{self.ends[0]}{self.low:g}, {self.high:g}{self.ends[1]}'
@@ -126,12 +138,12 @@ def _unit(name, default, help):
   return Hyperparameter(name, 'float', 'traced', default, help, 0, 1, '[)')
 
 
-def _count(name, role, default, help):
-  return Hyperparameter(name, 'int', role, default, help, 1, math.inf, '[)')
+def _count(name, role, default, help, model=None):
+  return Hyperparameter(name, 'int', role, default, help, 1, math.inf, '[)', model=model)
 
 
-def _choice(name, role, choices, help):
-  return Hyperparameter(name, 'choice', role, choices[0], help, choices=choices)
+def _choice(name, role, choices, help, model=None):
+  return Hyperparameter(name, 'choice', role, choices[0], help, choices=choices, model=model)
 
 
 _ENTRIES = (
@@ -164,8 +176,22 @@ _ENTRIES = (
   _choice('bn_placement', 'static', ('before', 'after'), 'BN before (z -> BN -> g) or after g.'),
   _choice('activation', 'static', ('relu', 'tanh', 'sigmoid'), 'Hidden activation.'),
   _count('batch_size', 'static', 128, 'Mini-batch size.'),
-  _count('hidden_units', 'architecture', 256, 'Units per hidden layer.'),
-  _count('num_layers', 'architecture', 3, 'Hidden layers.'),
+  _choice('model', 'static', ('mlp', 'cnn'), 'The network: an MLP, or conv blocks and a head.'),
+  _count('hidden_units', 'architecture', 256, 'mlp: units per hidden layer.', 'mlp'),
+  _count('num_layers', 'architecture', 3, 'mlp: hidden layers.', 'mlp'),
+  _count('channels', 'architecture', 32, 'cnn: channels of every conv block.', 'cnn'),
+  _count('num_blocks', 'architecture', 3, 'cnn: conv blocks (conv -> BN -> g -> pool).', 'cnn'),
+  _count('kernel_size', 'static', 3, 'cnn: kernel taps along each spatial axis.', 'cnn'),
+  _choice(
+    'pool', 'static', ('max', 'avg', 'none'), 'cnn: pooling (2, stride 2) in every block.', 'cnn'
+  ),
+  _choice(
+    'head',
+    'static',
+    ('global_avg', 'flatten'),
+    'cnn: average over positions, or flatten them, before the dense output layer.',
+    'cnn',
+  ),
 )
 
 #: name -> `Hyperparameter`, read-only.
@@ -184,13 +210,21 @@ def get(name: Any) -> Hyperparameter:
   if isinstance(name, str) and name in REGISTRY:
     return REGISTRY[name]
   if isinstance(name, str) and _PER_LAYER.fullmatch(name):
-    return REGISTRY['hidden_units']._replace(name=name, help=f'Units of hidden layer {name[13:]}.')
+    return REGISTRY['hidden_units']._replace(
+      name=name, help=f'mlp: units of hidden layer {name[13:]}.'
+    )
   close = difflib.get_close_matches(str(name), list(REGISTRY), n=1)
   hint = f' (did you mean {close[0]!r}?)' if close else ''
   raise HyperparameterError(
     f'unknown hyperparameter {name!r}{hint}; known names: '
     f'{", ".join(REGISTRY)}, hidden_units_1, hidden_units_2, ...'
   )
+
+
+def used_by(name: str, model: str) -> bool:
+  """Whether `model` ('mlp' or 'cnn') reads hyperparameter `name`; the other model ignores it."""
+  entry = get(name)
+  return entry.model is None or entry.model == model
 
 
 def choices(name: str) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ and `TrialState` carries the epoch and the loop key, so that adaptive
 searches can stop a trial and carry on from where it stopped.
 """
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -18,6 +19,7 @@ import numpy as np
 from jax import lax
 
 from bnjax import registry
+from bnjax.nn.cnn import cnn_apply, cnn_init
 from bnjax.nn.losses import l2_penalty, softmax_cross_entropy
 from bnjax.nn.mlp import INIT_GAINS, MATMUL_DTYPES, mlp_apply, mlp_init
 from bnjax.optim import schedules
@@ -25,7 +27,12 @@ from bnjax.optim.transforms import optimizer
 
 
 class TrainConfig(NamedTuple):
-  """Static settings: changing one compiles a new program."""
+  """Static settings: changing one compiles a new program.
+
+  `hidden_sizes` are the MLP's hidden units per layer, or the CNN's channels
+  per block (`model='cnn'`, which also reads `input_shape`, `kernel_size`,
+  `pool` and `head`; see `bnjax.nn.cnn`).
+  """
 
   epochs: int
   batch_size: int
@@ -46,6 +53,13 @@ class TrainConfig(NamedTuple):
   # 'bfloat16': matmul inputs rounded to bfloat16, products summed in float32
   # (parameters, BN, the optimizer and the loss stay float32).
   matmul_dtype: str = 'float32'
+  model: str = 'mlp'  # or 'cnn'
+  # The CNN's view of a flat row of features, batch axis aside: (length,
+  # channels) or (height, width, channels); () means (features, 1).
+  input_shape: tuple[int, ...] = ()
+  kernel_size: int = 3
+  pool: str = 'max'
+  head: str = 'global_avg'
 
 
 class TrainData(NamedTuple):
@@ -80,14 +94,69 @@ class TrainResult(NamedTuple):
   best_epoch: jax.Array  # int32 epoch of the best dev accuracy, -1 if diverged at once
 
 
-def _model_options(config: TrainConfig, hp: dict) -> dict:
-  return dict(
-    matmul_dtype=config.matmul_dtype,
-    activation=config.activation,
-    bn_placement=config.bn_placement,
-    bn_momentum=hp['bn_momentum'],
+def _depth(config: TrainConfig, hp: dict):
+  # A flattening head cannot mask depth; its buckets hold one depth (`buckets.py`).
+  return None if config.model == 'cnn' and config.head == 'flatten' else hp.get('depth')
+
+
+def _input_shape(config: TrainConfig, features: int) -> tuple[int, ...]:
+  return config.input_shape or (features, 1)
+
+
+def _init_model(config: TrainConfig, hp: dict, key: jax.Array, features: int, gain):
+  """`(params, model_state)` of the configured network for rows of `features` values."""
+  options = dict(batch_norm=config.batch_norm, bn_placement=config.bn_placement, init=gain)
+  if config.model == 'cnn':
+    return cnn_init(
+      key,
+      _input_shape(config, features),
+      config.hidden_sizes,
+      config.num_classes,
+      kernel_size=config.kernel_size,
+      pool=config.pool,
+      head=config.head,
+      channel_counts=hp.get('widths'),
+      depth=_depth(config, hp),
+      **options,
+    )
+  return mlp_init(
+    key,
+    features,
+    config.hidden_sizes,
+    config.num_classes,
     widths=hp.get('widths'),
     depth=hp.get('depth'),
+    **options,
+  )
+
+
+def _apply_model(config: TrainConfig, hp: dict, params, model_state, x: jax.Array, **options):
+  """Logits and new state of the configured network on flat rows `x [batch, features]`."""
+  common = dict(
+    activation=config.activation, bn_placement=config.bn_placement, bn_momentum=hp['bn_momentum']
+  )
+  if config.model == 'cnn':
+    x = x.reshape(x.shape[0], *_input_shape(config, x.shape[1]))
+    return cnn_apply(
+      params,
+      model_state,
+      x,
+      pool=config.pool,
+      head=config.head,
+      channel_counts=hp.get('widths'),
+      depth=_depth(config, hp),
+      **common,
+      **options,
+    )
+  return mlp_apply(
+    params,
+    model_state,
+    x,
+    matmul_dtype=config.matmul_dtype,
+    widths=hp.get('widths'),
+    depth=hp.get('depth'),
+    **common,
+    **options,
   )
 
 
@@ -110,17 +179,7 @@ def init_trial(config: TrainConfig, hp: dict, key: jax.Array, data: TrainData) -
   _check(config, data)
   init_key, loop_key = jax.random.split(key)
   gain = registry.lookup('init', INIT_GAINS, hp['init'])
-  params, model_state = mlp_init(
-    init_key,
-    data.x_train.shape[1],
-    config.hidden_sizes,
-    config.num_classes,
-    batch_norm=config.batch_norm,
-    bn_placement=config.bn_placement,
-    init=gain,
-    widths=hp.get('widths'),
-    depth=hp.get('depth'),
-  )
+  params, model_state = _init_model(config, hp, init_key, data.x_train.shape[1], gain)
   opt_state = _optimizer(config, hp, steps_per_epoch(config, data)).init(params)
   best = (params, model_state) if config.select == 'best' else ()
   return TrialState(
@@ -138,7 +197,7 @@ def init_trial(config: TrainConfig, hp: dict, key: jax.Array, data: TrainData) -
 
 def predict(config: TrainConfig, hp: dict, params, model_state, x: jax.Array) -> jax.Array:
   """Logits `[n, classes]` in eval mode (running BN statistics, no dropout)."""
-  logits, _ = mlp_apply(params, model_state, x, training=False, **_model_options(config, hp))
+  logits, _ = _apply_model(config, hp, params, model_state, x, training=False)
   return logits
 
 
@@ -189,14 +248,15 @@ def train_step(
   """
 
   def cost(params):
-    logits, new_model_state = mlp_apply(
+    logits, new_model_state = _apply_model(
+      config,
+      hp,
       params,
       trial.model_state,
       x,
       training=True,
       key=key if config.dropout else None,
       keep_prob=hp['keep_prob'],
-      **_model_options(config, hp),
     )
     data_loss = jnp.mean(softmax_cross_entropy(logits, y))
     return data_loss + l2_penalty(params, hp['l2'], x.shape[0]), (data_loss, new_model_state)
@@ -332,6 +392,16 @@ def _check(config: TrainConfig, data: TrainData) -> None:
     )
   if config.matmul_dtype not in MATMUL_DTYPES:
     raise ValueError(f'matmul_dtype must be one of {MATMUL_DTYPES}; got {config.matmul_dtype!r}.')
+  registry.check('model', config.model)
+  if config.model == 'cnn' and config.matmul_dtype != 'float32':
+    raise ValueError("matmul_dtype applies to the MLP only; use 'float32' with model='cnn'.")
+  features = data.x_train.shape[1]
+  if config.model == 'cnn' and math.prod(_input_shape(config, features)) != features:
+    raise ValueError(
+      f'input_shape {tuple(config.input_shape)} holds {math.prod(config.input_shape)} values '
+      f'but the data has {features} features per row; pass the shape the rows were flattened '
+      'from (Splits.input_shape).'
+    )
   if config.epochs < 1 or config.batch_size < 1:
     raise ValueError(
       f'epochs and batch_size must be >= 1; got {config.epochs}, {config.batch_size}.'

@@ -22,7 +22,11 @@ DATASET = flags.DEFINE_string(
   'dataset',
   'mnist1d',
   "'mnist1d' (generated locally), 'digits' (scikit-learn), or a path to a .npz file "
-  '(arrays x, y; optional x_test, y_test) or a SIGNS-layout .h5 file.',
+  '(arrays x, y; optional x_test, y_test), a SIGNS-layout .h5 file, or a folder of images '
+  '(one subfolder per class; optional train/, validation/, test/ splits).',
+)
+IMAGE_SIZE = flags.DEFINE_integer(
+  'image_size', 64, 'Image folders: every image is resized to this many pixels square.'
 )
 DEV_FRACTION = flags.DEFINE_float(
   'dev_fraction', 0.1, 'Share of the training split held out as the dev set.'
@@ -121,7 +125,7 @@ def output_dir_or_exit(path: str) -> str:
 def load_data() -> data.Splits:
   """The data set the flags name; a bad file stops with one line."""
   try:
-    return data.load(DATASET.value, dev_fraction=DEV_FRACTION.value)
+    return data.load(DATASET.value, dev_fraction=DEV_FRACTION.value, image_size=IMAGE_SIZE.value)
   except data.DataError as error:
     raise SystemExit(f'error: {error}') from None
 
@@ -129,8 +133,8 @@ def load_data() -> data.Splits:
 def describe(splits: data.Splits) -> str:
   return (
     f'{splits.name}: {len(splits.y_train)} train / {len(splits.y_dev)} dev / '
-    f'{len(splits.y_test)} test, {splits.num_features} features, '
-    f'{splits.num_classes} classes'
+    f'{len(splits.y_test)} test, {splits.num_features} features '
+    f'({"x".join(map(str, splits.input_shape))}), {splits.num_classes} classes'
   )
 
 

@@ -9,6 +9,7 @@ r"""Hyperparameter search: hundreds of BN-MLPs trained at once, one command.
   python experiments/random_search.py --cv=5 --output_dir=runs/cv5   # 5-fold selection
   python experiments/random_search.py --strategy=hyperband --max_epochs=27 --output_dir=runs/hb
   python experiments/random_search.py --strategy=pbt --population_size=16 --output_dir=runs/pbt
+  python experiments/random_search.py --model=cnn --output_dir=runs/cnn   # BN conv nets
 
 Each search keeps its own output directory: one that holds another search's
 study is refused with a message (a different data set, space or epochs would
@@ -50,7 +51,7 @@ import jax
 from absl import flags
 
 from bnjax import distributed, search
-from bnjax.space import SpaceError
+from bnjax.space import Space, SpaceError
 from experiments import common
 
 SPACE = flags.DEFINE_string(
@@ -59,8 +60,11 @@ SPACE = flags.DEFINE_string(
   'The search space: comma-separated name=KIND:ARGS with kinds uniform:LOW:HIGH, '
   'log:LOW:HIGH (10**r), 1mlog:LOW:HIGH (beta = 1 - 10**r), int:LOW:HIGH, intlog:LOW:HIGH, '
   'choice:A|B|C, fixed:V; or a path to a .json space. Names not given take their defaults '
-  '(bnjax.space.DEFAULTS).',
+  '(bnjax.space.DEFAULTS). Default: the MLP space, or with --model=cnn bnjax.search.'
+  'DEFAULT_CNN_SPACE.',
 )
+# --model: the registry's entry; it picks the default space, or fixes `model` in --space.
+MODEL = common.define_hyperparameter_flags(('model',))['model']
 STRATEGY = flags.DEFINE_enum('strategy', 'random', search.STRATEGIES, 'How trials are chosen.')
 NUM_TRIALS = flags.DEFINE_integer('num_trials', 24, 'Trials (per round for coarse_to_fine).')
 EPOCHS = flags.DEFINE_integer('epochs', 40, 'Epochs per trial.')
@@ -148,6 +152,18 @@ class ProgressBar:
     sys.stderr.flush()
 
 
+def space_of_flags() -> Space:
+  """--space, or the default space of --model; --model fixes `model` in a --space without it."""
+  if not flags.FLAGS['space'].present:
+    return search.as_space(search.DEFAULT_CNN_SPACE if MODEL.value == 'cnn' else SPACE.value)
+  space = search.as_space(SPACE.value)
+  if not flags.FLAGS['model'].present:
+    return space
+  if 'model' in space:
+    raise SpaceError('--space names model and so does --model: name it in one of them')
+  return Space({'model': MODEL.value, **space})
+
+
 def strategy_options(strategy: str, output_dir: str) -> dict:
   """The options `search.run(strategy, ...)` takes, from the flags; a flag it ignores exits."""
   options = dict(
@@ -194,7 +210,7 @@ def main(argv):
   output_dir = common.output_dir_or_exit(OUTPUT_DIR.value)
   options = strategy_options(STRATEGY.value, output_dir)
   try:
-    space = search.as_space(SPACE.value)
+    space = space_of_flags()
     search.check(STRATEGY.value, space, **options)
     search.check_storage(STORAGE.value)
   except (SpaceError, ValueError) as error:
@@ -203,7 +219,7 @@ def main(argv):
   print(common.describe(splits))
   print(
     f'{STRATEGY.value} search on {len(jax.devices())} {jax.default_backend()} device(s); '
-    f'space: {SPACE.value}'
+    f'space: {space.to_spec()}'
   )
   try:
     progress = ProgressBar() if distributed.is_writer() else None  # one bar, process 0's

@@ -1,7 +1,8 @@
-r"""Trains one batch-normalized MLP and reports dev and test accuracy.
+r"""Trains one batch-normalized MLP or CNN and reports dev and test accuracy.
 
   python experiments/train.py                      # MNIST-1D, the defaults
   python experiments/train.py --dataset=digits --epochs=20
+  python experiments/train.py --model=cnn --channels=32,32,32 --kernel_size=5 --head=flatten
   python experiments/train.py --optimizer=momentum --learning_rate=0.1 \
       --lr_schedule=inverse_time --lr_decay=0.1 --keep_prob=0.8
   python experiments/train.py --schedule=runs/pbt/best.json   # replay a PBT winner
@@ -17,6 +18,7 @@ search's shape, so on the machine and devices that ran the search it gives the
 winner's curves bit for bit; the other hyperparameter flags do not apply.
 """
 
+import functools
 import json
 import math
 import os
@@ -35,7 +37,10 @@ from bnjax import files, registry, search
 from experiments import common
 
 EPOCHS = flags.DEFINE_integer('epochs', 40, 'Passes over the training split.')
-HIDDEN_SIZES = flags.DEFINE_list('hidden_sizes', ['256', '256', '256'], 'Units per hidden layer.')
+HIDDEN_SIZES = flags.DEFINE_list(
+  'hidden_sizes', ['256', '256', '256'], 'mlp: units per hidden layer.'
+)
+CHANNELS = flags.DEFINE_list('channels', ['32', '32', '32'], 'cnn: channels per conv block.')
 OUTPUT_DIR = flags.DEFINE_string('output_dir', 'runs/train', 'Where metrics.json goes.')
 SCHEDULE = flags.DEFINE_string(
   'schedule',
@@ -63,13 +68,14 @@ def configure() -> tuple[bnjax.TrainConfig, dict, jax.Array]:
   Runs before the data loads, so `num_classes` is filled in afterwards.
   """
   values = {name: holder.value for name, holder in HYPERPARAMETERS.items()}
+  sizes_flag = CHANNELS if values['model'] == 'cnn' else HIDDEN_SIZES
   try:
-    sizes = tuple(int(size) for size in HIDDEN_SIZES.value)
+    sizes = tuple(int(size) for size in sizes_flag.value)
     if not sizes or min(sizes) < 1:
       raise ValueError
   except ValueError:
     raise SystemExit(
-      f'error: --hidden_sizes takes positive integers, e.g. 256,256; got {HIDDEN_SIZES.value!r}'
+      f'error: --{sizes_flag.name} takes positive integers, e.g. 32,32; got {sizes_flag.value!r}'
     ) from None
   try:
     for name in registry.STATIC:
@@ -89,8 +95,16 @@ def configure() -> tuple[bnjax.TrainConfig, dict, jax.Array]:
     batch_norm=values['batch_norm'],
     bn_placement=values['bn_placement'],
     dropout=values['keep_prob'] < 1,
+    model=values['model'],
+    kernel_size=values['kernel_size'],
+    pool=values['pool'],
+    head=values['head'],
   )
   return config, hp, key
+
+
+def sizes_name(config: bnjax.TrainConfig) -> str:
+  return 'channels' if config.model == 'cnn' else 'hidden_sizes'
 
 
 def print_epoch(epoch: int, metrics: dict) -> None:
@@ -104,7 +118,9 @@ def print_epoch(epoch: int, metrics: dict) -> None:
 def replay_schedule(path: str) -> None:
   """`--schedule`: trains the PBT winner that `path` (best.json) describes, and tests it once."""
   given = [
-    name for name in (*HYPERPARAMETERS, 'epochs', 'hidden_sizes') if flags.FLAGS[name].present
+    name
+    for name in (*HYPERPARAMETERS, 'epochs', 'hidden_sizes', 'channels')
+    if flags.FLAGS[name].present
   ]
   if given:
     common.fail(f'--{given[0]} does not apply with --schedule: the schedule fixes it; leave it out')
@@ -150,7 +166,7 @@ def main(argv):
   output_dir = common.output_dir_or_exit(OUTPUT_DIR.value)
   splits = common.load_data()
   print(common.describe(splits))
-  config = config._replace(num_classes=splits.num_classes)
+  config = config._replace(num_classes=splits.num_classes, input_shape=splits.input_shape)
   if config.batch_size > len(splits.y_train):
     raise SystemExit(
       f'error: --batch_size {config.batch_size} exceeds the {len(splits.y_train)} '
@@ -161,6 +177,10 @@ def main(argv):
   train_data = bnjax.TrainData(
     *map(jnp.asarray, (splits.x_train, splits.y_train, splits.x_dev, splits.y_dev))
   )
+  try:  # a network the data cannot hold (pooling 8x8 images 4 times) stops before compute
+    jax.eval_shape(functools.partial(bnjax.init_trial, config), hp, key, train_data)
+  except ValueError as error:
+    common.fail(common.one_line(error))
   start = time.perf_counter()
   result = bnjax.fit(config, hp, key, train_data, on_epoch=print_epoch)
   seconds = time.perf_counter() - start
@@ -174,7 +194,7 @@ def main(argv):
     'seconds': seconds,
     'hyperparameters': {
       'epochs': EPOCHS.value,
-      'hidden_sizes': list(config.hidden_sizes),
+      sizes_name(config): list(config.hidden_sizes),
       **{name: holder.value for name, holder in HYPERPARAMETERS.items()},
     },
     'history': {name: curve.tolist() for name, curve in result.metrics.items()},

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
-from bnjax.nn import cnn
+from bnjax.nn import cnn, conv
 from bnjax.nn.losses import l2_penalty, softmax_cross_entropy, weight_matrices
 
 PADDED = 3  # every block padded to this many channels
@@ -320,13 +320,38 @@ def test_init_ignores_padding_and_uses_real_fan_in():
   assert float(jnp.std(blocks[1]['w'][:, :40])) == pytest.approx(np.sqrt(2 / 120), rel=0.03)
 
 
-def test_vmapped_trials_lower_to_one_grouped_convolution_per_block():
-  trials, blocks = 3, 2
+@pytest.mark.parametrize(
+  'x_shape,kernel',
+  [((3, 9, 2), (4,)), ((3, 9, 2), (5,)), ((2, 7, 6, 3), (3, 2)), ((2, 5, 5, 1), (1, 1))],
+)
+def test_patches_convolution_equals_xla_convolution(x_shape, kernel):
+  # Even kernels too: 'SAME' pads one more after than before, as XLA does.
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  w = jax.random.normal(jax.random.key(1), kernel + (x_shape[-1], 4))
+  want = conv.conv(x, w, method='lax')
+  np.testing.assert_allclose(conv.conv(x, w), want, rtol=1e-5, atol=1e-5)
+  grads = [
+    jax.grad(lambda x, w, m=m: jnp.sum(conv.conv(x, w, method=m) ** 2), (0, 1))(x, w)
+    for m in conv.METHODS
+  ]
+  chex.assert_trees_all_close(*grads, rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="conv method must be one of \\('patches', 'lax'\\)"):
+    conv.conv(x, w, method='fft')
+
+
+def _lowered_trials(conv_method, trials, blocks):
+  """`jit(vmap)` of a training step's value and gradient, lowered: one trial per row."""
 
   def trial(params, state, x, y, counts, depth):
     def loss(params):
       logits, new_state = cnn.cnn_apply(
-        params, state, x, training=True, channel_counts=counts, depth=depth
+        params,
+        state,
+        x,
+        training=True,
+        channel_counts=counts,
+        depth=depth,
+        conv_method=conv_method,
       )
       return jnp.mean(softmax_cross_entropy(logits, y)), new_state
 
@@ -343,17 +368,41 @@ def test_vmapped_trials_lower_to_one_grouped_convolution_per_block():
     jax.ShapeDtypeStruct((trials,), jnp.int32),
   )
   lowered = jax.jit(jax.vmap(trial)).lower(*args)
-  # What JAX emits, and what XLA's CPU compiler made of it: no pass may undo the grouping.
-  for text, opcode in (
-    (lowered.as_text(), 'stablehlo.convolution'),
-    (lowered.compile().as_text(), 'convolution'),
+  # What JAX emits, and what XLA's CPU compiler made of it: no pass may add a loop.
+  return lowered.as_text(), lowered.compile().as_text()
+
+
+def _ops(text, opcode):
+  return [line for line in text.splitlines() if re.search(rf'= [^=]*\b{opcode}[( ]', line)]
+
+
+def test_vmapped_trials_lower_to_one_grouped_convolution_per_block():
+  trials, blocks = 3, 2
+  for text, opcode in zip(
+    _lowered_trials('lax', trials, blocks), ('stablehlo.convolution', 'convolution'), strict=True
   ):
-    convolutions = [line for line in text.splitlines() if re.search(rf'= [^=]*\b{opcode}\(', line)]
+    convolutions = _ops(text, opcode)
     # Forward one per block; backward, a weight gradient per block and an input
     # gradient for every block but the first: each one op for all trials.
     assert len(convolutions) == 3 * blocks - 1, convolutions
     for line in convolutions:
       assert re.search(rf'(feature|batch)_group_count\s*=\s*{trials}\b', line), line
+    assert not re.search(r'\bwhile\b', text)
+
+
+def test_vmapped_trials_lower_to_one_batched_matmul_per_block_with_patches():
+  trials, blocks = 3, 2
+  emitted, compiled = _lowered_trials('patches', trials, blocks)
+  dots = _ops(emitted, 'stablehlo.dot_general')
+  # The convolutions as with 'lax' (3 * blocks - 1), and the dense head's
+  # forward, weight gradient and input gradient: each one op for all trials.
+  assert len(dots) == 3 * blocks - 1 + 3, dots
+  for line in dots:
+    assert 'batching_dims = [0] x [0]' in line and f'tensor<{trials}x' in line, line
+  for line in _ops(compiled, 'dot'):
+    assert 'lhs_batch_dims={0}' in line and 'rhs_batch_dims={0}' in line, line
+  for text in (emitted, compiled):
+    assert not _ops(text, '(stablehlo.)?convolution')
     assert not re.search(r'\bwhile\b', text)
 
 

@@ -14,6 +14,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -115,6 +116,59 @@ def test_random_search_smoke(tmp_path):
   assert 'winner' in run.stdout
   # The compiled programs were kept for the next run (the persistent cache is on by default).
   assert any((tmp_path / 'cache').iterdir())
+
+
+def make_beans(root: pathlib.Path, size: int = 10) -> pathlib.Path:
+  """A synthetic folder in the layout of the README's beans export: split/class/*.png."""
+  from PIL import Image
+
+  rng = np.random.default_rng(0)
+  for split, count in (('train', 45), ('validation', 4), ('test', 4)):
+    for label, name in enumerate(('angular_leaf_spot', 'bean_rust', 'healthy')):
+      (root / split / name).mkdir(parents=True)
+      for i in range(count):
+        # Each class its own colour, so one epoch can learn something.
+        pixels = rng.integers(0, 96, (size, size, 3)) + 80 * np.eye(3, dtype=int)[label]
+        Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f'{i}.png')
+  return root
+
+
+def test_readme_beans_command_on_a_synthetic_folder(tmp_path):
+  # The README's beans command, with a smaller image, fewer trials and one epoch.
+  beans = make_beans(tmp_path / 'beans')
+  run = launch(
+    'random_search.py',
+    '--model=cnn',
+    f'--dataset={beans}',
+    '--image_size=8',
+    '--num_trials=2',
+    '--epochs=1',
+    f'--output_dir={tmp_path / "runs"}',
+    timeout=300,
+  )
+  assert succeeded(run)
+  assert 'beans: 135 train / 12 dev / 12 test, 192 features (8x8x3), 3 classes' in run.stdout
+  assert 'model=fixed:cnn' in run.stdout
+  check_search_outputs(tmp_path / 'runs', num_trials=2)
+  assert (tmp_path / 'beans.8px.npz').is_file()  # the cache, beside the folder
+
+
+def test_train_cnn_smoke(tmp_path):
+  run = launch(
+    'train.py',
+    '--dataset=digits',
+    '--model=cnn',
+    '--channels=4,4',
+    '--epochs=1',
+    f'--output_dir={tmp_path}',
+    timeout=300,
+  )
+  assert succeeded(run)
+  assert '64 features (8x8x1)' in run.stdout
+  metrics = read_json(tmp_path / 'metrics.json')
+  assert metrics['status'] == 'ok' and metrics['hyperparameters']['channels'] == [4, 4]
+  assert metrics['hyperparameters']['model'] == 'cnn'
+  assert 0 <= metrics['test_accuracy'] <= 1
 
 
 @pytest.mark.slow
@@ -244,4 +298,25 @@ def test_population_strategies_run_on_the_real_data(tmp_path, strategy, flags, d
   with open(tmp_path / 'results.csv', newline='') as f:
     count = len(list(csv.DictReader(f)))
   best = check_search_outputs(tmp_path, num_trials=count)
+  assert best['test_accuracy'] >= threshold, best
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+  'dataset, threshold',
+  [
+    ('mnist1d', 0.94),  # the MNIST-1D paper's CNN [2]; see the README for the measured winner
+    ('digits', 0.985),
+  ],
+)
+def test_random_search_cnn_defaults_reach_readme_accuracy(tmp_path, dataset, threshold):
+  run = launch(
+    'random_search.py',
+    '--model=cnn',
+    f'--dataset={dataset}',
+    f'--output_dir={tmp_path}',
+    timeout=3600,
+  )
+  assert succeeded(run)
+  best = check_search_outputs(tmp_path, num_trials=24)
   assert best['test_accuracy'] >= threshold, best

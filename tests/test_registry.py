@@ -11,12 +11,12 @@ import pytest
 
 import bnjax
 from bnjax import registry
-from bnjax.nn import mlp
+from bnjax.nn import cnn, conv, mlp
 from bnjax.optim import schedules
 from bnjax.search import buckets
 from bnjax.space import DEFAULTS, Fixed, Space, SpaceError, with_defaults
 
-ARCHITECTURE = {'hidden_units', 'num_layers'}
+ARCHITECTURE = {'hidden_units', 'num_layers', 'channels', 'num_blocks'}
 
 # ------------------------------------------------------------------------------ coverage
 
@@ -27,8 +27,27 @@ def test_traced_names_are_exactly_what_train_receives():
 
 
 def test_static_names_are_exactly_what_makes_buckets():
-  assert set(registry.STATIC) == {'batch_size', 'activation', 'batch_norm', 'bn_placement'}
+  assert set(registry.STATIC) == {
+    'batch_size',
+    'activation',
+    'batch_norm',
+    'bn_placement',
+    'model',
+    'kernel_size',
+    'pool',
+    'head',
+  }
   assert tuple(buckets.STATIC) == tuple(registry.STATIC)
+
+
+def test_every_model_field_of_train_config_is_a_static_name():
+  # The CNN's static settings travel in TrainConfig under their registry names.
+  for name in ('model', 'kernel_size', 'pool', 'head'):
+    assert name in bnjax.TrainConfig._fields, name
+  models = {entry.model for entry in registry.REGISTRY.values()}
+  assert models == {None, *registry.choices('model')}
+  assert not registry.used_by('hidden_units', 'cnn') and registry.used_by('channels', 'cnn')
+  assert registry.used_by('learning_rate', 'mlp') and registry.used_by('learning_rate', 'cnn')
 
 
 def test_roles_partition_the_registry():
@@ -100,6 +119,8 @@ def test_categorical_tables_cover_the_registry_choices():
   assert tuple(mlp.PLACEMENTS) == registry.choices('bn_placement')
   assert tuple(bnjax.optim.FAMILIES) == registry.choices('optimizer')
   assert tuple(schedules.SCHEDULES) == registry.choices('lr_schedule')
+  assert tuple(conv.POOLS) == registry.choices('pool')
+  assert tuple(cnn.HEADS) == registry.choices('head')
 
 
 def test_lookup_reads_a_table_by_name_and_refuses_a_partial_one():

@@ -52,7 +52,9 @@ def _mnist1d_raw(num_samples: int) -> tuple[np.ndarray, ...]:
 def digits(*, dev_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0) -> Splits:
   """scikit-learn's 8x8 digits (ships with sklearn): 1797 rows, 64 features, 10 classes.
 
-  The test split is stratified by class and carved with a fixed seed.
+  The test split is stratified by class and carved with a fixed seed. Each
+  row is an 8x8 one-channel image (`input_shape` (8, 8, 1)), standardized per
+  pixel as the MLP has always seen it.
   """
   from sklearn.datasets import load_digits
   from sklearn.model_selection import train_test_split
@@ -61,6 +63,7 @@ def digits(*, dev_fraction: float = 0.1, test_fraction: float = 0.2, seed: int =
   check_fraction('test_fraction', test_fraction)
   check_seed(seed)
   x, y = load_digits(return_X_y=True)
+  x = x.reshape(-1, 8, 8)
   try:
     x, x_test, y, y_test = train_test_split(
       x, y, test_size=test_fraction, random_state=0, stratify=y

@@ -14,6 +14,7 @@ from bnjax.data._checks import (
   one_line,
   short_repr,
 )
+from bnjax.data._images import from_folder
 from bnjax.data._splits import Splits, finish
 
 _NAMES = ('mnist1d', 'digits')
@@ -21,8 +22,11 @@ _H5_KEYS = ('train_set_x', 'train_set_y', 'test_set_x', 'test_set_y')
 _H5_CLASSES = 'list_classes'
 
 
-def load(dataset: str | os.PathLike, *, dev_fraction: float = 0.1, seed: int = 0) -> Splits:
-  """Loads a data set by name ('mnist1d', 'digits') or from a .npz / .h5 / .hdf5 path."""
+def load(
+  dataset: str | os.PathLike, *, dev_fraction: float = 0.1, seed: int = 0, image_size: int = 64
+) -> Splits:
+  """Loads a data set by name ('mnist1d', 'digits'), from a .npz / .h5 / .hdf5 path, or from
+  a folder of images (`from_folder`, resized to `image_size`)."""
   check_fraction('dev_fraction', dev_fraction)
   check_seed(seed)
   named = isinstance(dataset, str | os.PathLike)
@@ -30,10 +34,13 @@ def load(dataset: str | os.PathLike, *, dev_fraction: float = 0.1, seed: int = 0
     return mnist1d(dev_fraction=dev_fraction, seed=seed)
   if named and dataset == 'digits':
     return digits(dev_fraction=dev_fraction, seed=seed)
+  if named and _is_dir(Path(dataset)):
+    return from_folder(dataset, image_size=image_size, dev_fraction=dev_fraction, seed=seed)
   if not named or not _is_file(Path(dataset)):
     raise DataError(
       f'unknown dataset {short_repr(dataset)}: it is neither one of {", ".join(_NAMES)} nor an '
-      'existing file; pass one of those names or a path to a .npz/.h5 file'
+      'existing file or folder; pass one of those names, a path to a .npz/.h5 file or a folder '
+      'of images'
     )
   path = Path(dataset)
   suffix = path.suffix.lower()
@@ -94,8 +101,9 @@ def from_h5(path: str | os.PathLike, *, dev_fraction: float = 0.1, seed: int = 0
   """Loads the SIGNS layout: `train_set_x` `[m, 64, 64, 3]`, `train_set_y` `[m]` or `[1, m]`,
   `test_set_x`, `test_set_y` and `list_classes` `[C]`.
 
-  Images are flattened; no 1/255 scaling is needed because features are standardized anyway.
-  Only the length of `list_classes` is read: it is the number of classes.
+  Images are standardized per channel with the training statistics (no 1/255 scaling
+  needed) and flattened; `Splits.input_shape` keeps their shape for the CNN. Only the
+  length of `list_classes` is read: it is the number of classes.
   """
   check_fraction('dev_fraction', dev_fraction)
   check_seed(seed)
@@ -124,6 +132,7 @@ def from_h5(path: str | os.PathLike, *, dev_fraction: float = 0.1, seed: int = 0
     dev_fraction=dev_fraction,
     seed=seed,
     keys=_H5_KEYS,
+    per_channel=True,
   )
 
 
@@ -189,6 +198,13 @@ def _is_file(path: Path) -> bool:
   try:
     return path.is_file()
   except (OSError, ValueError):  # a name too long, or with a NUL byte
+    return False
+
+
+def _is_dir(path: Path) -> bool:
+  try:
+    return path.is_dir()
+  except (OSError, ValueError):
     return False
 
 

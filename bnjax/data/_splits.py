@@ -1,5 +1,6 @@
 """`Splits`, the dev split, normalization, and `finish`: the step every loader ends with."""
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -30,6 +31,9 @@ class Splits(NamedTuple):
       y_test: `[n_test]` int32.
       num_classes: number of classes.
       name: 'mnist1d', 'digits', or the file name the data came from.
+      input_shape: one example's shape before it was flattened, channels last, as a CNN
+          convolves it: `(length, channels)` or `(height, width, channels)`; features that
+          came flat are a sequence of one channel, `(features, 1)`.
   """
 
   x_train: np.ndarray
@@ -40,6 +44,7 @@ class Splits(NamedTuple):
   y_test: np.ndarray
   num_classes: int
   name: str
+  input_shape: tuple[int, ...] = ()
 
   @property
   def num_features(self) -> int:
@@ -59,6 +64,35 @@ def split_dev(
   check_fraction('dev_fraction', dev_fraction)
   check_seed(seed)
   return carve(x, y, dev_fraction, seed, 'data', 'dev')
+
+
+def example_shape(stored: tuple[int, ...]) -> tuple[int, ...]:
+  """`Splits.input_shape` from the stored shape of x, `[n, ...]`.
+
+  `[n, features]` is a sequence of one channel, `[n, height, width]` a one-channel
+  image, `[n, height, width, channels]` an image; any other rank is read as a
+  flat sequence.
+  """
+  example = tuple(int(d) for d in stored[1:])
+  if len(example) == 2:
+    return (*example, 1)
+  if len(example) == 3:
+    return example
+  return (math.prod(example), 1)
+
+
+def normalize_per_channel(
+  input_shape: tuple[int, ...], x_train: np.ndarray, *others: np.ndarray
+) -> tuple[np.ndarray, ...]:
+  """`normalize` with one mean and std per channel (the last axis of `input_shape`).
+
+  Images are standardized this way: every position of a channel shares its
+  statistics, so a corner pixel that is always black is not blown up by its tiny std.
+  """
+  channels = input_shape[-1]
+  as_channels = [np.asarray(x).reshape(-1, channels) for x in (x_train, *others)]
+  out = normalize(*as_channels)
+  return tuple(y.reshape(len(x), -1) for y, x in zip(out, (x_train, *others), strict=True))
 
 
 def normalize(x_train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -101,6 +135,8 @@ def finish(
   num_classes: int | None = None,
   test_fraction: float | None = None,
   keys: tuple[str, str, str, str] = NPZ_KEYS,
+  per_channel: bool = False,
+  dev: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Splits:
   """Validates raw arrays, carves test (if not given) and dev, and normalizes.
 
@@ -114,11 +150,16 @@ def finish(
       dev_fraction, seed: the dev split, carved from what is left by a `seed` permutation.
       num_classes: the count the data set declares, or None for the largest label + 1.
       keys: the stored names of x, y, x_test, y_test, for messages.
+      per_channel: standardize each channel of an image (`x` stored as `[n, height,
+          width, channels]`) rather than each feature.
+      dev: a dev split `(x_dev, y_dev)` the data set gives; then nothing is carved for dev
+          and `seed` moves nothing.
   """
   check_fraction('dev_fraction', dev_fraction)
   check_seed(seed)
   x_key, y_key, x_test_key, y_test_key = keys
   shapes = {x_key: np.shape(x), x_test_key: np.shape(x_test)}
+  input_shape = example_shape(shapes[x_key])
   x = flatten(x, f'{name} train')
   validate(x, y, where=f'{name} train')
   labels = {y_key: np.asarray(y)}
@@ -132,14 +173,28 @@ def finish(
         'both splits need the same features'
       )
     labels[y_test_key] = np.asarray(y_test)
+  if dev is not None:
+    x_dev = flatten(dev[0], f'{name} dev')
+    validate(x_dev, dev[1], where=f'{name} dev')
+    if x_dev.shape[1] != x.shape[1]:
+      raise DataError(
+        f'{name}: the dev split has {x_dev.shape[1]} features per row, train {x.shape[1]}'
+      )
+    labels['dev'] = np.asarray(dev[1])
   num_classes = check_class_count(name, labels, num_classes)
   check_label_range(max(int(np.max(v)) for v in labels.values()), num_classes, name)
   if x_test is None:
     check_fraction('test_fraction', test_fraction)
     x, y, x_test, y_test = carve(x, y, test_fraction, 0, name, 'test')
-  x_train, y_train, x_dev, y_dev = carve(x, y, dev_fraction, seed, f'{name} train', 'dev')
+  if dev is None:
+    x_train, y_train, x_dev, y_dev = carve(x, y, dev_fraction, seed, f'{name} train', 'dev')
+  else:
+    x_train, y_train, y_dev = x, y, np.asarray(dev[1])
   with np.errstate(over='ignore', invalid='ignore'):
-    normalized = normalize(x_train, x_dev, x_test)
+    if per_channel and len(input_shape) == 3:
+      normalized = normalize_per_channel(input_shape, x_train, x_dev, x_test)
+    else:
+      normalized = normalize(x_train, x_dev, x_test)
   for split, values in zip(('train', 'dev', 'test'), normalized, strict=True):
     if not np.isfinite(values).all():
       raise DataError(
@@ -148,7 +203,7 @@ def finish(
       )
   x_train, x_dev, x_test = normalized
   y_train, y_dev, y_test = (np.asarray(v).astype(np.int32) for v in (y_train, y_dev, y_test))
-  return Splits(x_train, y_train, x_dev, y_dev, x_test, y_test, int(num_classes), name)
+  return Splits(x_train, y_train, x_dev, y_dev, x_test, y_test, int(num_classes), name, input_shape)
 
 
 def carve(x, y, fraction, seed, where, what):

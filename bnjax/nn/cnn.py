@@ -216,6 +216,7 @@ def cnn_apply(
   depth: jax.typing.ArrayLike | None = None,
   mask: jax.Array | None = None,
   axis_name: str | None = None,
+  conv_method: str = 'patches',
 ) -> tuple[jax.Array, dict]:
   """Forward pass: returns `(logits [batch, C], new_state)`.
 
@@ -233,6 +234,8 @@ def cnn_apply(
     channel_counts, depth: the masks given to `cnn_init` (traceable).
     mask: optional `[batch]` bool; False rows stay out of BN statistics.
     axis_name: pool BN statistics over this named axis.
+    conv_method: 'patches' (im2col, one matrix product) or 'lax'
+      (`lax.conv_general_dilated`): the same numbers, see `conv.py`.
   """
   training = normalization.static_flag(training, name='training', where='cnn_apply')
   blocks = params['blocks']
@@ -274,7 +277,7 @@ def cnn_apply(
   new_states, features = [], None
   h = x
   for i, (block, block_state) in enumerate(zip(blocks, state['blocks'], strict=True)):
-    h = conv.conv(h, block['w'])
+    h = conv.conv(h, block['w'], method=conv_method)
     if 'b' in block:
       h = h + block['b']
     new_state = block_state

@@ -29,6 +29,7 @@ from bnjax.search.pbt import pbt as population_based_training
 from bnjax.search.results import Results, concatenate
 from bnjax.search.schedule_replay import replay as pbt_replay
 from bnjax.search.strategies import (
+  DEFAULT_CNN_SPACE,
   DEFAULT_SPACE,
   ENGINE_OPTIONS,
   POPULATION_OPTIONS,
@@ -49,6 +50,7 @@ from bnjax.search.top_k import test_top_k
 from bnjax.space import as_space
 
 __all__ = [
+  'DEFAULT_CNN_SPACE',
   'DEFAULT_SPACE',
   'ENGINE_OPTIONS',
   'POPULATION_OPTIONS',

@@ -112,7 +112,10 @@ def decode(data: bytes) -> Candidate:
   """The inverse of `encode`."""
   payload = serialization.msgpack_restore(data)
   meta = json.loads(payload['meta'])
-  config = TrainConfig(**{**meta['config'], 'hidden_sizes': tuple(meta['config']['hidden_sizes'])})
+  # JSON gives lists; the config's tuples keep it hashable (a static jit argument).
+  config = TrainConfig(
+    **{k: tuple(v) if isinstance(v, list) else v for k, v in meta['config'].items()}
+  )
   row = {k: np.nan if v is None and k != 'trial_id' else v for k, v in meta['row'].items()}
   return Candidate(
     row, config, payload['hp'], _lists(payload['params']), _lists(payload['model_state'])

@@ -76,10 +76,33 @@ def trial_bytes(config: TrainConfig, in_features: int, n_train: int, n_dev: int)
   a run also holds its permutation of the training split and its curves.
   Python integers: a width of 10**6 must not overflow.
   """
+  if config.model == 'cnn':
+    return cnn_trial_bytes(config, in_features, n_train, n_dev)
   width, depth = max(config.hidden_sizes), len(config.hidden_sizes)
   num_params = in_features * width + (depth - 1) * width * width + width * config.num_classes
   train_activations = 6 * config.batch_size * width * depth
   eval_activations = 3 * min(n_dev, config.eval_batch_size) * width * depth
+  curves = 4 * config.epochs
+  return 4 * (5 * num_params + train_activations + eval_activations + n_train + curves)
+
+
+def cnn_trial_bytes(config: TrainConfig, in_features: int, n_train: int, n_dev: int) -> int:
+  """`trial_bytes` for `model='cnn'`: activations per position, and the im2col patches.
+
+  A block keeps about six arrays of its output (`batch * positions * channels`)
+  for the backward pass, plus its patches (`kernel taps` copies of its
+  input). Every block is counted at the input's resolution, an upper bound
+  whatever the pooling.
+  """
+  shape = config.input_shape or (in_features, 1)
+  positions, in_channels = math.prod(shape[:-1]), shape[-1]
+  width, depth = max(config.hidden_sizes), len(config.hidden_sizes)
+  taps = config.kernel_size ** (len(shape) - 1)
+  per_example = positions * (6 * width + taps * max(width, in_channels)) * depth
+  head = width * positions if config.head == 'flatten' else width
+  num_params = taps * (in_channels + (depth - 1) * width) * width + head * config.num_classes
+  train_activations = config.batch_size * per_example
+  eval_activations = min(n_dev, config.eval_batch_size) * per_example // 2
   curves = 4 * config.epochs
   return 4 * (5 * num_params + train_activations + eval_activations + n_train + curves)
 

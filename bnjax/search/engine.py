@@ -299,4 +299,5 @@ def _buckets(table, splits, epochs, select, eval_batch_size, width_ratio) -> lis
     select=select,
     eval_batch_size=eval_batch_size,
     width_ratio=width_ratio,
+    input_shape=splits.input_shape,
   )

@@ -98,6 +98,10 @@ def _search_config(space, splits: Splits, n: int, seed: int, epochs: int) -> Tra
   """The search's bucket program: its population drawn again, padded to its widest and deepest."""
   table = with_defaults(space.sample(sampling_key(seed, 0), n), n)
   (bucket,) = buckets.make_buckets(
-    table, epochs=epochs, num_classes=splits.num_classes, width_ratio=None
+    table,
+    epochs=epochs,
+    num_classes=splits.num_classes,
+    width_ratio=None,
+    input_shape=splits.input_shape,
   )
   return bucket.config

@@ -47,6 +47,17 @@ DEFAULT_SPACE = (
   'lr_decay=log:0.02:0.15'
 )
 
+# `--model=cnn`'s default space: BN conv blocks (conv -> BN -> ReLU -> max
+# pool) with a flattening head, which keeps where along the sequence a
+# feature was seen (MNIST-1D's classes differ by shape and position); kernel
+# 5 and 3 blocks as in the MNIST-1D paper's CNN (Greydanus 2020), channel
+# widths that fit one bucket, and the MLP space's optimizer ranges.
+DEFAULT_CNN_SPACE = (
+  'model=fixed:cnn,channels=int:24:36,num_blocks=fixed:3,kernel_size=fixed:5,head=fixed:flatten,'
+  'learning_rate=log:5e-3:5e-2,beta1=1mlog:0.8:0.95,keep_prob=uniform:0.8:1,'
+  'lr_schedule=fixed:inverse_time,lr_decay=log:0.02:0.15'
+)
+
 STRATEGIES = ('random', 'grid', 'coarse_to_fine', 'bayes', 'hyperband', 'pbt')
 # Each strategy's own options; the table strategies also take `ENGINE_OPTIONS`,
 # the population ones (hyperband, pbt) those of `POPULATION_OPTIONS`.
