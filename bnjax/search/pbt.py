@@ -374,6 +374,7 @@ def pbt(
     sharding=sharding,
     eval_batch_size=eval_batch_size,
     width_ratio=None,
+    input_shape=splits.input_shape,
   )
   if len(found) != 1:
     raise SearchError(

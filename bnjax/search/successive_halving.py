@@ -288,6 +288,7 @@ def hyperband(
         sharding=sharding,
         eval_batch_size=eval_batch_size,
         width_ratio=width_ratio,
+        input_shape=splits.input_shape,
       )
       cohort_count += len(cohorts)
       after = {'next_id': next_id + n, 'next_bucket': 1 + max(c.bucket for c in cohorts)}
