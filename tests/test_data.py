@@ -60,7 +60,7 @@ def test_digits_shapes_and_classes():
   s = data.digits()
   _check_splits(s, 1797 - 360, 360, 64, 10)
   assert len(s.x_dev) == round(0.1 * (1797 - 360))
-  assert s.name == 'digits'
+  assert s.name == 'digits' and s.input_shape == (8, 8, 1)  # images for the 2-D CNN
   # Stratified test split: every class is represented about equally (≈36 each).
   assert np.bincount(s.y_test, minlength=10).min() >= 34
   assert np.isfinite(s.x_train).all() and np.isfinite(s.x_test).all()
@@ -69,6 +69,7 @@ def test_digits_shapes_and_classes():
 def test_mnist1d_shapes_and_classes(mnist):
   _check_splits(mnist, 4000, 1000, 40, 10)
   assert len(mnist.x_dev) == 400 and mnist.name == 'mnist1d'
+  assert mnist.input_shape == (40, 1)  # sequences of one channel, for the 1-D CNN
   assert set(np.unique(mnist.y_train)) == set(range(10))
 
 
@@ -205,7 +206,12 @@ def test_h5_signs_round_trip(tmp_path, row_labels):
   path = _write_signs(tmp_path / 'signs.h5', x, y, x_test, y_test, 6, row_labels)
   s = data.load(str(path), dev_fraction=0.2)
   _check_splits(s, 30, 12, 8 * 8 * 3, 6)  # num_classes = len(list_classes), not max+1
-  assert s.name == 'signs.h5'
+  assert s.name == 'signs.h5' and s.input_shape == (8, 8, 3)  # NHWC for the 2-D CNN
+  # Standardized per channel with the training statistics: rows are (row, column, channel).
+  pixels = s.x_train.reshape(-1, 8, 8, 3).astype(np.float64)
+  np.testing.assert_allclose(pixels.mean(axis=(0, 1, 2)), 0, atol=1e-5)
+  np.testing.assert_allclose(pixels.std(axis=(0, 1, 2)), 1, rtol=1e-5)
+  assert np.ptp(pixels.std(axis=0)) > 0.01  # per channel, not per pixel: pixels' spreads differ
   np.testing.assert_array_equal(s.y_test, y_test)
   assert Counter(np.concatenate([s.y_train, s.y_dev])) == Counter(y)
 
