@@ -95,7 +95,7 @@ _T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
 
 
 def t_975(df: int) -> float:
-  """The two-sided 95% t factor; past 10 degrees of freedom, Cornish-Fisher's first term (within 0.03)."""
+  """The two-sided 95% t factor; past 10 degrees of freedom a Cornish-Fisher term (within 0.03)."""
   if df <= len(_T_975):
     return _T_975[df - 1]
   z = 1.959964
