@@ -3,9 +3,9 @@
 The smoke runs are in the default suite. The `slow` ones run the launchers with
 their defaults on the real data and check the accuracies the README claims;
 `pytest -m slow` selects them (about 6 minutes on a 2-core CPU, plus about 10 for the
-two CNN searches). Accuracies
-differ a little between machines, so the thresholds sit below the README's
-numbers, at the figures it compares with.
+two CNN searches and several more for the population strategies' real runs).
+Accuracies differ a little between machines, so the thresholds sit below the
+README's numbers, at the figures it compares with.
 """
 
 import csv
@@ -275,15 +275,15 @@ def test_pbt_smoke_and_train_replays_its_winner_bit_for_bit(tmp_path):
 @pytest.mark.parametrize(
   'strategy, flags',
   [
-    ('hyperband', ('--max_epochs=9',)),  # 31 trials, 69 trial-epochs
-    ('pbt', ('--population_size=8', '--epochs=12', '--ready=4')),  # 96 trial-epochs
+    ('hyperband', ('--max_epochs=9',)),  # 17 trials, 69 trial-epochs
+    ('pbt', ('--population_size=16', '--epochs=12')),  # 192 trial-epochs, ready 4
   ],
 )
 @pytest.mark.parametrize(
   'dataset, threshold',
   [
-    ('mnist1d', 0.55),  # measured: see the README's strategies section
-    ('digits', 0.90),
+    ('mnist1d', 0.55),  # measured here: hyperband's winner 62.8%, pbt's 68.8%
+    ('digits', 0.90),  # measured here: DIGITS_MEASURED
   ],
 )
 def test_population_strategies_run_on_the_real_data(tmp_path, strategy, flags, dataset, threshold):
