@@ -79,7 +79,16 @@ SELECT = flags.DEFINE_enum(
 )
 TOP_K = flags.DEFINE_integer('top_k', 10, 'Configurations shown and evaluated on test.')
 CHUNK_SIZE = flags.DEFINE_integer(
-  'chunk_size', 0, 'Trials per program; 0: about an eighth of a round on a CPU, else from memory.'
+  'chunk_size',
+  0,
+  'Runs per program; 0: from the bucket and the devices only (8 on a CPU, else from memory), '
+  'so a trial gives the same numbers whatever --num_trials is.',
+)
+SEGMENT_EPOCHS = flags.DEFINE_integer(
+  'segment_epochs',
+  0,
+  'Epochs between checkpoints of the chunk in flight (a kill -9 loses at most that many); '
+  '0: about 10, dividing --epochs where it can. The numbers do not depend on it.',
 )
 POINTS = flags.DEFINE_integer('points_per_axis', 3, 'grid: values per searched name.')
 ROUNDS = flags.DEFINE_integer('rounds', 2, 'coarse_to_fine: rounds.')
@@ -173,6 +182,7 @@ def strategy_options(strategy: str, output_dir: str) -> dict:
     select=SELECT.value,
     top_k=TOP_K.value,
     chunk_size=CHUNK_SIZE.value or None,
+    segment_epochs=SEGMENT_EPOCHS.value or None,
     output_dir=output_dir,
     storage=STORAGE.value,
     study_name=STUDY_NAME.value,

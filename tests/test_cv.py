@@ -178,7 +178,7 @@ def test_training_never_reads_the_test_split(splits, one_chunk):
 
 @pytest.mark.parametrize('cv', [1, 0, 2.5, 'five', True])
 def test_a_bad_cv_fails_before_any_compute(splits, cv, monkeypatch):
-  monkeypatch.setattr(bnjax.search.chunks, 'make_train', lambda config: pytest.fail('compiled'))
+  monkeypatch.setattr(bnjax.search.segments, 'programs', lambda *a, **k: pytest.fail('compiled'))
   with pytest.raises(SearchError, match='cv must be an integer >= 2'):
     run_trials(TABLE, splits, epochs=1, cv=cv)
 

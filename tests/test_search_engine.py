@@ -37,6 +37,7 @@ from bnjax.search import (
   rows,
   run_trials,
   scales,
+  segments,
   trial_keys,
 )
 from bnjax.search.chunks import Run
@@ -325,7 +326,7 @@ def test_extra_columns_sit_beside_the_hyperparameters(splits, chunked, tmp_path)
 
 
 def test_bad_extra_columns_fail_before_any_compute(splits, monkeypatch):
-  monkeypatch.setattr(chunks, 'make_train', lambda config: pytest.fail('compiled'))
+  monkeypatch.setattr(segments, 'programs', lambda *args, **kwargs: pytest.fail('compiled'))
   with pytest.raises(ValueError, match="extra column 'round' needs one value per trial"):
     run(TABLE, splits, extra_columns={'round': [0, 1]})
   with pytest.raises(ValueError, match="extra column 'learning_rate' would hide"):
@@ -506,6 +507,81 @@ def test_best_epoch_is_the_devices_for_one_execution(splits):
     assert rows.best_epoch([same, same]) == device.best_epoch[trial]
 
 
+def test_segments_equal_the_one_call_program_and_compile_once(splits):
+  # Three segments of two epochs (select 'best': the best-epoch snapshot
+  # rides along) against the hand-made `jit(vmap(make_train))` in one call,
+  # at the same shapes: every curve, row and kept param bit for bit, and the
+  # segment program traced once for the three segments. (Segments of one
+  # epoch are as exact with XLA's optimizations on, measured; the tests turn
+  # most of them off, and then a one-step loop moves dev_loss's last bits.)
+  one = jax.devices()[:1]
+  options = dict(epochs=6, devices=one, chunk_size=4, select='best', test=False)
+  results = run(SELECT_TABLE, splits, segment_epochs=2, **options)
+  assert results.info['segments'] == 3 and results.info['compiles'] == 1
+  config = bnjax.TrainConfig(
+    epochs=6, batch_size=32, hidden_sizes=(12,), num_classes=3, dropout=False, select='best'
+  )
+  _, device = by_hand(SELECT_TABLE, splits, config, trials=range(4))
+  device = jax.device_get(device)
+  for name in CURVES:
+    np.testing.assert_array_equal(results.curves[name], device.metrics[name])
+  np.testing.assert_array_equal(results.column('best_epoch'), device.best_epoch)
+  assert len(results.candidates) == 4
+  for candidate in results.candidates:
+    trial = candidate.row['trial_id']
+    kept = jax.tree.map(lambda leaf, trial=trial: leaf[trial : trial + 1], device.params)
+    jax.tree.map(np.testing.assert_array_equal, candidate.params, kept)
+
+
+@pytest.mark.slow
+def test_segments_on_four_devices_equal_one_segment(splits):
+  options = dict(epochs=4, chunk_size=4, test=False)
+  segmented = run(TABLE, splits, segment_epochs=2, **options)
+  whole = run(TABLE, splits, **options)
+  assert segmented.info['segments'] == 2 and whole.info['segments'] == 1
+  assert segmented.info['devices'] == 4
+  assert_same_trials(segmented, whole, list(range(len(TABLE['learning_rate']))))
+
+
+def test_a_chunk_cut_off_between_segments_goes_on_from_its_checkpoint(splits, tmp_path):
+  one = jax.devices()[:1]
+  options = dict(epochs=6, devices=one, chunk_size=4, select='best', segment_epochs=2, test=False)
+
+  class Crash(Exception):
+    pass
+
+  saved, restored = [], []
+
+  def crash(segment):
+    saved.append(segment)
+    if segment == 1:
+      raise Crash
+
+  with pytest.raises(Crash):
+    run(SELECT_TABLE, splits, in_flight=segments.InFlight(tmp_path, on_save=crash), **options)
+  assert saved == [0, 1] and len(os.listdir(tmp_path)) == 1  # the latest save only
+  in_flight = segments.InFlight(
+    tmp_path, on_save=saved.append, on_restore=lambda *epochs: restored.append(epochs)
+  )
+  resumed = run(SELECT_TABLE, splits, in_flight=in_flight, **options)
+  # Epochs 5 and 6 ran here; the last boundary is not saved, and once the
+  # chunk's trials are done its checkpoint goes.
+  assert restored == [(4, 6)] and saved == [0, 1] and os.listdir(tmp_path) == []
+  whole = run(SELECT_TABLE, splits, **options)
+  assert_same_trials(resumed, whole, list(range(4)))
+  by_id = lambda results: {c.row['trial_id']: c.params for c in results.candidates}
+  jax.tree.map(np.testing.assert_array_equal, by_id(resumed), by_id(whole))
+
+
+def test_default_segments_divide_the_epochs_where_they_can():
+  assert segments.SEGMENT_EPOCHS == 10
+  assert segments.segment_lengths(40) == (10,) * 4
+  assert segments.segment_lengths(7) == (7,)
+  assert segments.segment_lengths(36) == (9,) * 4  # one program, not 10, 10, 10, 6
+  assert segments.segment_lengths(23) == (10, 10, 3)  # no divisor in 6..10
+  assert segments.segment_lengths(5, 2) == (2, 2, 1)
+
+
 def fake_run(accuracy, diverged_step=-1, best_epoch=None):
   accuracy = np.asarray(accuracy, np.float32)
   finite = np.where(np.isnan(accuracy), -np.inf, accuracy)
@@ -606,7 +682,7 @@ def test_executions_are_tested_with_their_own_params(executions):
 @pytest.fixture
 def no_compute(monkeypatch):
   """Fails the test if anything compiles a train program."""
-  monkeypatch.setattr(chunks, 'make_train', lambda config: pytest.fail('compiled'))
+  monkeypatch.setattr(segments, 'programs', lambda *args, **kwargs: pytest.fail('compiled'))
 
 
 @pytest.mark.parametrize(
@@ -647,7 +723,7 @@ def no_compute(monkeypatch):
 def test_bad_requests_fail_before_any_compute(splits, monkeypatch, table, options, error):
   """One line naming the problem, before anything compiles or trains."""
   compiled = []
-  monkeypatch.setattr(chunks, 'make_train', lambda config: compiled.append(config))
+  monkeypatch.setattr(segments, 'programs', lambda *args, **kwargs: compiled.append(args))
   monkeypatch.setattr(chunks, 'run_chunk', lambda *args, **kwargs: pytest.fail('trained'))
   table = {name: np.asarray(column) for name, column in table.items()}
   if error is None:

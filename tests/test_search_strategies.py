@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bnjax import search
-from bnjax.search import chunks, coarse_to_fine, grid_search, random_search
+from bnjax.search import chunks, coarse_to_fine, grid_search, random_search, segments
 from bnjax.space import (
   Choice,
   Fixed,
@@ -247,7 +247,7 @@ def test_run_dispatches_to_the_strategy_by_name(splits, sampled, grid, rounds):
 def test_run_checks_strategy_and_options_before_any_compute(
   splits, monkeypatch, strategy, options, message
 ):
-  monkeypatch.setattr(chunks, 'make_train', lambda config: pytest.fail('compiled'))
+  monkeypatch.setattr(segments, 'programs', lambda *args, **kwargs: pytest.fail('compiled'))
   monkeypatch.setattr(Space, 'grid', lambda *args: pytest.fail('a grid was built'))
   monkeypatch.setattr(Space, 'sample', lambda *args: pytest.fail('a table was sampled'))
   with pytest.raises(search.SearchError, match=f'^{message}') as error:
@@ -268,7 +268,7 @@ def test_run_checks_strategy_and_options_before_any_compute(
 def test_a_trial_too_big_for_memory_fails_before_any_compute(
   splits, monkeypatch, strategy, options
 ):
-  monkeypatch.setattr(chunks, 'make_train', lambda config: pytest.fail('compiled'))
+  monkeypatch.setattr(segments, 'programs', lambda *args, **kwargs: pytest.fail('compiled'))
   space = {**SPACE, 'hidden_units': Fixed(10**6), 'num_layers': Fixed(3)}
   with pytest.raises(
     search.SearchError, match=r'^one trial \(3 x 1,000,000 units, batch size 32\)'
@@ -279,7 +279,7 @@ def test_a_trial_too_big_for_memory_fails_before_any_compute(
 def test_coarse_to_fine_checks_its_largest_trial_before_round_0(splits, monkeypatch):
   # Round 0 draws widths of 8 to 4096 units; a later round may draw 4096, so it must
   # fit from the start: the message names the largest trial the space holds.
-  monkeypatch.setattr(chunks, 'make_train', lambda config: pytest.fail('compiled'))
+  monkeypatch.setattr(segments, 'programs', lambda *args, **kwargs: pytest.fail('compiled'))
   config = TrainConfig(epochs=EPOCHS, batch_size=32, hidden_sizes=(4096,), num_classes=3)
   widest = chunks.trial_bytes(config, 6, 200, 60) + chunks.data_bytes(splits)
   monkeypatch.setattr(chunks, 'memory_budget', lambda devices: widest // 100)
@@ -303,7 +303,7 @@ def test_grid_size_counts_what_grid_makes():
 
 
 def test_run_rejects_a_bad_space_before_any_compute(splits, monkeypatch):
-  monkeypatch.setattr(chunks, 'make_train', lambda config: pytest.fail('compiled'))
+  monkeypatch.setattr(segments, 'programs', lambda *args, **kwargs: pytest.fail('compiled'))
   with pytest.raises(SpaceError, match='learning_rate'):
     search.run('random', 'learning_rate=log:0:1', splits, num_trials=N)
 

@@ -375,7 +375,7 @@ import sys
 from bnjax import data, files, search
 splits = data.load(sys.argv[1])
 results = search.run('random', sys.argv[2], splits, num_trials=6, seed=1, epochs=2, top_k=2,
-                     chunk_size=2, output_dir=sys.argv[3], report=print)
+                     chunk_size=2, segment_epochs=1, output_dir=sys.argv[3], report=print)
 results.to_csv(sys.argv[3] + '/results.csv')
 files.write_json(sys.argv[3] + '/best.json', results.winner())
 """
@@ -432,7 +432,7 @@ def uninterrupted(data_file, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('crash_at', ['chunk0:claimed', 'chunk1:told', 'test'])
+@pytest.mark.parametrize('crash_at', ['chunk0:claimed', 'chunk1:segment0', 'chunk1:told', 'test'])
 def test_killed_anywhere_then_resumed_equals_uninterrupted(
   data_file, uninterrupted, tmp_path, crash_at
 ):
@@ -440,9 +440,15 @@ def test_killed_anywhere_then_resumed_equals_uninterrupted(
   assert killed.returncode == -9, killed.stderr[-3000:]
   complete_outputs(tmp_path)
   assert not (tmp_path / 'results.csv').exists()
+  saved = os.listdir(tmp_path / 'in_flight') if (tmp_path / 'in_flight').exists() else []
+  assert len(saved) == (crash_at in ('chunk1:segment0', 'chunk1:told')), saved
   resumed = run_search(data_file, tmp_path)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'resuming' in resumed.stdout
+  # Cut off after its first epoch, chunk 1 goes on from its checkpoint.
+  went_on = 'goes on from its checkpoint at epoch 1 of 2' in resumed.stdout
+  assert went_on == (crash_at == 'chunk1:segment0'), resumed.stdout
+  assert os.listdir(tmp_path / 'in_flight') == []
   complete_outputs(tmp_path)
   assert (tmp_path / 'results.csv').read_text() == (uninterrupted / 'results.csv').read_text()
   assert (tmp_path / 'best.json').read_text() == (uninterrupted / 'best.json').read_text()

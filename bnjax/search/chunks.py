@@ -21,7 +21,7 @@ dropped.
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -31,10 +31,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bnjax import distributed
 from bnjax.data import Splits
+from bnjax.search import segments
 from bnjax.search.buckets import Bucket
 from bnjax.search.checks import SearchError, check_seed
-from bnjax.search.folds import fold_data, folds_of_runs
-from bnjax.training import TrainConfig, TrainData, TrainResult, make_train
+from bnjax.search.folds import folds_of_runs
+from bnjax.training import TrainConfig, TrainData, TrainResult
 
 # Bytes a chunk aims at where the device does not report its memory (CPU).
 HOST_MEMORY_BUDGET = 2 << 30
@@ -296,30 +297,8 @@ def data_on(
   return data, NamedSharding(mesh, PartitionSpec('trials'))
 
 
-def bucket_program(
-  config: TrainConfig, on_trace: Callable[[], None] | None = None, *, folds: bool = False
-):
-  """`jit(vmap(train))` of one bucket; `on_trace()` runs each time it traces (compiles).
-
-  With `folds`, the data is stacked `[K, ...]` (`bnjax.search.folds`) and the
-  program takes a `[runs]` fold index: each run trains on its own fold.
-  """
-  train = make_train(config)
-  if folds:
-    train_fold = lambda hp, key, data, fold: train(hp, key, fold_data(data, fold))
-
-  def program(hp: dict, keys: jax.Array, data: TrainData, fold=None) -> TrainResult:
-    if on_trace is not None:
-      on_trace()
-    if folds:
-      return jax.vmap(train_fold, in_axes=(0, 0, None, 0))(hp, keys, data, fold)
-    return jax.vmap(train, in_axes=(0, 0, None))(hp, keys, data)
-
-  return jax.jit(program)
-
-
 def run_chunk(
-  program,
+  programs: segments.Programs,
   chunk: Chunk,
   hp: dict[str, jax.Array],
   trial_ids: np.ndarray,
@@ -327,17 +306,24 @@ def run_chunk(
   sharding: NamedSharding,
   *,
   seed: int,
+  lengths: tuple[int, ...],
+  in_flight: segments.InFlight | None = None,
+  data_digest: str = '',
   folds: int | None = None,
 ) -> tuple[list[Run], TrainResult]:
-  """Trains one chunk.
+  """Trains one chunk, in segments (`segments.train`).
 
   Args:
-    program: the bucket's `bucket_program`.
+    programs: the bucket's `segments.programs`.
     chunk: which runs.
     hp: the bucket's traced hyperparameters, `[bucket trials, ...]`.
     trial_ids: `[bucket trials]` ids that key the bucket's trials.
     data: `data_on`'s data; sharding: its trial-axis sharding.
     seed: the search's seed.
+    lengths: the epochs of each segment (`segments.segment_lengths`).
+    in_flight: where the chunk is saved at segment boundaries, and from
+      where a rerun of it goes on; None: nowhere.
+    data_digest: what names the data in the chunk's checkpoint.
     folds: K with cross-validation: run `r` of a trial trains on fold `r % K`.
 
   Returns:
@@ -346,10 +332,17 @@ def run_chunk(
   """
   keys = trial_keys(seed, trial_ids[chunk.rows], chunk.executions)
   hp = {name: value[chunk.rows] for name, value in hp.items()}
-  args = (distributed.put(hp, sharding), distributed.put(keys, sharding), data)
+  fold = None
   if folds:
-    args += (distributed.put(folds_of_runs(chunk.executions, folds), sharding),)
-  result = program(*args)
+    fold = folds_of_runs(chunk.executions, folds)
+  identity = None
+  if in_flight is not None:
+    devices = sharding.mesh.size
+    identity = segments.chunk_identity(programs.config, hp, keys, lengths, devices, data_digest)
+  hp, keys, fold = distributed.put((hp, keys, fold), sharding)
+  result = segments.train(
+    programs, hp, keys, data, lengths, fold=fold, in_flight=in_flight, identity=identity
+  )
   metrics, diverged_step, best_epoch = distributed.fetch(
     (result.metrics, result.diverged_step, result.best_epoch)
   )

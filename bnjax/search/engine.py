@@ -2,7 +2,8 @@
 
 `run_trials` groups the table into buckets (`buckets`: one compile each),
 cuts each bucket into chunks (`chunks`: runs that fit memory, the trial axis
-sharded over the devices), trains chunk after chunk, summarizes each trial's
+sharded over the devices), trains chunk after chunk in segments of epochs
+(`segments`: saved at each boundary inside a study), summarizes each trial's
 executions into its row (`rows`), and keeps the best trials' params for the
 test split (`top_k`), which only they see, once, at the end.
 """
@@ -17,7 +18,7 @@ from numpy.typing import ArrayLike
 from bnjax import distributed, registry
 from bnjax.data import Splits
 from bnjax.registry import to_python
-from bnjax.search import buckets, chunks, folds, rows
+from bnjax.search import buckets, chunks, folds, rows, segments
 from bnjax.search.checks import TRIAL_ID_LIMIT, SearchError, check_options, check_runs, show
 from bnjax.search.results import METRIC_COLUMNS, Results
 from bnjax.search.top_k import (
@@ -52,6 +53,8 @@ def run_trials(
   claim: Callable[[np.ndarray], bool] | None = None,
   on_chunk: Callable[[list[dict], list[dict], list[Candidate]], None] | None = None,
   cv: int | None = None,
+  segment_epochs: int | None = None,
+  in_flight: segments.InFlight | None = None,
 ) -> Results:
   """Trains every row of `table` and returns the `Results`.
 
@@ -94,6 +97,12 @@ def run_trials(
       runs per execution, one more vmapped axis), ranked by the mean dev
       accuracy over them; the top k tested once by the fold ensemble.
       None: the dev split selects.
+    segment_epochs: a chunk trains in segments of this many epochs (the
+      last may be shorter); None: `segments.segment_lengths`' default. The
+      numbers do not depend on it (bitwise, on one machine).
+    in_flight: saves each chunk at its segment boundaries, so that a rerun
+      after a crash goes on from its last segment (a study's output
+      directory); None: nothing is saved.
   """
   start = time.perf_counter()
   check_options(
@@ -109,6 +118,7 @@ def run_trials(
     width_ratio=width_ratio,
     first_trial_id=first_trial_id,
     progress=progress,
+    segment_epochs=segment_epochs,
   )
   folds.check_cv(cv, splits)
   num_trials = _check_table(table, first_trial_id, executions_per_trial * (cv or 1))
@@ -125,15 +135,23 @@ def run_trials(
   plan = chunks.plan_chunks(
     planned, fit_splits, devices, executions=runs_per_trial, chunk_size=chunk_size
   )
-  info = {'buckets': len(planned), 'compiles': 0, 'chunks': len(plan), 'devices': len(devices)}
-  if cv:
-    info |= {'cv': cv, 'cv_dropped': folded.dropped}
+  lengths = segments.segment_lengths(epochs, segment_epochs)
+  info = {
+    'buckets': len(planned),
+    'compiles': 0,
+    'chunks': len(plan),
+    'devices': len(devices),
+    'segments': len(lengths),
+  }
 
   def count_compile():
     info['compiles'] += 1
 
-  programs = [chunks.bucket_program(b.config, count_compile, folds=bool(cv)) for b in planned]
   data, sharding = chunks.data_on(devices, splits, folded.data if cv else None)
+  programs = [
+    segments.programs(bucket.config, sharding, count_compile, folds=bool(cv)) for bucket in planned
+  ]
+  digest = segments.data_digest(splits[:4]) if in_flight is not None else ''
   summaries, curves, pool = {}, {}, []  # by table row; the best candidates so far
   skipped = 0
   for chunk in plan:
@@ -143,7 +161,17 @@ def run_trials(
       skipped += len(chunks.trials_of(chunk))
       continue
     runs, result = chunks.run_chunk(
-      programs[chunk.bucket], chunk, hp, ids, data, sharding, seed=seed, folds=cv
+      programs[chunk.bucket],
+      chunk,
+      hp,
+      ids,
+      data,
+      sharding,
+      seed=seed,
+      lengths=lengths,
+      in_flight=in_flight,
+      data_digest=digest,
+      folds=cv,
     )
     finished = []
     for local, positions in chunks.trials_of(chunk):
@@ -159,6 +187,8 @@ def run_trials(
         [curves[int(bucket.trial_ids[trial.position])] for trial in finished],
         best,
       )
+    if in_flight is not None:
+      in_flight.finished()  # its trials are told: nothing of it is in flight any more
     if progress:
       progress(len(summaries) + skipped, num_trials)
   results = Results(

@@ -92,6 +92,7 @@ ENGINE_OPTIONS = (
   'devices',
   'eval_batch_size',
   'width_ratio',
+  'segment_epochs',
   'progress',
   'cv',
 )

@@ -13,12 +13,18 @@ Resume: a round is always planned from all its trials, so its chunks have
 the shapes of the first attempt and a chunk whose trials are all told is
 skipped. Trials that were RUNNING when their process died go back to
 WAITING with their number, and run again with the same key: the same
-numbers, bit for bit, on the same machine. A `kill -9` loses at most the
-chunk in flight; Ctrl-C puts it back to WAITING at once.
+numbers, bit for bit, on the same machine. Ctrl-C puts the chunk in flight
+back to WAITING at once.
 
-`BNJAX_CRASH_AT` (for tests only): `chunk<n>:claimed`, `chunk<n>:told` (the
-n-th chunk this process runs, from 0) or `test` makes the process SIGKILL
-itself there, so tests can crash a search at a chosen point.
+With an output directory, a chunk in flight is also saved at each boundary
+between its segments of epochs (`segments.InFlight`, in `in_flight/`), so a
+`kill -9` loses at most a segment: the rerun claims the same chunk and goes
+on from its last checkpoint, with the same numbers bit for bit.
+
+`BNJAX_CRASH_AT` (for tests only): `chunk<n>:claimed`, `chunk<n>:segment<m>`
+(once segment m's checkpoint is saved), `chunk<n>:told` (the n-th chunk
+this process runs, from 0) or `test` makes the process SIGKILL itself there,
+so tests can crash a search at a chosen point.
 """
 
 import contextlib
@@ -39,10 +45,12 @@ from bnjax.search import hosts, ledger
 from bnjax.search.candidates import CandidateStore
 from bnjax.search.engine import run_trials
 from bnjax.search.results import Results
+from bnjax.search.segments import InFlight
 from bnjax.search.top_k import test_top_k
 from bnjax.search.workers import Worker, directory_lock
 from bnjax.space import Space
 
+IN_FLIGHT = 'in_flight'  # the output directory's folder of chunks in flight (`segments.InFlight`)
 WAIT = 'wait'  # a strategy's answer when its next round needs other workers' trials told
 POLL_SECONDS = 2.0
 
@@ -80,6 +88,7 @@ def run_study(
   devices=None,
   eval_batch_size: int = 1024,
   width_ratio: float | None = 1.5,
+  segment_epochs: int | None = None,
   progress: Callable[[int, int], None] | None = None,
   report: Callable[[str], None] | None = None,
   stale_after: float = 120.0,
@@ -102,6 +111,8 @@ def run_study(
     chunk_size: runs per program; None: the study's (a new study records
       None: each bucket's `chunks.chunk_runs`, from the bucket and the devices).
       Each trial records the size of the chunk it ran in (`chunk_size`).
+    segment_epochs: epochs between a chunk's checkpoints (`run_trials`); not
+      part of the study's configuration: the numbers do not depend on it.
     progress: `progress(trials_done, trials_to_do)` after each chunk.
     report: called with one-line messages (resume, stop, waiting).
     stale_after: seconds without a heartbeat after which a shared storage's
@@ -147,6 +158,7 @@ def run_study(
         devices=devices,
         eval_batch_size=eval_batch_size,
         width_ratio=width_ratio,
+        segment_epochs=segment_epochs,
       ),
       store=CandidateStore(
         os.path.join(written, 'candidates') if written is not None else None,
@@ -155,6 +167,14 @@ def run_study(
       ),
       progress=progress,
     )
+    if output_dir is not None:
+      run.in_flight = InFlight(
+        os.path.join(output_dir, IN_FLIGHT),
+        on_save=lambda segment: crash_point(f'chunk{run.chunks_run}:segment{segment}'),
+        on_restore=lambda done, epochs: say(
+          f'a chunk cut off by a crash goes on from its checkpoint at epoch {done} of {epochs}'
+        ),
+      )
     worker = Worker(study, exclusive=exclusive, stale_after=stale_after)
     start = time.perf_counter()
     with worker:
@@ -213,6 +233,8 @@ def run_study(
         else:
           run.train([t for t in trials if t.user_attrs[ledger.ROUND] == round_index])
       trials = ledger.ours(study.get_trials(deepcopy=False))
+      if alone and all(t.state.is_finished() for t in trials):
+        run.in_flight.clear()  # a checkpoint left by a crash after its trials were told
       if test and all(t.state.is_finished() for t in trials) and not worker.others_running():
         if distributed.is_writer():  # on its own devices: the others may have gone
           run.test_once()
@@ -230,7 +252,8 @@ class _Run:
     self.study, self.space, self.splits, self.engine = study, space, splits, engine
     self.store, self.progress = store, progress
     self.worker: Worker | None = None
-    self.info = {'buckets': 0, 'compiles': 0, 'chunks': 0, 'devices': 0}
+    self.in_flight: InFlight | None = None
+    self.info = {'buckets': 0, 'compiles': 0, 'chunks': 0, 'devices': 0, 'segments': 0}
     self.chunks_run = 0
     self.done = 0
     self.to_do = 0
@@ -316,6 +339,7 @@ class _Run:
       trial_ids=np.asarray(numbers),
       claim=claim,
       on_chunk=on_chunk,
+      in_flight=self.in_flight,
       test=False,
       **self.engine,
     )
@@ -323,6 +347,7 @@ class _Run:
       self.info[key] += results.info[key]
     self.info['chunks'] = self.chunks_run  # run here; chunks done already or by others skipped
     self.info['devices'] = results.info['devices']
+    self.info['segments'] = results.info['segments']  # per chunk
 
   def test_once(self) -> None:
     """Tests the top k on the test split, unless this set of trials was tested already."""

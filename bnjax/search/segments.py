@@ -1,0 +1,223 @@
+"""A chunk trained in segments of epochs, saved at each boundary so that a crash loses one segment.
+
+`run_trials` trains a chunk as a population (`bnjax.search.population`):
+`init`, then `segment` after `segment` of a few epochs each, then `finish`.
+On one machine that is bitwise the one `jit(vmap(train))` call it replaces
+(`tests/test_search_engine.py`), and a bucket's segment program compiles
+once per chunk shape and segment length, however many segments run.
+
+Inside a study with an output directory, `InFlight` saves the chunk at each
+boundary (its population, with the best-epoch snapshot the top-k test may
+need, and its curves so far), one file per chunk, replaced each time and
+removed once its trials are told. A rerun of the same chunk (same program,
+hyperparameters, keys, data, devices and segments: the file's name is a hash
+of them) starts from the file instead of from scratch.
+
+`SEGMENT_EPOCHS` bounds the work a crash can lose while keeping the saves
+cheap: `benchmarks/checkpoint_overhead.py` measures a save against the
+segment it follows.
+"""
+
+import hashlib
+import os
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from bnjax import distributed
+from bnjax.search import population as pop
+from bnjax.search.folds import fold_data
+from bnjax.training import TrainConfig, TrainResult, init_trial, train_epochs
+
+# Epochs per segment by default (see `segment_lengths`).
+SEGMENT_EPOCHS = 10
+CURVES = ('train_loss', 'dev_loss', 'dev_accuracy')
+
+
+def segment_lengths(epochs: int, segment_epochs: int | None = None) -> tuple[int, ...]:
+  """The epochs of each segment of a run of `epochs`.
+
+  `segment_epochs` each, and the remainder last (a second program). By
+  default, the largest divisor of `epochs` between `SEGMENT_EPOCHS / 2` and
+  `SEGMENT_EPOCHS` (one program), else `SEGMENT_EPOCHS` and a remainder;
+  runs of at most `SEGMENT_EPOCHS` epochs are one segment.
+  """
+  if segment_epochs is None:
+    divisors = [d for d in range(SEGMENT_EPOCHS, SEGMENT_EPOCHS // 2, -1) if epochs % d == 0]
+    segment_epochs = min(epochs, divisors[0] if divisors else SEGMENT_EPOCHS)
+  full, rest = divmod(epochs, segment_epochs)
+  return (segment_epochs,) * full + ((rest,) if rest else ())
+
+
+class Programs(NamedTuple):
+  """A bucket's programs for one search: a chunk's init, one segment, and its result."""
+
+  config: TrainConfig
+  init: Callable  # (hp, keys, data, fold) -> population
+  segment: Callable  # (hp, population, data, fold, epochs) -> (population, metrics [runs, epochs])
+  finish: Callable  # (population, metrics [runs, all epochs]) -> TrainResult
+
+
+def programs(
+  config: TrainConfig,
+  sharding: jax.sharding.Sharding,
+  on_trace: Callable[[], None] | None = None,
+  *,
+  folds: bool = False,
+) -> Programs:
+  """`config`'s population programs, jitted afresh, every output on the trial-axis `sharding`.
+
+  `on_trace()` runs each time the segment program traces (compiles): once per
+  chunk shape and segment length. Without `folds` the programs are
+  `bnjax.search.population`'s, every run on the same data, and `fold` is
+  None; with `folds` the data is stacked `[K, ...]` (`bnjax.search.folds`)
+  and `fold` is each run's `[runs]` fold index: the same loop, each run on
+  its own fold.
+  """
+
+  def init(hp, keys, data, fold):
+    if not folds:
+      return pop.init_population(config, hp, keys, data)
+    init_run = lambda hp, key, fold: init_trial(config, hp, key, fold_data(data, fold))
+    return jax.vmap(init_run)(hp, keys, fold)
+
+  def segment(hp, population, data, fold, epochs):
+    if on_trace is not None:
+      on_trace()
+    if not folds:
+      return pop.run_segment(config, hp, population, data, epochs)
+    run = lambda hp, trial, fold: train_epochs(config, hp, trial, fold_data(data, fold), epochs)
+    return jax.vmap(run)(hp, population, fold)
+
+  def finish(population, metrics):
+    return pop.finish_population(config, population, metrics)
+
+  return Programs(
+    config,
+    jax.jit(init, out_shardings=sharding),
+    jax.jit(segment, static_argnums=4, out_shardings=sharding),
+    jax.jit(finish),
+  )
+
+
+def train(
+  programs: Programs,
+  hp: dict,
+  keys: jax.Array,
+  data: Any,
+  lengths: tuple[int, ...],
+  *,
+  fold: jax.Array | None = None,
+  in_flight: 'InFlight | None' = None,
+  identity: str | None = None,
+) -> TrainResult:
+  """A chunk's `TrainResult`: init, the segments `lengths`, finish; saved between segments.
+
+  `fold`: each run's fold with cross-validation (`programs(folds=True)`).
+  With `in_flight`, a chunk saved under `identity` (`chunk_identity`) goes on
+  from its last saved segment, and each boundary but the last is saved.
+  """
+  population = programs.init(hp, keys, data, fold)
+  curves = {name: np.zeros((len(keys), 0), np.float32) for name in CURVES}
+  done = 0
+  if in_flight is not None:
+    restored = in_flight.restore(identity, (population, curves), sum(lengths), keys.sharding)
+    if restored is not None:
+      (population, curves), done = restored
+  boundaries = np.cumsum(lengths)
+  for index, length in enumerate(lengths):
+    if boundaries[index] <= done:
+      continue
+    population, metrics = programs.segment(hp, population, data, fold, length)
+    metrics = distributed.fetch(metrics)
+    curves = {name: np.concatenate([curves[name], metrics[name]], axis=1) for name in CURVES}
+    if in_flight is not None and index < len(lengths) - 1:
+      in_flight.save(identity, (population, curves), int(boundaries[index]), index)
+  return programs.finish(population, curves)
+
+
+def chunk_identity(
+  config: TrainConfig, hp: dict, keys: jax.Array, lengths, devices: int, data_digest: str
+) -> str:
+  """A hash of what decides a chunk's numbers: program, hyperparameters, keys, data, segments."""
+  digest = hashlib.sha256(repr((config, tuple(lengths), devices, data_digest)).encode())
+  arrays = [hp[name] for name in sorted(hp)] + [jax.random.key_data(keys)]
+  for array in arrays:
+    array = np.ascontiguousarray(jax.device_get(array))
+    digest.update(f'{array.dtype}{array.shape}'.encode())
+    digest.update(array.tobytes())
+  return digest.hexdigest()[:32]
+
+
+def data_digest(arrays) -> str:
+  """A hash of the data a chunk trains on (for `chunk_identity`)."""
+  digest = hashlib.sha256()
+  for array in arrays:
+    array = np.ascontiguousarray(jax.device_get(array))
+    digest.update(f'{array.dtype}{array.shape}'.encode())
+    digest.update(array.tobytes())
+  return digest.hexdigest()
+
+
+class InFlight:
+  """The chunks in flight in `directory`, one checkpoint each, replaced at every segment boundary.
+
+  Args:
+    directory: where the checkpoints live (made if missing).
+    on_save: called as `on_save(segment)` after segment `segment` (from 0)
+      of a chunk is saved (the study's crash points for tests).
+    on_restore: called as `on_restore(epochs_done, epochs)` when a chunk
+      goes on from its checkpoint.
+  """
+
+  def __init__(
+    self,
+    directory: str | os.PathLike,
+    *,
+    on_save: Callable[[int], None] | None = None,
+    on_restore: Callable[[int, int], None] | None = None,
+  ):
+    self.directory = os.fspath(directory)
+    self.on_save, self.on_restore = on_save, on_restore
+    self.current: str | None = None
+    os.makedirs(self.directory, exist_ok=True)
+
+  def path(self, identity: str) -> str:
+    return os.path.join(self.directory, f'chunk_{identity}.msgpack')
+
+  def restore(
+    self, identity: str, like: Any, epochs: int, sharding: jax.sharding.Sharding
+  ) -> tuple[Any, int] | None:
+    """`((population, curves), epochs done)` saved for `identity`; None if there is none.
+
+    `like` is `(population, curves)` of the chunk's structure; the population
+    goes onto `sharding`, the curves stay on the host.
+    """
+    self.current = identity
+    path = self.path(identity)
+    if not os.path.exists(path):
+      return None
+    (population, curves), meta = pop.restore_population(path, like)
+    population = jax.device_put(population, sharding)
+    if self.on_restore is not None:
+      self.on_restore(meta['epochs'], epochs)
+    return (population, curves), int(meta['epochs'])
+
+  def save(self, identity: str, state: Any, epochs: int, segment: int) -> None:
+    pop.save_population(self.path(identity), state, {'epochs': epochs, 'identity': identity})
+    if self.on_save is not None:
+      self.on_save(segment)
+
+  def finished(self) -> None:
+    """Removes the checkpoint of the chunk trained last (call once its trials are told)."""
+    if self.current is not None and os.path.exists(self.path(self.current)):
+      os.unlink(self.path(self.current))
+    self.current = None
+
+  def clear(self) -> None:
+    """Removes every checkpoint (when no chunk is in flight: all trials told)."""
+    for name in os.listdir(self.directory):
+      if name.startswith(('chunk_', '.chunk_')):
+        os.unlink(os.path.join(self.directory, name))
