@@ -143,6 +143,8 @@ def run_trials(
     'devices': len(devices),
     'segments': len(lengths),
   }
+  if cv:
+    info |= {'cv': cv, 'cv_dropped': folded.dropped}
 
   def count_compile():
     info['compiles'] += 1
