@@ -14,10 +14,15 @@ hyperparameters, keys, data, devices and segments: the file's name is a hash
 of them) starts from the file instead of from scratch.
 
 `SEGMENT_EPOCHS` bounds the work a crash can lose while keeping the saves
-cheap: `benchmarks/checkpoint_overhead.py` measures a save against the
-segment it follows.
+cheap (`benchmarks/checkpoint_overhead.py`). Measured on this project's
+2-core CPU under a load average of 17 to 20: a chunk of the default search's
+widest bucket (8 runs of 3 x 448 units, Adam; 41 MB) saves in 2.4 s (median
+of 3; 1.3 to 2.5 s) against 114 s for a segment of 10 epochs: 2.1%, so under
+5% from segments of 5 epochs on (20.7% at one epoch). The default never goes
+below 6 epochs a segment, and the last segment is never saved.
 """
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable
@@ -165,7 +170,7 @@ class InFlight:
   """The chunks in flight in `directory`, one checkpoint each, replaced at every segment boundary.
 
   Args:
-    directory: where the checkpoints live (made if missing).
+    directory: where the checkpoints live (made at the first save).
     on_save: called as `on_save(segment)` after segment `segment` (from 0)
       of a chunk is saved (the study's crash points for tests).
     on_restore: called as `on_restore(epochs_done, epochs)` when a chunk
@@ -182,7 +187,6 @@ class InFlight:
     self.directory = os.fspath(directory)
     self.on_save, self.on_restore = on_save, on_restore
     self.current: str | None = None
-    os.makedirs(self.directory, exist_ok=True)
 
   def path(self, identity: str) -> str:
     return os.path.join(self.directory, f'chunk_{identity}.msgpack')
@@ -206,6 +210,7 @@ class InFlight:
     return (population, curves), int(meta['epochs'])
 
   def save(self, identity: str, state: Any, epochs: int, segment: int) -> None:
+    os.makedirs(self.directory, exist_ok=True)  # made at the first save: none, no folder
     pop.save_population(self.path(identity), state, {'epochs': epochs, 'identity': identity})
     if self.on_save is not None:
       self.on_save(segment)
@@ -217,7 +222,11 @@ class InFlight:
     self.current = None
 
   def clear(self) -> None:
-    """Removes every checkpoint (when no chunk is in flight: all trials told)."""
+    """Removes every checkpoint and the folder (when no chunk is in flight: all trials told)."""
+    if not os.path.isdir(self.directory):
+      return
     for name in os.listdir(self.directory):
       if name.startswith(('chunk_', '.chunk_')):
         os.unlink(os.path.join(self.directory, name))
+    with contextlib.suppress(OSError):  # a file not ours stays, and so does the folder
+      os.rmdir(self.directory)

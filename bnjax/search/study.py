@@ -167,9 +167,11 @@ def run_study(
       ),
       progress=progress,
     )
-    if output_dir is not None:
+    # Chunks in flight are saved by one process (a population spread over
+    # several processes' devices is not: those lose the chunk in flight).
+    if written is not None and not distributed.is_multiprocess():
       run.in_flight = InFlight(
-        os.path.join(output_dir, IN_FLIGHT),
+        os.path.join(written, IN_FLIGHT),
         on_save=lambda segment: crash_point(f'chunk{run.chunks_run}:segment{segment}'),
         on_restore=lambda done, epochs: say(
           f'a chunk cut off by a crash goes on from its checkpoint at epoch {done} of {epochs}'
@@ -233,7 +235,7 @@ def run_study(
         else:
           run.train([t for t in trials if t.user_attrs[ledger.ROUND] == round_index])
       trials = ledger.ours(study.get_trials(deepcopy=False))
-      if alone and all(t.state.is_finished() for t in trials):
+      if run.in_flight is not None and alone and all(t.state.is_finished() for t in trials):
         run.in_flight.clear()  # a checkpoint left by a crash after its trials were told
       if test and all(t.state.is_finished() for t in trials) and not worker.others_running():
         if distributed.is_writer():  # on its own devices: the others may have gone
