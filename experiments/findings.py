@@ -15,7 +15,6 @@ import time
 if __package__ in (None, ''):  # Run as a script: make `experiments` importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax
 from absl import flags
 
 from experiments import claims, common
@@ -35,8 +34,6 @@ def main(argv):
   if unknown:
     common.fail(f'unknown claim {unknown[0]!r}; choose from {", ".join(claims.MODULES)} or all')
   output_dir = common.output_dir_or_exit(OUTPUT_DIR.value)
-  # Searches in a claim (coarse to fine, one per seed) compile equal programs: compile once.
-  jax.config.update('jax_compilation_cache_dir', os.path.join(output_dir, '.jax_cache'))
   for name in names:
     module = claims.load(name)
     start = time.perf_counter()
