@@ -104,9 +104,17 @@ def put(tree, sharding: NamedSharding):
   """Host values that every process holds whole, as global arrays laid out by `sharding`."""
   if sharding.is_fully_addressable:
     return jax.device_put(tree, sharding)
+  return jax.tree.map(lambda value: _put_leaf(value, sharding), tree)
+
+
+def _put_leaf(value, sharding: NamedSharding):
+  if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+    # Typed PRNG keys travel as their raw data and are wrapped again in place.
+    data = _put_leaf(np.asarray(jax.random.key_data(value)), sharding)
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(value))
+  value = np.asarray(value)
   # Each process fills only its own devices' slices.
-  make = lambda value: jax.make_array_from_callback(np.shape(value), sharding, value.__getitem__)
-  return jax.tree.map(make, tree)
+  return jax.make_array_from_callback(value.shape, sharding, value.__getitem__)
 
 
 def fetch(tree):

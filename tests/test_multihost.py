@@ -21,7 +21,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from optuna.storages.journal import JournalFileBackend
 
-from bnjax import distributed, search
+from bnjax import distributed
 from bnjax.search import hosts, ledger
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -179,6 +179,63 @@ def test_bayes_over_two_processes_asks_and_trains_what_one_process_does(blob_npz
   assert os.listdir(two[1]) == []
 
 
+# The population strategies: hyperband's rungs and pbt's generations rank the
+# gathered dev accuracies on every process alike and checkpoint from process 0.
+POPULATIONS = {
+  'hyperband': ('--strategy=hyperband', '--max_epochs=3'),
+  'pbt': ('--strategy=pbt', '--population_size=8', '--epochs=4', '--ready=2'),
+}
+POPULATION_SEARCH = (
+  '--top_k=2',
+  '--seed=3',
+  '--space=learning_rate=log:1e-3:1e-1,beta1=uniform:0.5:0.95,hidden_units=fixed:8',
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('strategy', list(POPULATIONS))
+def test_population_strategies_over_two_processes_give_one_process_bitwise(
+  blob_npz, tmp_path, strategy
+):
+  flags = (*POPULATIONS[strategy], *POPULATION_SEARCH)
+  one = [tmp_path / 'one']
+  two = [tmp_path / 'host0', tmp_path / 'host1']
+  outputs = {}
+  for workdirs, devices in ((one, 4), (two, 2)):
+    runs = finish(start(blob_npz, workdirs, devices=devices, search=flags))
+    for code, _, err in runs:
+      assert code == 0, err[-3000:]
+    outputs[len(workdirs)] = runs[0][1]
+  done = per_trial(journal(two[0] / 'out'))
+  assert done and all(state.is_finished() for state, *_ in done.values())
+  assert done == per_trial(journal(one[0] / 'out'))
+  assert (two[0] / 'out' / 'results.csv').read_text() == (
+    one[0] / 'out' / 'results.csv'
+  ).read_text()
+  assert sorted(os.listdir(two[0] / 'out')) == sorted(os.listdir(one[0] / 'out'))
+  assert os.listdir(two[1]) == []  # process 1 wrote nowhere
+  assert outputs[2].splitlines()[-1] == outputs[1].splitlines()[-1]  # the same winner
+
+
+@pytest.mark.slow
+def test_pbt_over_two_processes_resumes_from_process_0s_checkpoint(blob_npz, tmp_path):
+  flags = (*POPULATIONS['pbt'], *POPULATION_SEARCH)
+  workdirs = [tmp_path / 'host0', tmp_path / 'host1']
+  # Process 1 dies (SIGKILL) right after the first generation's checkpoint; process 0 then stops.
+  runs = finish(start(blob_npz, workdirs, devices=2, crash_at='saved0', search=flags))
+  assert runs[1][0] == -9 and runs[0][0] != 0
+  assert (workdirs[0] / 'out' / 'population.msgpack').exists()
+  runs = finish(start(blob_npz, workdirs, devices=2, search=flags))
+  for code, _, err in runs:
+    assert code == 0, err[-3000:]
+  assert 'from the last checkpoint: generation 1' in runs[0][1], runs[0][1]
+  uninterrupted = [tmp_path / 'one']
+  [(code, _, err)] = finish(start(blob_npz, uninterrupted, devices=4, search=flags))
+  assert code == 0, err[-3000:]
+  assert per_trial(journal(workdirs[0] / 'out')) == per_trial(journal(uninterrupted[0] / 'out'))
+  assert os.listdir(workdirs[1]) == []
+
+
 @pytest.mark.slow
 def test_processes_that_disagree_stop_before_training(blob_npz, tmp_path):
   workdirs = [tmp_path / 'host0', tmp_path / 'host1']
@@ -233,10 +290,3 @@ def test_a_shared_storage_with_several_processes_is_refused(monkeypatch, tmp_pat
   monkeypatch.setattr(distributed, 'is_multiprocess', lambda: True)
   with pytest.raises(ledger.LedgerError, match='--storage with several processes'):
     hosts.open_storage('sqlite:///x.db', tmp_path)
-
-
-@pytest.mark.parametrize('strategy', ['hyperband', 'pbt'])
-def test_population_strategies_over_several_processes_are_refused(monkeypatch, strategy):
-  monkeypatch.setattr(distributed, 'is_multiprocess', lambda: True)
-  with pytest.raises(search.SearchError, match=f'{strategy} runs in one process for now'):
-    search.check(strategy, population_size=4, num_trials=4)

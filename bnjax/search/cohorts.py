@@ -19,6 +19,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from bnjax import distributed
 from bnjax.data import Splits
 from bnjax.search import buckets, chunks
 from bnjax.search import population as pop
@@ -148,7 +149,7 @@ def _chunks(count: int, size: int):
 
 
 def _put(tree, sharding):
-  return tree if sharding is None else jax.device_put(tree, sharding)
+  return tree if sharding is None else distributed.put(tree, sharding)
 
 
 def train_to(
@@ -176,7 +177,7 @@ def train_to(
       )
     for _ in range((epochs - done) // segment_epochs):
       state, metrics = pop.run_segment(cohort.config, cohort.hp, cohort.state, data, segment_epochs)
-      metrics = jax.device_get(metrics)
+      metrics = distributed.fetch(metrics)
       curves = {
         name: np.concatenate([cohort.curves[name], metrics[name]], axis=1) for name in CURVES
       }
@@ -233,7 +234,7 @@ def records(cohorts: Sequence[Cohort], trial_ids: np.ndarray, *, status: str, ru
   wanted = set(np.asarray(trial_ids).tolist())
   out = []
   for cohort in cohorts:
-    diverged_step = np.asarray(jax.device_get(cohort.state.diverged_step))
+    diverged_step = np.asarray(distributed.fetch(cohort.state.diverged_step))
     for row in np.flatnonzero(~cohort.filler):
       trial = int(cohort.trial_ids[row])
       if trial in wanted:
@@ -261,10 +262,8 @@ def candidates(cohorts: Sequence[Cohort], rows: dict[int, dict]) -> list[Candida
     for index in np.flatnonzero(~cohort.filler):
       trial = int(cohort.trial_ids[index])
       if trial in rows:
-        one = lambda tree, index=index: jax.device_get(
-          jax.tree.map(lambda leaf: leaf[index : index + 1], tree)
-        )
-        hp = {name: np.asarray(jax.device_get(value))[index] for name, value in cohort.hp.items()}
+        one = lambda tree, index=index: distributed.take(tree, np.asarray([index]))
+        hp = {name: np.asarray(value)[0] for name, value in one(cohort.hp).items()}
         out.append(
           Candidate(
             rows[trial], cohort.config, hp, one(cohort.state.params), one(cohort.state.model_state)

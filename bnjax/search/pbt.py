@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnjax import files
+from bnjax import distributed, files
 from bnjax.data import Splits
 from bnjax.registry import REGISTRY, to_python
 from bnjax.search import chunks, ledger
@@ -229,7 +229,7 @@ def exploit_and_explore(
   Raises:
     SearchError: every member diverged, or the options cannot work.
   """
-  accuracy = np.asarray(jax.device_get(metrics), np.float32)
+  accuracy = np.asarray(distributed.fetch(metrics), np.float32)
   n = accuracy.shape[0] if accuracy.ndim == 1 else -1
   if n < 0 or any(leaf.shape[0] != n for leaf in jax.tree.leaves((population, hp))):
     raise SearchError(f'metrics must be one dev accuracy per member; got shape {accuracy.shape}.')
@@ -355,7 +355,7 @@ def pbt(
   )
   check(population_size, **options)
   check_options(seed=seed, top_k=top_k, test=test, devices=devices, eval_batch_size=eval_batch_size)
-  devices = list(devices or jax.local_devices())
+  devices = list(devices or distributed.devices())
   if population_size % len(devices):
     raise SearchError(
       f'population_size {population_size} must be a multiple of the {len(devices)} devices.'
@@ -450,7 +450,7 @@ def _evolve(keeper, cohort, table, data, space, seed, options, sharding, progres
     # In the space's order (the checkpoint's dicts come back sorted by name).
     history = [{a.name: np.asarray(h[a.name]) for a in axes} for h in keeper.resumed['history']]
   for generation in range(first, generations):
-    history.append({a.name: np.asarray(jax.device_get(cohort.hp[a.name])) for a in axes})
+    history.append({a.name: np.asarray(distributed.fetch(cohort.hp[a.name])) for a in axes})
     (cohort,) = train_to([cohort], data, (generation + 1) * ready, segment_epochs=ready)
     if progress:
       progress(generation + 1, generations)
@@ -467,7 +467,7 @@ def _evolve(keeper, cohort, table, data, space, seed, options, sharding, progres
       resample_probability=options['resample_probability'],
       generation=generation + 1,
     )
-    parent = np.asarray(jax.device_get(lineage.parent))
+    parent = np.asarray(distributed.fetch(lineage.parent))
     parents.append(parent)
     scores.append(np.asarray(cohort.curves['dev_accuracy'][:, -1], np.float64))
     source = source[parent]
@@ -484,7 +484,7 @@ def _evolve(keeper, cohort, table, data, space, seed, options, sharding, progres
       'history': [{k: v.tolist() for k, v in h.items()} for h in history],
     }
     keeper.save([cohort], meta)
-  final = {a.name: np.asarray(jax.device_get(cohort.hp[a.name])) for a in axes}
+  final = {a.name: np.asarray(distributed.fetch(cohort.hp[a.name])) for a in axes}
   rows, attrs = [], []
   for record in records([cohort], cohort.trial_ids, status='ok', rung_index=generations - 1):
     m = int(np.flatnonzero(cohort.trial_ids == record.trial_id)[0])

@@ -51,7 +51,7 @@ import jax
 import numpy as np
 from flax import serialization
 
-from bnjax import files
+from bnjax import distributed, files
 from bnjax.training import (
   TrainConfig,
   TrainData,
@@ -157,9 +157,9 @@ def take(tree: Any, indices: np.ndarray) -> Any:
 
 def _take_leaf(leaf: Any, indices: np.ndarray) -> Any:
   if _is_key(leaf):
-    data = np.asarray(jax.device_get(jax.random.key_data(leaf)))[indices]
+    data = _host(jax.random.key_data(leaf))[indices]
     return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
-  return np.asarray(jax.device_get(leaf))[indices]
+  return _host(leaf)[indices]
 
 
 def concatenate(trees: list) -> Any:
@@ -167,9 +167,9 @@ def concatenate(trees: list) -> Any:
 
   def join(*leaves):
     if _is_key(leaves[0]):
-      data = np.concatenate([np.asarray(jax.random.key_data(leaf)) for leaf in leaves])
+      data = np.concatenate([_host(jax.random.key_data(leaf)) for leaf in leaves])
       return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaves[0]))
-    return np.concatenate([np.asarray(jax.device_get(leaf)) for leaf in leaves])
+    return np.concatenate([_host(leaf) for leaf in leaves])
 
   return jax.tree.map(join, *trees)
 
@@ -178,12 +178,26 @@ def _is_key(leaf: Any) -> bool:
   return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
+def _host(leaf: Any) -> np.ndarray:
+  """`leaf` whole on the host, on every process (a collective where it spans processes)."""
+  return np.asarray(distributed.fetch(leaf))
+
+
 def _storable(tree: Any) -> Any:
   """`tree` on the host, typed PRNG keys as their raw uint32 data (msgpack stores arrays)."""
   return jax.tree.map(
-    lambda leaf: np.asarray(jax.device_get(jax.random.key_data(leaf) if _is_key(leaf) else leaf)),
-    tree,
+    lambda leaf: _host(jax.random.key_data(leaf) if _is_key(leaf) else leaf), tree
   )
+
+
+def population_bytes(population: Any, meta: dict | None = None) -> bytes:
+  """What `save_population` writes (on every process alike: it gathers the arrays)."""
+  payload = {
+    'format': CHECKPOINT_FORMAT,
+    'population': serialization.to_state_dict(_storable(population)),
+    'meta': meta or {},
+  }
+  return serialization.msgpack_serialize(payload)
 
 
 def save_population(path: str | os.PathLike, population: Any, meta: dict | None = None) -> str:
@@ -198,12 +212,7 @@ def save_population(path: str | os.PathLike, population: Any, meta: dict | None 
     meta: a dict of what a resume needs beside the arrays (epochs done, trial
       ids, the rung...): str, int, float, bool, lists, dicts, numpy arrays.
   """
-  payload = {
-    'format': CHECKPOINT_FORMAT,
-    'population': serialization.to_state_dict(_storable(population)),
-    'meta': meta or {},
-  }
-  blob = serialization.msgpack_serialize(payload)
+  blob = population_bytes(population, meta)
   with files.atomic_open(path, 'wb') as f:
     f.write(blob)
   return os.fspath(path)
@@ -225,10 +234,17 @@ def restore_population(
     `(population, meta)`, the arrays bitwise as saved.
   """
   with open(path, 'rb') as f:
-    payload = serialization.msgpack_restore(f.read())
+    return read_population(f.read(), like, sharding=sharding, name=os.fspath(path))
+
+
+def read_population(
+  blob: bytes, like: Any, *, sharding: jax.sharding.Sharding | None = None, name: str = 'checkpoint'
+) -> tuple[Any, dict]:
+  """`restore_population` from the file's bytes (`blob`), e.g. process 0's sent to every process."""
+  payload = serialization.msgpack_restore(blob)
   if payload.get('format') != CHECKPOINT_FORMAT:
     raise ValueError(
-      f'{os.fspath(path)!r} is not a bnjax population checkpoint (format '
+      f'{name!r} is not a bnjax population checkpoint (format '
       f'{payload.get("format")!r}, expected {CHECKPOINT_FORMAT}).'
     )
   raw = serialization.from_state_dict(_storable(like), payload['population'])
@@ -242,7 +258,7 @@ def restore_population(
     raw,
   )
   if sharding is not None:
-    population = jax.device_put(population, sharding)
+    population = distributed.put(population, sharding)
   return population, payload['meta']
 
 

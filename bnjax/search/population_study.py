@@ -33,7 +33,14 @@ the process right after its n-th checkpoint or tell (from 0), `test` before
 the test split is read.
 
 One process drives a study: with the default journal the output directory
-is locked; with a shared `storage`, run one process per `study_name`.
+is locked; with a shared `storage`, run one process per `study_name`. Where
+several processes run one population (`bnjax.distributed`), they drive it
+together as the engine's studies do (`hosts`): process 0 locks and writes the
+output directory, the others keep a replica of its ledger; every process
+gathers the same arrays for a checkpoint, process 0 alone writes it, and a
+resume sends process 0's file to every process (no shared disk needed).
+Inside a rung they checkpoint only at decisions, since a timing-based choice
+could differ between processes.
 """
 
 import contextlib
@@ -41,13 +48,13 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-import jax
 import numpy as np
 from flax import serialization
 from optuna.trial import TrialState
 
+from bnjax import distributed, files
 from bnjax.data import Splits
-from bnjax.search import ledger
+from bnjax.search import hosts, ledger
 from bnjax.search import population as pop
 from bnjax.search.candidates import CandidateStore
 from bnjax.search.cohorts import Cohort
@@ -90,6 +97,8 @@ class PopulationStudy:
   ):
     self.space, self.splits, self.top_k = space, splits, top_k
     self.output_dir = None if output_dir is None else os.fspath(output_dir)
+    # Process 0's directory; None on the others, which write nothing.
+    self.written = hosts.output_dir_here(self.output_dir)
     self.storage_url, self.study_name = storage, study_name
     self.config = {**config, **ledger.fingerprint(splits), 'space': space.to_spec()}
     self.say = report or (lambda message: None)
@@ -98,13 +107,14 @@ class PopulationStudy:
     self._stack = contextlib.ExitStack()
 
   def __enter__(self) -> 'PopulationStudy':
-    if self.output_dir is not None and self.storage_url is None:
-      self._stack.enter_context(directory_lock(self.output_dir))
-    backend = ledger.open_storage(self.storage_url, self.output_dir)
+    if self.written is not None and self.storage_url is None:
+      self._stack.enter_context(directory_lock(self.written))
+    backend = hosts.open_storage(self.storage_url, self.output_dir)
+    hosts.check_same_settings(self.config)
     self.study, created = ledger.open_study(backend, self.study_name, self.config)
     self.storage = self.study._storage  # RDB storages come wrapped in Optuna's cache
-    where = None if self.output_dir is None else os.path.join(self.output_dir, 'candidates')
-    self.store = CandidateStore(where, self.top_k, clean=self.output_dir is not None)
+    where = None if self.written is None else os.path.join(self.written, 'candidates')
+    self.store = CandidateStore(where, self.top_k, clean=self.written is not None)
     told = [t for t in ledger.ours(self.study.get_trials(deepcopy=False)) if ledger.metrics(t)]
     self.store.know([{'trial_id': t.number, **ledger.metrics(t)} for t in told])
     self.resumed = None if created else self._checkpoint_meta()
@@ -181,7 +191,7 @@ class PopulationStudy:
     `decision` False (a segment boundary inside a rung): only when training
     since the last checkpoint took `SAVE_RATIO` times its estimated cost.
     """
-    if self.checkpoint_path is None:
+    if self.checkpoint_path is None or (not decision and distributed.is_multiprocess()):
       return
     members = max(1, sum(len(c.trial_ids) for c in cohorts))
     if not decision and self._last_cost is not None:
@@ -194,7 +204,10 @@ class PopulationStudy:
       for c in cohorts
     ]
     meta = {**meta, 'buckets': [int(c.bucket) for c in cohorts]}
-    pop.save_population(self.checkpoint_path, tree, meta)
+    blob = pop.population_bytes(tree, meta)  # every process gathers; process 0 writes
+    if distributed.is_writer():
+      with files.atomic_open(self.checkpoint_path, 'wb') as f:
+        f.write(blob)
     end = time.perf_counter()
     self._last_cost, self._last_members, self._last_save = end - start, members, end
     self.checkpoint_seconds += end - start
@@ -210,12 +223,12 @@ class PopulationStudy:
       {'ids': c.trial_ids, 'filler': c.filler, 'hp': c.hp, 'state': c.state, 'curves': c.curves}
       for c in (by_bucket[b] for b in self.resumed['buckets'])
     ]
-    tree, _ = pop.restore_population(self.checkpoint_path, like)
+    tree, _ = pop.read_population(self._checkpoint_bytes(), like, name=self.checkpoint_path)
     out = []
     for bucket, saved in zip(self.resumed['buckets'], tree, strict=True):
       hp, state = saved['hp'], saved['state']
       if sharding is not None:
-        hp, state = jax.device_put((hp, state), sharding)
+        hp, state = distributed.put((hp, state), sharding)
       curves = {name: np.asarray(curve, np.float32) for name, curve in saved['curves'].items()}
       out.append(
         Cohort(
@@ -230,12 +243,22 @@ class PopulationStudy:
       )
     return out
 
+  def _checkpoint_bytes(self) -> bytes:
+    """Process 0's checkpoint file on every process; empty where it has none."""
+    blob = None
+    if distributed.is_writer():
+      path = self.checkpoint_path
+      blob = b''
+      if path is not None and os.path.exists(path):
+        with open(path, 'rb') as f:
+          blob = f.read()
+    return distributed.broadcast_bytes(blob)
+
   def _checkpoint_meta(self) -> dict | None:
-    path = self.checkpoint_path
-    if path is None or not os.path.exists(path) or self.done:
+    if self.checkpoint_path is None or self.done:
       return None
-    with open(path, 'rb') as f:
-      return serialization.msgpack_restore(f.read())['meta']
+    blob = self._checkpoint_bytes()
+    return serialization.msgpack_restore(blob)['meta'] if blob else None
 
   @staticmethod
   def _describe(meta: dict | None) -> str:
@@ -251,9 +274,9 @@ class PopulationStudy:
     """Marks the study done, drops the checkpoint, tests the top k once (if `test`)."""
     if not self.done:
       self.study.set_user_attr(DONE, True)
-    if self.checkpoint_path is not None and os.path.exists(self.checkpoint_path):
+    if self.written is not None and os.path.exists(self.checkpoint_path):
       os.unlink(self.checkpoint_path)
-    if test:
+    if test and distributed.is_writer():  # on its own devices, as the engine's studies do
       test_once(self.study, self.splits, self.store, self.top_k)
 
   def results(self, info: dict) -> Results:

@@ -17,7 +17,6 @@ import math
 import jax
 import numpy as np
 
-from bnjax import distributed
 from bnjax.data import Splits
 from bnjax.registry import STATIC, per_layer_index
 from bnjax.search import bayes, ledger, pbt, successive_halving
@@ -327,12 +326,6 @@ def check(strategy: str, space: Space | None = None, **options) -> None:
   """
   if strategy not in STRATEGIES:
     raise SearchError(f'unknown strategy {strategy!r}; choose from {", ".join(STRATEGIES)}.')
-  if strategy in POPULATION_STRATEGIES and distributed.is_multiprocess():
-    raise SearchError(
-      f'{strategy} runs in one process for now (its populations and checkpoint are not spread '
-      'over processes yet); start it without --num_processes or --distributed, or use random, '
-      'grid, coarse_to_fine or bayes over several processes.'
-    )
   allowed = allowed_options(strategy)
   unknown = [name for name in options if name not in allowed]
   if unknown:

@@ -35,6 +35,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from bnjax import distributed
 from bnjax.data import Splits
 from bnjax.registry import to_python
 from bnjax.search import chunks
@@ -253,7 +254,7 @@ def hyperband(
     'width_ratio': width_ratio,
     'extra_columns': ['bracket', 'epochs'],
   }
-  devices = list(devices or jax.local_devices())
+  devices = list(devices or distributed.devices())
   data, sharding = chunks.data_on(devices, splits)
   size = default_chunk_size(splits, devices, chunk_size)
   total = sum(bracket.rungs[0].trials for bracket in brackets)
