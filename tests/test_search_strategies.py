@@ -322,3 +322,10 @@ def test_strategies_and_their_options_are_public():
   assert 'eta' in search.allowed_options('hyperband')
   assert 'select' not in search.allowed_options('pbt')
   assert 'epochs' in search.ENGINE_OPTIONS and 'progress' in search.ENGINE_OPTIONS
+
+
+def test_a_population_search_of_traced_names_only_runs_at_the_default_architecture(splits):
+  # No searched shape: the memory check before any compute sizes the default trial
+  # (it once handed the engine an empty table and stopped with 'the trial table is empty').
+  results = search.run('hyperband', 'learning_rate=log:1e-3:1e-1', splits, max_epochs=1, top_k=1)
+  assert results.rows and all(row['hidden_units'] == 256 for row in results.rows)

@@ -17,6 +17,7 @@ import math
 import jax
 import numpy as np
 
+from bnjax import registry
 from bnjax.data import Splits
 from bnjax.registry import STATIC, per_layer_index
 from bnjax.search import bayes, ledger, pbt, successive_halving
@@ -423,13 +424,20 @@ def _check_size(strategy: str, space: Space | None, options: dict) -> None:
 
 
 def _largest(space: Space) -> dict[str, list]:
-  """A one-trial table of the widest, deepest, largest-batch trial `space` can draw."""
+  """A one-trial table of the widest, deepest, largest-batch trial `space` can draw.
+
+  A space that searches no shape (only traced names) gets the default trial.
+  """
   shapes = [
     name
     for name in space.names
-    if name in ('hidden_units', 'num_layers', 'batch_size') or per_layer_index(name)
+    if name == 'batch_size'
+    or per_layer_index(name)
+    or (name in registry.REGISTRY and registry.get(name).role == 'architecture')
   ]
-  return {name: [max(space[name].grid(2))] for name in shapes}
+  return {name: [max(space[name].grid(2))] for name in shapes} or {
+    'batch_size': [registry.DEFAULTS['batch_size']]
+  }
 
 
 def _memory_options(options: dict) -> dict:
