@@ -21,7 +21,7 @@ from experiments import claims, common
 from experiments.claims import common as claim_files
 
 CLAIM = flags.DEFINE_string(
-  'claim', None, f'Which claim: {", ".join(claims.MODULES)}, or all.', required=True
+  'claim', None, f'Which claim: {", ".join(claims.NAMES)}, or all.', required=True
 )
 QUICK = flags.DEFINE_boolean('quick', False, 'Smoke-test sizes: seconds, not minutes.')
 OUTPUT_DIR = flags.DEFINE_string('output_dir', 'runs/findings', 'Where the JSON and PNG go.')
@@ -29,10 +29,10 @@ OUTPUT_DIR = flags.DEFINE_string('output_dir', 'runs/findings', 'Where the JSON 
 
 def main(argv):
   del argv
-  names = claims.available() if CLAIM.value == 'all' else [CLAIM.value]
-  unknown = [name for name in names if name not in claims.MODULES]
+  names = claims.NAMES if CLAIM.value == 'all' else [CLAIM.value]
+  unknown = [name for name in names if name not in claims.NAMES]
   if unknown:
-    common.fail(f'unknown claim {unknown[0]!r}; choose from {", ".join(claims.MODULES)} or all')
+    common.fail(f'unknown claim {unknown[0]!r}; choose from {", ".join(claims.NAMES)} or all')
   output_dir = common.output_dir_or_exit(OUTPUT_DIR.value)
   for name in names:
     module = claims.load(name)

@@ -24,7 +24,6 @@ import bnjax
 from bnjax.nn import mlp_apply, mlp_init, softmax_cross_entropy
 from experiments.claims import common
 
-NAME = 'bias_before_bn'
 CLAIM = (
   'With batch norm, the bias b of z = W a + b is redundant: the mean subtraction removes '
   'it, and beta takes its role, so the layer can drop b.'

@@ -11,7 +11,6 @@ from matplotlib.figure import Figure
 
 from experiments.claims import common
 
-NAME = 'bn_learning_rate'
 CLAIM = (
   'Batch norm makes training more robust to the choice of learning rate and allows '
   'much higher learning rates (Ioffe & Szegedy 2015: sigmoid 3x100 on MNIST).'

@@ -9,7 +9,6 @@ from matplotlib.figure import Figure
 
 from experiments.claims import common
 
-NAME = 'bn_placement'
 CLAIM = (
   'BN can normalize z, before the activation (Dense -> BatchNormalization -> Activation), '
   'or the activation, after it (Dense with activation -> BatchNormalization): the notes show '

@@ -13,7 +13,6 @@ from matplotlib.figure import Figure
 
 from experiments.claims import common
 
-NAME = 'bn_regularization'
 CLAIM = (
   "Batch norm adds some noise to each hidden layer's activations (each mini-batch is scaled "
   'by its own mean and variance), a slight regularization effect like dropout; with a larger '

@@ -22,7 +22,6 @@ from bnjax.nn import debiased_statistics, mlp_apply
 from bnjax.training import TrainData, steps_per_epoch
 from experiments.claims import common
 
-NAME = 'bn_test_time'
 CLAIM = (
   'At test time BN uses mu and sigma^2 estimated by an exponentially weighted average '
   'across mini-batches (running averages) instead of the statistics of a test mini-batch, '

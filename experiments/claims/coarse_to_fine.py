@@ -12,7 +12,6 @@ from matplotlib.figure import Figure
 from bnjax import search
 from experiments.claims import common
 
-NAME = 'coarse_to_fine'
 CLAIM = (
   'Coarse to fine: after sampling the whole space, zoom in on the region where the best '
   'points are and sample more densely there.'

@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 from bnjax import search
 from experiments.claims import common
 
-NAME = 'cv_selection'
 CLAIM = (
   'k-fold cross-validated selection picks winners whose dev accuracy is less optimistic '
   '(and whose test accuracy is at least as good) than a single 400-example dev split'

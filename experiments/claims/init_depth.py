@@ -16,7 +16,6 @@ from matplotlib.figure import Figure
 from bnjax.nn import mlp_init
 from experiments.claims import common
 
-NAME = 'init_depth'
 CLAIM = (
   'In a deep network, activations and gradients can grow or shrink exponentially with '
   'depth; setting Var(w) = 2/n for relu (He) or 1/n for tanh (Xavier) keeps them near 1. '

@@ -11,7 +11,6 @@ from matplotlib.figure import Figure
 
 from experiments.claims import common
 
-NAME = 'optimizers'
 CLAIM = (
   'Momentum, RMSprop and Adam (which combines them) speed up gradient descent; Adam with '
   'its defaults works across a wide range of problems. Slowly reducing the learning rate '

@@ -13,7 +13,6 @@ from matplotlib.figure import Figure
 from bnjax.space import as_space
 from experiments.claims import common
 
-NAME = 'random_vs_grid'
 CLAIM = (
   'In a grid, you try only a few values of the one hyperparameter that matters; sampling '
   'at random tries as many values as there are trials, so it finds a good value more often '

@@ -11,7 +11,6 @@ from matplotlib.figure import Figure
 
 from experiments.claims import common
 
-NAME = 'regularization'
 CLAIM = (
   'If the training error is low but the dev error is high (high variance), regularize: '
   'L2 regularization and dropout reduce overfitting.'

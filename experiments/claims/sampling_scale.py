@@ -15,7 +15,6 @@ from matplotlib.figure import Figure
 from bnjax.space import as_space
 from experiments.claims import common
 
-NAME = 'sampling_scale'
 CLAIM = (
   'Sampling uniformly at random over [0.0001, 1] puts 90% of the samples between 0.1 and 1; '
   'search on a log scale (alpha = 10**r). For beta in [0.9, 0.999], sample 1 - beta = 10**r: '
