@@ -101,15 +101,7 @@ def _figure(rates: np.ndarray, curves: dict) -> Figure:
   figure = Figure(figsize=(7, 4.2))
   axes = figure.subplots()
   for label, curve in curves.items():
-    mean = np.asarray(
-      [np.nan if i['mean'] is None else 100 * i['mean'] for i in curve['dev_accuracy']]
-    )
-    lo = np.asarray(
-      [np.nan if i['mean'] is None else 100 * i['ci95'][0] for i in curve['dev_accuracy']]
-    )
-    hi = np.asarray(
-      [np.nan if i['mean'] is None else 100 * i['ci95'][1] for i in curve['dev_accuracy']]
-    )
+    mean, lo, hi = common.band(curve['dev_accuracy'])
     style = '-' if 'no BN' not in label else '--'
     (line,) = axes.plot(rates, mean, style, marker='o', markersize=3, label=label)
     axes.fill_between(rates, lo, hi, color=line.get_color(), alpha=0.2)

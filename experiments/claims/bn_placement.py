@@ -74,10 +74,7 @@ def _figure(rates, cells) -> Figure:
   figure = Figure(figsize=(6, 4))
   axes = figure.subplots()
   for placement, cell in cells.items():
-    summaries = [cell['per_learning_rate'][f'{r:g}'] for r in rates]
-    mean = np.asarray([100 * s['mean'] for s in summaries])
-    lo = np.asarray([100 * s['ci95'][0] for s in summaries])
-    hi = np.asarray([100 * s['ci95'][1] for s in summaries])
+    mean, lo, hi = common.band(cell['per_learning_rate'][f'{r:g}'] for r in rates)
     axes.errorbar(
       rates, mean, yerr=[mean - lo, hi - mean], marker='o', capsize=3, label=f'BN {placement} relu'
     )

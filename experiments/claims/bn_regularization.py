@@ -79,9 +79,7 @@ def _figure(sizes, cells) -> Figure:
   figure = Figure(figsize=(6, 4))
   axes = figure.subplots()
   for key, label in (('gap_bn', 'with BN'), ('gap_no_bn', 'without BN')):
-    mean = np.asarray([100 * cells[str(s)][key]['mean'] for s in sizes])
-    lo = np.asarray([100 * cells[str(s)][key]['ci95'][0] for s in sizes])
-    hi = np.asarray([100 * cells[str(s)][key]['ci95'][1] for s in sizes])
+    mean, lo, hi = common.band(cells[str(s)][key] for s in sizes)
     axes.errorbar(sizes, mean, yerr=[mean - lo, hi - mean], marker='o', capsize=3, label=label)
   axes.set_xscale('log', base=2)
   axes.set(

@@ -131,9 +131,7 @@ def _figure(cells: dict, lengths) -> Figure:
   for axes, epochs in zip(panels, lengths, strict=True):
     for e, name in enumerate(ESTIMATES):
       keys = [f'{epochs} epoch(s), momentum {m}' for m in MOMENTA]
-      means = np.asarray([100 * (cells[k][name]['mean'] or np.nan) for k in keys])
-      lows = np.asarray([100 * (cells[k][name]['ci95'][0] or np.nan) for k in keys])
-      highs = np.asarray([100 * (cells[k][name]['ci95'][1] or np.nan) for k in keys])
+      means, lows, highs = common.band(cells[k][name] for k in keys)
       x = np.arange(len(MOMENTA)) + (e - len(ESTIMATES) / 2 + 0.5) * width
       axes.bar(x, means, width, yerr=[means - lows, highs - means], capsize=2, label=name)
     axes.set_xticks(np.arange(len(MOMENTA)), [str(m) for m in MOMENTA])

@@ -102,6 +102,13 @@ def t_975(df: int) -> float:
   return z + (z**3 + z) / (4 * df)
 
 
+def band(summaries, scale: float = 100.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Mean, lower and upper 95% bound of `interval` summaries, scaled (NaN: all diverged)."""
+  rows = [(np.nan,) * 3 if s['mean'] is None else (s['mean'], *s['ci95']) for s in summaries]
+  mean, low, high = (scale * np.asarray(column, np.float64) for column in zip(*rows, strict=True))
+  return mean, low, high
+
+
 def show(summary: dict, scale: float = 100.0, unit: str = '%') -> str:
   """`74.1% [72.9, 75.3] (n=5)` from `interval`."""
   if summary['mean'] is None:

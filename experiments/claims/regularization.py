@@ -71,9 +71,7 @@ def _figure(cells, l2_values, keep_values) -> Figure:
     ),
   ):
     for key, marker in (('train', 'o'), ('dev', 's')):
-      mean = np.asarray([100 * cells[label][key]['mean'] for label in labels])
-      lo = np.asarray([100 * cells[label][key]['ci95'][0] for label in labels])
-      hi = np.asarray([100 * cells[label][key]['ci95'][1] for label in labels])
+      mean, lo, hi = common.band(cells[label][key] for label in labels)
       axes.errorbar(xs, mean, yerr=[mean - lo, hi - mean], marker=marker, capsize=3, label=key)
     none = '0 (none)' if axes is left else '1 (none)'
     ticks = [label.split()[-1] if label != 'l2 0' else none for label in labels]
