@@ -30,12 +30,14 @@ def blobs(rng, centers, n):
 def search_compile_cache(tmp_path_factory):
   """Compiles each distinct program once per session, and cheaply; restored afterwards.
 
-  `run_trials` jits its buckets anew on every call, so a persistent cache
+  Programs die with each module (`jax.clear_caches`), so a persistent cache
   (shared by the search test modules) lets equal programs compile once. XLA's
   optimization passes cost more than they save on these tiny runs, and change
   only the last bits of the numbers.
   """
   from jax.experimental.compilation_cache import compilation_cache
+
+  from bnjax.search import segments
 
   names = ('jax_compilation_cache_dir', 'jax_disable_most_optimizations')
   saved = {name: jax.config.values[name] for name in names}
@@ -44,6 +46,8 @@ def search_compile_cache(tmp_path_factory):
   jax.config.update('jax_compilation_cache_dir', str(path))
   jax.config.update('jax_disable_most_optimizations', True)
   compilation_cache.reset_cache()
+  # `run_trials` keeps its programs between calls: none compiled optimized may serve here.
+  segments.programs.cache_clear()
   yield
   for name, value in saved.items():
     jax.config.update(name, value)

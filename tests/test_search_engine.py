@@ -1,7 +1,7 @@
 """The search engine: results in trial order, independent of neighbours, chunks and devices.
 
-Every `run_trials` call jits its buckets anew, and a train program takes
-seconds to compile on a small CPU, so the tables share a few programs (a
+A train program takes seconds to compile on a small CPU, so the tables
+share a few programs (`segments.programs` keeps them between calls, and a
 session-wide persistent compilation cache compiles each distinct one once):
 most runs are one bucket padded to (12, 12) hidden units with batch norm, on
 the four CPU devices in chunks of 4 trials, as in the strategy tests.
@@ -444,10 +444,13 @@ def test_one_compile_per_bucket_and_rows_back_in_trial_order(splits):
     'batch_norm': [True, False, True, True, False, True, True, False],
     'batch_size': [32] * 8,
   }
+  segments.programs.cache_clear()  # earlier tests compiled these programs: count them afresh
   mixed = run(table, splits, chunk_size=4, test=False)
   with_bn = run({**table, 'batch_norm': [True] * 8}, splits, chunk_size=4, test=False)
   info = mixed.info
   assert info['compiles'] == info['buckets'] == 2
+  # The BN bucket's program is kept: the second search (a study's next round) compiles nothing.
+  assert with_bn.info['compiles'] == 0 and with_bn.info['buckets'] == 1
   assert info['chunks'] == 3  # BN: 5 trials in chunks of 4; no BN: 3
   assert list(mixed.column('trial_id')) == list(range(8))
   assert list(mixed.column('batch_norm')) == table['batch_norm']
@@ -516,6 +519,7 @@ def test_segments_equal_the_one_call_program_and_compile_once(splits):
   # most of them off, and then a one-step loop moves dev_loss's last bits.)
   one = jax.devices()[:1]
   options = dict(epochs=6, devices=one, chunk_size=4, select='best', test=False)
+  segments.programs.cache_clear()  # earlier tests compiled this program: count it afresh
   results = run(SELECT_TABLE, splits, segment_epochs=2, **options)
   assert results.info['segments'] == 3 and results.info['compiles'] == 1
   config = bnjax.TrainConfig(

@@ -138,7 +138,7 @@ def run_trials(
   lengths = segments.segment_lengths(epochs, segment_epochs)
   info = {
     'buckets': len(planned),
-    'compiles': 0,
+    'compiles': 0,  # segment programs this search traced: new ones only (`segments.programs`)
     'chunks': len(plan),
     'devices': len(devices),
     'segments': len(lengths),
@@ -146,13 +146,9 @@ def run_trials(
   if cv:
     info |= {'cv': cv, 'cv_dropped': folded.dropped}
 
-  def count_compile():
-    info['compiles'] += 1
-
   data, sharding = chunks.data_on(devices, splits, folded.data if cv else None)
-  programs = [
-    segments.programs(bucket.config, sharding, count_compile, folds=bool(cv)) for bucket in planned
-  ]
+  programs = [segments.programs(bucket.config, sharding, folds=bool(cv)) for bucket in planned]
+  traces_before = segments.segment_traces()
   digest = segments.data_digest(splits[:4]) if in_flight is not None else ''
   summaries, curves, pool = {}, {}, []  # by table row; the best candidates so far
   skipped = 0
@@ -193,6 +189,7 @@ def run_trials(
       in_flight.finished()  # its trials are told: nothing of it is in flight any more
     if progress:
       progress(len(summaries) + skipped, num_trials)
+  info['compiles'] = segments.segment_traces() - traces_before
   results = Results(
     rows=_rows(table, extra, planned, summaries, ids_of_rows),
     curves={

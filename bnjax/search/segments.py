@@ -4,7 +4,10 @@
 `init`, then `segment` after `segment` of a few epochs each, then `finish`.
 On one machine that is bitwise the one `jit(vmap(train))` call it replaces
 (`tests/test_search_engine.py`), and a bucket's segment program compiles
-once per chunk shape and segment length, however many segments run.
+once per chunk shape and segment length, however many segments run, and
+however many `run_trials` calls use it: a search in rounds (a study,
+coarse-to-fine) calls `run_trials` once a round, and `programs` keeps each
+bucket's jitted programs for the next round instead of compiling them again.
 
 Inside a study with an output directory, `InFlight` saves the chunk at each
 boundary (its population, with the best-epoch snapshot the top-k test may
@@ -23,6 +26,7 @@ below 6 epochs a segment, and the last segment is never saved.
 """
 
 import contextlib
+import functools
 import hashlib
 import os
 from collections.abc import Callable
@@ -39,6 +43,9 @@ from bnjax.training import TrainConfig, TrainResult, init_trial, train_epochs
 # Epochs per segment by default (see `segment_lengths`).
 SEGMENT_EPOCHS = 10
 CURVES = ('train_loss', 'dev_loss', 'dev_accuracy')
+# Bucket programs kept by `programs` (each holds its compiled executables).
+KEPT_PROGRAMS = 64
+_segment_traces = 0  # times any segment program traced (compiled) in this process
 
 
 def segment_lengths(epochs: int, segment_epochs: int | None = None) -> tuple[int, ...]:
@@ -65,21 +72,19 @@ class Programs(NamedTuple):
   finish: Callable  # (population, metrics [runs, all epochs]) -> TrainResult
 
 
+@functools.lru_cache(maxsize=KEPT_PROGRAMS)
 def programs(
-  config: TrainConfig,
-  sharding: jax.sharding.Sharding,
-  on_trace: Callable[[], None] | None = None,
-  *,
-  folds: bool = False,
+  config: TrainConfig, sharding: jax.sharding.Sharding, *, folds: bool = False
 ) -> Programs:
-  """`config`'s population programs, jitted afresh, every output on the trial-axis `sharding`.
+  """`config`'s population programs, every output on the trial-axis `sharding`.
 
-  `on_trace()` runs each time the segment program traces (compiles): once per
-  chunk shape and segment length. Without `folds` the programs are
-  `bnjax.search.population`'s, every run on the same data, and `fold` is
-  None; with `folds` the data is stacked `[K, ...]` (`bnjax.search.folds`)
-  and `fold` is each run's `[runs]` fold index: the same loop, each run on
-  its own fold.
+  Kept per `(config, sharding, folds)`, so a later search (or round) with the
+  same bucket reuses their compiled executables. A segment program traces
+  (compiles) once per chunk shape and segment length; `segment_traces`
+  counts it. Without `folds` the programs are `bnjax.search.population`'s,
+  every run on the same data, and `fold` is None; with `folds` the data is
+  stacked `[K, ...]` (`bnjax.search.folds`) and `fold` is each run's `[runs]`
+  fold index: the same loop, each run on its own fold.
   """
 
   def init(hp, keys, data, fold):
@@ -89,8 +94,8 @@ def programs(
     return jax.vmap(init_run)(hp, keys, fold)
 
   def segment(hp, population, data, fold, epochs):
-    if on_trace is not None:
-      on_trace()
+    global _segment_traces
+    _segment_traces += 1
     if not folds:
       return pop.run_segment(config, hp, population, data, epochs)
     run = lambda hp, trial, fold: train_epochs(config, hp, trial, fold_data(data, fold), epochs)
@@ -105,6 +110,11 @@ def programs(
     jax.jit(segment, static_argnums=4, out_shardings=sharding),
     jax.jit(finish),
   )
+
+
+def segment_traces() -> int:
+  """How many times a segment program traced (compiled) in this process so far."""
+  return _segment_traces
 
 
 def train(
