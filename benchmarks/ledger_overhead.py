@@ -72,7 +72,7 @@ def operations(storage_url: str | None, directory: str) -> None:
   name = f'ops-{os.getpid()}-{time.time_ns()}'
   made, _ = ledger.open_study(ledger.open_storage(url, None), name, {'strategy': 'benchmark'})
   n = NUM_TRIALS.value
-  rows = space.sample(search.strategies._sampling_key(0, 0), n)
+  rows = space.sample(search.cohorts.sampling_key(0, 0), n)
   rows = [{k: v[i] for k, v in rows.items()} for i in range(n)]
   curve = np.linspace(0, 1, EPOCHS.value, dtype=np.float32)
   row = {

@@ -100,7 +100,7 @@ def test_space_becomes_optuna_distributions_and_back():
     'batch_size': optuna.distributions.IntDistribution(16, 512, log=True),
     'optimizer': optuna.distributions.CategoricalDistribution(('adam', 'sgd')),
   }
-  rows = space.sample(search.strategies._sampling_key(0, 0), 50)
+  rows = space.sample(search.cohorts.sampling_key(0, 0), 50)
   storage = optuna.storages.InMemoryStorage()
   made = optuna.create_study(storage=storage)
   ledger.enqueue(made, space, [{k: v[i] for k, v in rows.items()} for i in range(50)], 0, 0)

@@ -27,8 +27,8 @@ from bnjax.search.checks import SearchError
 from bnjax.search.top_k import Candidate
 from bnjax.training import TrainConfig, TrainData, TrialState
 
-# Sampling keys fold in ids from the top of the uint32 range, as
-# `strategies` does (trial keys fold in trial ids from 0 up).
+# Sampling keys fold in ids from the top of the uint32 range; trial keys fold in
+# trial ids from 0 up, so the two streams never meet.
 SAMPLING_STREAM = 2**32 - 1
 
 CURVES = ('train_loss', 'dev_loss', 'dev_accuracy')
@@ -59,7 +59,7 @@ class TrialRecord(NamedTuple):
 
 
 def sampling_key(seed: int, round_index: int) -> jax.Array:
-  """The key that draws round `round_index`'s configurations (the strategies' stream)."""
+  """The key that draws round `round_index`'s configurations, for every strategy."""
   return jax.random.fold_in(chunks.seed_key(seed), SAMPLING_STREAM - round_index)
 
 

@@ -14,7 +14,6 @@ segments and run through their own study (`population_study`).
 
 import math
 
-import jax
 import numpy as np
 
 from bnjax import registry
@@ -28,7 +27,7 @@ from bnjax.search.checks import (
   check_options,
   check_runs,
 )
-from bnjax.search.chunks import seed_key
+from bnjax.search.cohorts import sampling_key
 from bnjax.search.engine import check_fits, run_trials
 from bnjax.search.results import Results, concatenate
 from bnjax.search.study import WAIT, Round, run_study
@@ -115,10 +114,6 @@ POPULATION_OPTIONS = {
 POPULATION_STUDY_OPTIONS = ('output_dir', 'storage', 'study_name', 'report')
 PBT_EPOCHS = 20  # pbt's default total epochs (`ready` 4: five generations)
 
-# Sampling keys fold in ids from the top of the uint32 range; trial keys fold in
-# trial ids from 0 up, so the two streams never meet.
-_SAMPLING_STREAM = 2**32 - 1
-
 
 def random_search(
   space, splits: Splits, num_trials: int, *, seed: int = 0, **engine_options
@@ -136,14 +131,14 @@ def random_search(
   space = as_space(space)
   _check_values(num_trials=num_trials)
   _check_size('random', space, dict(engine_options, num_trials=num_trials))
-  table = space.sample(_sampling_key(seed, 0), num_trials)
+  table = space.sample(sampling_key(seed, 0), num_trials)
   check_fits(table, splits, **_memory_options(engine_options))  # before a study opens
   if _through_study(engine_options):
 
     def next_round(study, trials):
       if len(trials) >= num_trials:
         return None
-      table = space.sample(_sampling_key(seed, 0), num_trials)
+      table = space.sample(sampling_key(seed, 0), num_trials)
       return Round({name: column[len(trials) :] for name, column in table.items()}, len(trials))
 
     config = {'strategy': 'random'}
@@ -212,7 +207,7 @@ def coarse_to_fine(
       for round_index in range(made):
         done = [row for row in rows if row['round'] <= round_index]
         refined = _refine(refined, done, keep, shrink)
-      table = refined.sample(_sampling_key(seed, made), num_trials)
+      table = refined.sample(sampling_key(seed, made), num_trials)
       return Round(table, made * num_trials)
 
     config = {
@@ -226,7 +221,7 @@ def coarse_to_fine(
     return _study(space, splits, next_round, config, rounds * num_trials, seed, options)
   parts = []
   for round_index in range(rounds):
-    table = space.sample(_sampling_key(seed, round_index), num_trials)
+    table = space.sample(sampling_key(seed, round_index), num_trials)
     parts.append(
       run_trials(
         table,
@@ -444,7 +439,3 @@ def _memory_options(options: dict) -> dict:
   names = ('epochs', 'executions_per_trial', 'devices', 'eval_batch_size', 'select', 'width_ratio')
   names += ('cv',)
   return {name: options[name] for name in names if name in options}
-
-
-def _sampling_key(seed: int, round_index: int) -> jax.Array:
-  return jax.random.fold_in(seed_key(seed), _SAMPLING_STREAM - round_index)
