@@ -259,16 +259,25 @@ def candidates(cohorts: Sequence[Cohort], rows: dict[int, dict]) -> list[Candida
   """
   out = []
   for cohort in cohorts:
-    for index in np.flatnonzero(~cohort.filler):
-      trial = int(cohort.trial_ids[index])
-      if trial in rows:
-        one = lambda tree, index=index: distributed.take(tree, np.asarray([index]))
-        hp = {name: np.asarray(value)[0] for name, value in one(cohort.hp).items()}
-        out.append(
-          Candidate(
-            rows[trial], cohort.config, hp, one(cohort.state.params), one(cohort.state.model_state)
-          )
+    wanted = [i for i in np.flatnonzero(~cohort.filler) if int(cohort.trial_ids[i]) in rows]
+    if not wanted:
+      continue
+    # One gather and transfer per cohort, not one per member; each candidate
+    # copies its rows out, so a dropped one frees its memory.
+    hp, params, model_state = distributed.take(
+      (cohort.hp, cohort.state.params, cohort.state.model_state), np.asarray(wanted)
+    )
+    for j, index in enumerate(wanted):
+      one = lambda tree, j=j: jax.tree.map(lambda leaf: leaf[j : j + 1].copy(), tree)
+      out.append(
+        Candidate(
+          rows[int(cohort.trial_ids[index])],
+          cohort.config,
+          {name: np.asarray(value)[j].copy() for name, value in hp.items()},
+          one(params),
+          one(model_state),
         )
+      )
   return out
 
 
