@@ -9,7 +9,7 @@ import pytest
 
 from bnjax import files, hparams
 from bnjax.search import cohorts as co
-from bnjax.search import pbt, schedule_replay
+from bnjax.search import exploit, pbt, schedule_replay
 from bnjax.search import population as pop
 from bnjax.search.checks import SearchError
 from bnjax.space import Choice, IntUniform, LogUniform, OneMinusLogUniform, Space, Uniform
@@ -63,7 +63,7 @@ def at(tree, i):
 
 
 def test_exploit_copies_whole_rows_and_records_lineage(cohort):
-  state, hp, lineage = pbt.exploit_and_explore(
+  state, hp, lineage = exploit.exploit_and_explore(
     jax.random.key(1), cohort.state, cohort.hp, ACCURACY, SPACE, generation=3
   )
   before, after = rows(cohort.state), rows(state)
@@ -88,12 +88,12 @@ def test_exploit_copies_whole_rows_and_records_lineage(cohort):
 
 def test_explore_perturbs_each_value_on_its_own_scale():
   n = 2000
-  axes = pbt.explorable(SPACE, {name: None for name in EXPLORED})
+  axes = exploit.explorable(SPACE, {name: None for name in EXPLORED})
   assert [a.name for a in axes] == list(EXPLORED)
   values = SPACE.sample(jax.random.key(2), n)
   hp = hparams(**{name: values[name] for name in EXPLORED})
   moved = np.arange(n) % 4 != 0
-  out = pbt.explore(jax.random.key(3), hp, moved, axes, resample_probability=0.0)
+  out = exploit.explore(jax.random.key(3), hp, moved, axes, resample_probability=0.0)
   for axis in axes:
     old = np.asarray(hp[axis.name], np.float64)
     new = np.asarray(out[axis.name], np.float64)
@@ -115,9 +115,9 @@ def test_explore_perturbs_each_value_on_its_own_scale():
 
 def test_resampling_draws_from_each_distribution_on_its_scale():
   n = 4000
-  axes = pbt.explorable(SPACE, {name: None for name in EXPLORED})
+  axes = exploit.explorable(SPACE, {name: None for name in EXPLORED})
   hp = hparams(**{name: np.full(n, SPACE[name].low) for name in EXPLORED})
-  out = pbt.explore(jax.random.key(4), hp, np.ones(n, bool), axes, resample_probability=1.0)
+  out = exploit.explore(jax.random.key(4), hp, np.ones(n, bool), axes, resample_probability=1.0)
   for axis in axes:
     dist = SPACE[axis.name]
     new = np.asarray(out[axis.name], np.float64)
@@ -129,9 +129,9 @@ def test_resampling_draws_from_each_distribution_on_its_scale():
 
 
 def test_one_program_and_training_goes_on_without_a_new_one(cohort, data):
-  pbt.exploit_and_explore(jax.random.key(1), cohort.state, cohort.hp, ACCURACY, SPACE)
+  exploit.exploit_and_explore(jax.random.key(1), cohort.state, cohort.hp, ACCURACY, SPACE)
   with pop.count_lowerings() as lowered:
-    state, hp, _ = pbt.exploit_and_explore(
+    state, hp, _ = exploit.exploit_and_explore(
       jax.random.key(5), cohort.state, cohort.hp, ACCURACY[::-1].copy(), SPACE, generation=4
     )
     state, metrics = pop.run_segment(cohort.config, hp, state, data, 1)
@@ -141,13 +141,15 @@ def test_one_program_and_training_goes_on_without_a_new_one(cohort, data):
 
 def test_a_population_that_all_diverged_stops_with_a_clear_error(cohort):
   with pytest.raises(SearchError, match='every member of the population diverged'):
-    pbt.exploit_and_explore(jax.random.key(1), cohort.state, cohort.hp, np.full(N, np.nan), SPACE)
+    exploit.exploit_and_explore(
+      jax.random.key(1), cohort.state, cohort.hp, np.full(N, np.nan), SPACE
+    )
   with pytest.raises(SearchError, match='fraction'):
-    pbt.exploit_and_explore(
+    exploit.exploit_and_explore(
       jax.random.key(1), cohort.state, cohort.hp, ACCURACY, SPACE, fraction=0.6
     )
   with pytest.raises(SearchError, match='one dev accuracy per member'):
-    pbt.exploit_and_explore(jax.random.key(1), cohort.state, cohort.hp, ACCURACY[:4], SPACE)
+    exploit.exploit_and_explore(jax.random.key(1), cohort.state, cohort.hp, ACCURACY[:4], SPACE)
 
 
 def test_sharded_population_gives_the_same_step(cohort):
@@ -155,8 +157,8 @@ def test_sharded_population_gives_the_same_step(cohort):
   mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()[:4]), ('trials',))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('trials'))
   state, hp = jax.device_put((cohort.state, cohort.hp), sharding)
-  want = pbt.exploit_and_explore(jax.random.key(1), cohort.state, cohort.hp, ACCURACY, SPACE)
-  got = pbt.exploit_and_explore(jax.random.key(1), state, hp, ACCURACY, SPACE)
+  want = exploit.exploit_and_explore(jax.random.key(1), cohort.state, cohort.hp, ACCURACY, SPACE)
+  got = exploit.exploit_and_explore(jax.random.key(1), state, hp, ACCURACY, SPACE)
   chex.assert_trees_all_equal(
     (rows(got[0]), jax.device_get(got[1:])), (rows(want[0]), jax.device_get(want[1:]))
   )

@@ -1,44 +1,24 @@
-"""Population-based training: exploit and explore as one jitted function on the trial axis.
+"""Population-based training: a population trained in generations, exploited and explored.
 
-Every `ready` epochs a population (`bnjax.search.population`) is ranked on
-its dev accuracy (Jaderberg et al. 2017, with Ray Tune's documented
-defaults):
-
-* exploit: the bottom `fraction` (and every diverged member) copy the whole
-  state of a member drawn uniformly from the top `fraction`: params, BN
-  statistics, optimizer moments and step count, epoch, best snapshot, and its
-  hyperparameters, the architecture masks (`widths`, `depth`) included. Each
-  member keeps its own loop key, so a copy does not replay its parent's
-  mini-batches. The copy is a gather along the trial axis, on the devices.
-* explore: each copy's searched continuous hyperparameters move on their own
-  scale: a log-uniform value (`10**r`) is multiplied by 0.8 or 1.2, a
-  `1 - 10**r` beta has `1 - beta` multiplied so, a uniform value is
-  multiplied linearly; all clipped to the space. With probability 0.25 a
-  value is drawn from its distribution instead (uniform on the distribution's
-  scale, mapped back through its inverse transform).
-
-Integers and categories (the optimizer, the schedule, the init) are not
-perturbed: they ride along with the copied row, as the architecture does
-(it is never perturbed; a bucket's programs stay valid). Ranking runs on a
-replicated vector of metrics (an `argsort` over a sharded axis may not), and
-a population whose members all diverged stops with a `SearchError` instead
-of copying NaNs.
+`pbt` trains one bucket's population (`bnjax.search.population`) `ready`
+epochs at a time; between generations `exploit.exploit_and_explore` replaces
+the bottom quantile with perturbed copies of the top (Jaderberg et al. 2017,
+with Ray Tune's documented defaults; see `bnjax.search.exploit`). The search
+runs through a `population_study`: the lineage of every member goes to the
+ledger at each exploit, and the winner's hyperparameter `schedule` to its
+results, for `schedule_replay`.
 """
 
-import functools
 import math
 import time
-import zlib
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bnjax import distributed, files
 from bnjax.data import Splits
-from bnjax.registry import REGISTRY, to_python
+from bnjax.registry import to_python
 from bnjax.search import chunks, ledger
 from bnjax.search import population as pop
 from bnjax.search.checks import SearchError, check_count, check_options, is_real, show
@@ -50,220 +30,12 @@ from bnjax.search.cohorts import (
   sampling_key,
   train_to,
 )
+from bnjax.search.exploit import exploit_and_explore, explorable
 from bnjax.search.population_study import PopulationStudy
 from bnjax.search.results import Results
-from bnjax.space import LogUniform, OneMinusLogUniform, Space, Uniform, as_space, with_defaults
-from bnjax.training import TrialState
+from bnjax.space import as_space, with_defaults
 
-# The scales explore knows how to move on, and the traced inverse of each
-# distribution's `to_scale` (checked against its own `from_scale` in `explorable`).
-_FROM_SCALE = {
-  'linear': lambda t, xp: t,
-  'log': lambda t, xp: xp.power(10.0, t),
-  'one_minus_log': lambda t, xp: 1.0 - xp.power(10.0, -t),
-}
-_CONTINUOUS = (Uniform, LogUniform, OneMinusLogUniform)
 READY = 4  # epochs between exploits, by default
-
-
-class Lineage(NamedTuple):
-  """Who each member descends from at one exploit."""
-
-  parent: (
-    jax.Array
-  )  # [n] int32: the member whose state and hyperparameters it now holds (itself if kept)
-  generation: jax.Array  # [n] int32: the exploit round this record belongs to
-
-
-class Axis(NamedTuple):
-  """A hyperparameter explore moves, with its distribution's scale and bounds (static)."""
-
-  name: str
-  scale: str  # 'linear', 'log' or 'one_minus_log'
-  low: float  # float32 bounds inside the distribution's [low, high]
-  high: float
-  scale_low: float  # to_scale(low), to_scale(high): where draws are uniform
-  scale_high: float
-
-
-def explorable(space: Space, hp: dict) -> tuple[Axis, ...]:
-  """The space's continuous traced hyperparameters that `hp` holds, in the space's order."""
-  axes = []
-  for name, dist in space.items():
-    if name not in hp or not isinstance(dist, _CONTINUOUS) or REGISTRY[name].role != 'traced':
-      continue
-    probe = np.linspace(dist.to_scale(dist.low), dist.to_scale(dist.high), 5)
-    if not np.allclose(_FROM_SCALE[dist.scale](probe, np), dist.from_scale(probe)):
-      raise SearchError(f'explore has no traced inverse for {name}={dist.to_spec()}.')
-    axes.append(
-      Axis(
-        name,
-        dist.scale,
-        _inside(dist.low, up=True),
-        _inside(dist.high, up=False),
-        float(dist.to_scale(dist.low)),
-        float(dist.to_scale(dist.high)),
-      )
-    )
-  return tuple(axes)
-
-
-def _inside(bound: float, *, up: bool) -> float:
-  """The float32 nearest `bound` on the inside of the range (float32(1e-4) < 1e-4)."""
-  value = np.float32(bound)
-  if (up and float(value) < bound) or (not up and float(value) > bound):  # compared in float64
-    value = np.nextafter(value, np.float32(np.inf if up else -np.inf))
-  return float(value)
-
-
-@functools.partial(jax.jit, static_argnames=('axes', 'perturb', 'resample_probability'))
-def explore(
-  key: jax.Array,
-  hp: dict,
-  moved: jax.Array,
-  axes: tuple[Axis, ...],
-  *,
-  perturb: tuple[float, ...] = (0.8, 1.2),
-  resample_probability: float = 0.25,
-) -> dict:
-  """`hp` with the `moved` members' `axes` perturbed or resampled (see the module docstring).
-
-  Args:
-    key: drives every draw; axis `name` uses `fold_in(key, crc32(name))`.
-    hp: `[n, ...]` traced hyperparameters.
-    moved: `[n]` bool, the members to move; the others are returned as given.
-    axes: from `explorable` (static, like `perturb` and `resample_probability`:
-      each set of them is one program).
-    perturb: the factors, one drawn uniformly per member and axis.
-    resample_probability: the chance a value is drawn from its distribution instead.
-  """
-  out = dict(hp)
-  factors = jnp.asarray(perturb, jnp.float32)
-  for axis in axes:
-    value = hp[axis.name]
-    n = value.shape[0]
-    resample_key, factor_key, draw_key = jax.random.split(
-      jax.random.fold_in(key, zlib.crc32(axis.name.encode())), 3
-    )
-    factor = factors[jax.random.randint(factor_key, (n,), 0, len(perturb))]
-    if axis.scale == 'one_minus_log':
-      perturbed = 1.0 - (1.0 - value) * factor
-    else:  # 'log' multiplies 10**r, 'linear' the value itself
-      perturbed = value * factor
-    u = jax.random.uniform(draw_key, (n,), jnp.float32)
-    drawn = _FROM_SCALE[axis.scale](axis.scale_low + u * (axis.scale_high - axis.scale_low), jnp)
-    resample = jax.random.uniform(resample_key, (n,)) < resample_probability
-    new = jnp.clip(jnp.where(resample, drawn, perturbed), axis.low, axis.high)
-    out[axis.name] = jnp.where(moved, new.astype(value.dtype), value)
-  return out
-
-
-@functools.partial(
-  jax.jit, static_argnames=('axes', 'num_replaced', 'perturb', 'resample_probability', 'sharding')
-)
-def _exploit_and_explore(
-  key,
-  population,
-  hp,
-  accuracy,
-  generation,
-  *,
-  axes,
-  num_replaced,
-  perturb,
-  resample_probability,
-  sharding,
-):
-  n = accuracy.shape[0]
-  members = jnp.arange(n)
-  diverged = jnp.isnan(accuracy)
-  order = jnp.lexsort((members, jnp.where(diverged, jnp.inf, -accuracy)))  # best first
-  rank = jnp.zeros(n, jnp.int32).at[order].set(members.astype(jnp.int32))
-  replaced = (rank >= n - num_replaced) | diverged
-  # Parents come from the top `num_replaced`, healthy ones only (they rank first).
-  sources = jnp.maximum(jnp.minimum(num_replaced, n - jnp.sum(diverged)), 1)
-  pick_key, explore_key = jax.random.split(key)
-  picked = jax.random.randint(pick_key, (n,), 0, sources)
-  parent = jnp.where(replaced, order[picked], members).astype(jnp.int32)
-  copied = jax.tree.map(lambda leaf: leaf[parent], population)
-  copied = copied._replace(key=population.key)  # each member keeps its own stream
-  hp = jax.tree.map(lambda leaf: leaf[parent], hp)
-  hp = explore(
-    explore_key, hp, replaced, axes, perturb=perturb, resample_probability=resample_probability
-  )
-  out = copied, hp, Lineage(parent, jnp.full(n, generation, jnp.int32))
-  # The gather would leave its result replicated: keep the trial axis where it was.
-  return out if sharding is None else jax.lax.with_sharding_constraint(out, sharding)
-
-
-def exploit_and_explore(
-  key: jax.Array,
-  population: TrialState,
-  hp: dict,
-  metrics: jax.typing.ArrayLike,
-  space: Space,
-  *,
-  fraction: float = 0.25,
-  perturb: tuple[float, ...] = (0.8, 1.2),
-  resample_probability: float = 0.25,
-  generation: int = 0,
-) -> tuple[TrialState, dict, Lineage]:
-  """One PBT step on a population: the bottom `fraction` copy the top and move.
-
-  Args:
-    key: drives the choice of parents and the exploration.
-    population: `[n, ...]` trial states (one bucket's chunk, maybe sharded).
-    hp: `[n, ...]` traced hyperparameters, as `run_segment` takes them.
-    metrics: `[n]` dev accuracy of each member (NaN: diverged); brought to
-      the host and ranked replicated.
-    space: the searched space: its continuous traced names are explored.
-    fraction: the share replaced, and the share copied from, in (0, 0.5].
-    perturb: the factors explore multiplies by, each as likely.
-    resample_probability: the chance a value is drawn from the space instead.
-    generation: this exploit's round, recorded in the lineage.
-
-  Returns:
-    The new population, its hyperparameters and the `Lineage`, from one
-    compiled program (one per population shape, space and options).
-
-  Raises:
-    SearchError: every member diverged, or the options cannot work.
-  """
-  accuracy = np.asarray(distributed.fetch(metrics), np.float32)
-  n = accuracy.shape[0] if accuracy.ndim == 1 else -1
-  if n < 0 or any(leaf.shape[0] != n for leaf in jax.tree.leaves((population, hp))):
-    raise SearchError(f'metrics must be one dev accuracy per member; got shape {accuracy.shape}.')
-  if not 0 < fraction <= 0.5 or int(n * fraction) < 1:
-    raise SearchError(
-      f'fraction must lie in (0, 0.5] and replace at least one of the {n} members; got {fraction}.'
-    )
-  if not perturb or any(not float(f) > 0 for f in perturb) or not 0 <= resample_probability <= 1:
-    raise SearchError(
-      f'perturb needs positive factors and resample_probability a value in [0, 1]; '
-      f'got {perturb}, {resample_probability}.'
-    )
-  if np.all(np.isnan(accuracy)):
-    raise SearchError(
-      f'every member of the population diverged (all {n}); nothing to copy. '
-      'Lower the learning rate range or its upper bound.'
-    )
-  return _exploit_and_explore(
-    key,
-    population,
-    hp,
-    accuracy,
-    jnp.asarray(generation, jnp.int32),
-    axes=explorable(space, hp),
-    num_replaced=int(n * fraction),
-    perturb=tuple(float(f) for f in perturb),
-    resample_probability=float(resample_probability),
-    sharding=_trial_sharding(population),
-  )
-
-
-def _trial_sharding(population: TrialState) -> jax.sharding.NamedSharding | None:
-  sharding = getattr(population.step, 'sharding', None)
-  return sharding if isinstance(sharding, jax.sharding.NamedSharding) else None
 
 
 def check(
