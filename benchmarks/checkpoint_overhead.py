@@ -31,6 +31,7 @@ import numpy as np
 from absl import app, flags
 
 import bnjax.data
+from benchmarks import timing
 from bnjax import search
 from bnjax.search import buckets, chunks, segments
 from bnjax.space import with_defaults
@@ -49,12 +50,12 @@ EPOCHS = flags.DEFINE_integer('epochs', 40, 'Part 2: epochs per trial (as random
 logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
 
 
-def load() -> str:
-  return ' '.join(f'{x:.1f}' for x in os.getloadavg())
-
-
-def spread(seconds: list[float]) -> str:
-  return f'{np.median(seconds):.3f} s (range {min(seconds):.3f} to {max(seconds):.3f})'
+def spread(measured: dict) -> str:
+  """A `timing.repeat` summary: median, range and the 1-minute load beside them."""
+  return (
+    f'{measured["median"]:.3f} s (range {measured["min"]:.3f} to {measured["max"]:.3f}; '
+    f'load {measured["load"]:.1f})'
+  )
 
 
 def one_chunk(splits, directory: str) -> None:
@@ -76,36 +77,32 @@ def one_chunk(splits, directory: str) -> None:
   epochs = SEGMENT_EPOCHS.value
   population, metrics = programs.segment(hp, population, data, None, epochs)  # compiles
   jax.block_until_ready(population)
-  trained = []
-  for _ in range(REPEATS.value):
-    start = time.perf_counter()
+
+  def segment():  # each timed segment goes on from the last, as in a search
+    nonlocal population, metrics
     population, metrics = programs.segment(hp, population, data, None, epochs)
     jax.block_until_ready((population, metrics))
-    trained.append(time.perf_counter() - start)
+
+  trained = timing.repeat(segment, REPEATS.value)
   curves = {name: np.asarray(metrics[name]) for name in segments.CURVES}
   in_flight = segments.InFlight(directory)
-  saves, restores = [], []
-  for _ in range(REPEATS.value):
-    start = time.perf_counter()
-    in_flight.save('benchmark', (population, curves), epochs, 0)
-    saves.append(time.perf_counter() - start)
-    start = time.perf_counter()
-    restored = in_flight.restore('benchmark', (population, curves), epochs, sharding)
-    jax.block_until_ready(restored[0][0])
-    restores.append(time.perf_counter() - start)
+  tree = (population, curves)
+  saves = timing.repeat(lambda: in_flight.save('benchmark', tree, epochs, 0), REPEATS.value)
+  restored = lambda: in_flight.restore('benchmark', tree, epochs, sharding)[0][0]
+  restores = timing.repeat(lambda: jax.block_until_ready(restored()), REPEATS.value)
   size_mb = os.path.getsize(in_flight.path('benchmark')) / 1e6
   print(
     f'one chunk: {runs} runs of {NUM_LAYERS.value} x {HIDDEN_UNITS.value} units (Adam) on '
-    f'{DATASET.value}, {len(devices)} {devices[0].platform} device(s); load {load()}'
+    f'{DATASET.value}, {len(devices)} {devices[0].platform} device(s)'
   )
   print(f'  segment of {epochs} epochs   {spread(trained)}')
   print(f'  save ({size_mb:.1f} MB)         {spread(saves)}')
   print(f'  restore               {spread(restores)}')
-  share = np.median(saves) / np.median(trained)
-  per_epoch = np.median(trained) / epochs
+  share = saves['median'] / trained['median']
+  per_epoch = trained['median'] / epochs
   print(
     f'  save / segment        {100 * share:.2f}%  '
-    f'(segments of 1 epoch: {100 * np.median(saves) / per_epoch:.1f}%)'
+    f'(segments of 1 epoch: {100 * saves["median"] / per_epoch:.1f}%)'
   )
 
 
@@ -138,7 +135,8 @@ def whole_search(splits, directory: str) -> None:
   info = results.info
   print(
     f'default search: {NUM_TRIALS.value} trials x {EPOCHS.value} epochs, {info["chunks"]} '
-    f'chunks, {info["segments"]} segments each: {total:.1f} s in all; load {load()}'
+    f'chunks, {info["segments"]} segments each: {total:.1f} s in all; '
+    f'load {timing.load_average():.1f}'
   )
   share = 100 * seconds[0] / total
   print(f'  {count[0]} saves       {seconds[0]:.2f} s  ({share:.2f}% of the search)')

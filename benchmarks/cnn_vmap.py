@@ -10,7 +10,7 @@ update (`--steps` times a shorter epoch and scales it to a full one, for
 slow machines); each trial gathers its own mini-batches by index from its own
 permutation of the one shared data set, and has its own learning rate. Each
 N is compiled (the time printed apart), then timed `repeats` times; the
-median and range print beside the 1-minute load average after the timings.
+median and range print beside the median 1-minute load average (`benchmarks.timing`).
 
 `--conv_methods` times both convolutions of `bnjax.nn.conv`. Measured on
 this project's 2-core CPU (`--steps=8 --repeats=2`, ms per trial-epoch at
@@ -24,7 +24,6 @@ convolutions badly, and worse the more groups there are, so 'patches' is
 
 import os
 import sys
-import time
 
 if __package__ in (None, ''):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks import timing
 from bnjax.nn import cnn_apply, cnn_init, softmax_cross_entropy
 
 TRIALS = flags.DEFINE_list('trials', ['1', '8', '64'], 'Numbers of trials vmapped together.')
@@ -86,6 +86,11 @@ def make_train(epochs, steps, conv_method):
   return train
 
 
+def _repeat_calls(compiled, *args) -> dict:
+  """`timing.repeat` of `compiled(*args)`, each call waited for."""
+  return timing.repeat(lambda: jax.block_until_ready(compiled(*args)), REPEATS.value)
+
+
 def main(argv):
   del argv
   rng = np.random.default_rng(0)
@@ -110,19 +115,13 @@ def main(argv):
     for trials in (int(n) for n in TRIALS.value):
       keys = jax.random.split(jax.random.key(trials), trials)
       learning_rates = jnp.logspace(-2, -1, trials)
-      start = time.perf_counter()
-      compiled = train.lower(keys, learning_rates, x, y).compile()
-      compile_seconds = time.perf_counter() - start
-      per_trial_epoch = []
-      for _ in range(REPEATS.value):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(keys, learning_rates, x, y))
-        seconds = time.perf_counter() - start
-        per_trial_epoch.append(seconds * 1e3 / (trials * epochs * steps) * full_epoch)
-      low, median, high = (f(per_trial_epoch) for f in (np.min, np.median, np.max))
+      compiled, compile_seconds = timing.timed(train.lower(keys, learning_rates, x, y).compile)
+      measured = _repeat_calls(compiled, keys, learning_rates, x, y)
+      ms = 1e3 / (trials * epochs * steps) * full_epoch  # a call's seconds -> ms per trial-epoch
+      low, median, high = (ms * measured[key] for key in ('min', 'median', 'max'))
       print(
         f'{conv_method:>8s} {trials:6d} {compile_seconds:9.1f} {median:17.1f} '
-        f'{f"{low:.1f} - {high:.1f}":>17s} {os.getloadavg()[0]:8.2f}',
+        f'{f"{low:.1f} - {high:.1f}":>17s} {measured["load"]:8.2f}',
         flush=True,
       )
 
