@@ -8,7 +8,6 @@ of epochs, so smaller batches also take more steps: the BN-minus-no-BN
 difference at each batch size is what isolates BN.
 """
 
-import numpy as np
 from matplotlib.figure import Figure
 
 from experiments.claims import common
@@ -38,13 +37,9 @@ def run(*, quick: bool) -> tuple[dict, Figure]:
   ]
   table, _, _ = common.repeat(configs, seeds)
   results, kept = common.train(table, splits, epochs=epochs)
-  gap = np.full(len(results.rows), np.nan)
-  for i, row in enumerate(results.rows):
-    if row['status'] == 'ok':
-      candidate = kept[row['trial_id']]
-      gap[i] = common.accuracy(candidate, splits.x_train, splits.y_train) - row['dev_accuracy']
-  gap = gap.reshape(2, len(sizes), seeds)
+  train = common.train_accuracies(results, kept, splits).reshape(2, len(sizes), seeds)
   dev = results.column('dev_accuracy').reshape(2, len(sizes), seeds)
+  gap = train - dev
   cells, summary = {}, []
   for i, size in enumerate(sizes):
     cells[str(size)] = {

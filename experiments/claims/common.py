@@ -61,6 +61,15 @@ def accuracy(candidate, x: np.ndarray, y: np.ndarray, model_state=None) -> float
   return float(acc)
 
 
+def train_accuracies(results, kept: dict, splits: data.Splits) -> np.ndarray:
+  """Eval-mode train accuracy of every row of `results` (NaN where the run did not finish ok)."""
+  out = np.full(len(results.rows), np.nan)
+  for i, row in enumerate(results.rows):
+    if row['status'] == 'ok':
+      out[i] = accuracy(kept[row['trial_id']], splits.x_train, splits.y_train)
+  return out
+
+
 def test_accuracy(candidate, splits: data.Splits) -> float:
   """The test split, for a run a claim selected (one call per selected run)."""
   program = _test_program(candidate.config)

@@ -6,7 +6,6 @@ over a range of lambda with no dropout, and inverted dropout over a range of
 keep_prob with no L2. Train and dev accuracy in eval mode after training.
 """
 
-import numpy as np
 from matplotlib.figure import Figure
 
 from experiments.claims import common
@@ -31,11 +30,7 @@ def run(*, quick: bool) -> tuple[dict, Figure]:
   labels = [f'l2 {v:g}' for v in l2_values] + [f'keep_prob {k:g}' for k in keep_values]
   table, _, _ = common.repeat(configs, seeds)
   results, kept = common.train(table, splits, epochs=epochs)
-  train = np.full(len(results.rows), np.nan)
-  for i, row in enumerate(results.rows):
-    if row['status'] == 'ok':
-      train[i] = common.accuracy(kept[row['trial_id']], splits.x_train, splits.y_train)
-  train = train.reshape(len(configs), seeds)
+  train = common.train_accuracies(results, kept, splits).reshape(len(configs), seeds)
   dev = results.column('dev_accuracy').reshape(len(configs), seeds)
   cells, summary = {}, []
   for c, label in enumerate(labels):
