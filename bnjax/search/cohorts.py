@@ -262,9 +262,10 @@ def candidates(cohorts: Sequence[Cohort], rows: dict[int, dict]) -> list[Candida
     wanted = [i for i in np.flatnonzero(~cohort.filler) if int(cohort.trial_ids[i]) in rows]
     if not wanted:
       continue
-    # One gather and transfer per cohort, not one per member; each candidate
-    # copies its rows out, so a dropped one frees its memory.
-    hp, params, model_state = distributed.take(
+    # One host gather per cohort (compiles nothing, whatever the rows), not a
+    # device gather and transfer per member; each candidate copies its rows
+    # out, so a dropped one frees its memory.
+    hp, params, model_state = pop.take(
       (cohort.hp, cohort.state.params, cohort.state.model_state), np.asarray(wanted)
     )
     for j, index in enumerate(wanted):
