@@ -5,6 +5,7 @@ fold's arrays, in a program of the engine's shape (one device, one chunk), so
 its numbers must equal the engine's bit for bit.
 """
 
+import copy
 import csv
 import functools
 
@@ -159,8 +160,14 @@ def test_the_test_split_is_seen_once_by_the_fold_ensemble_of_the_top_k(splits, o
     program = make(config)
     return lambda *args: calls.append(1) or program(*args)
 
+  # A search in rounds (coarse_to_fine) tests its candidates with no program given:
+  # a cross-validated candidate still gets its fold ensemble, not its folds' mean.
+  by_default = top_k.test_top_k(copy.deepcopy(results), splits, 1)
   tested = top_k.test_top_k(results, splits, 1, counting)
   assert len(calls) == 1
+  np.testing.assert_array_equal(by_default.column('test_accuracy'), tested.column('test_accuracy'))
+  folds_mean = np.mean([np.mean(np.argmax(p, axis=-1) == splits.y_test) for p in probs])
+  assert abs(folds_mean - want) > 1e-6, "pick a table whose ensemble and its folds' mean differ"
   by_id = {row['trial_id']: row['test_accuracy'] for row in tested.rows}
   np.testing.assert_allclose(by_id.pop(winner['trial_id']), want, atol=1e-6)
   assert all(np.isnan(value) for value in by_id.values())

@@ -177,7 +177,7 @@ def run_trials(
       summaries[trial] = rows.summarize([runs[p] for p in positions], select)
       curves[trial] = rows.mean_curves([runs[p] for p in positions])
       finished.append(Finished({'trial_id': int(ids[local]), **summaries[trial]}, local, positions))
-    best = chunk_candidates(finished, result, bucket.config, hp, top_k)
+    best = chunk_candidates(finished, result, bucket.config, hp, top_k, folds=cv)
     pool = keep_best(pool, best, top_k)
     if on_chunk:
       on_chunk(
@@ -206,7 +206,7 @@ def run_trials(
   )
   if not test:
     return results
-  return test_top_k(results, splits, top_k, folds.ensemble_program(cv) if cv else None)
+  return test_top_k(results, splits, top_k)
 
 
 def _trial_ids(trial_ids: ArrayLike | None, first_trial_id: int, num_trials: int) -> np.ndarray:

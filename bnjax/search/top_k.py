@@ -12,6 +12,7 @@ import numpy as np
 
 from bnjax import distributed
 from bnjax.data import Splits
+from bnjax.search.folds import ensemble_program
 from bnjax.search.results import Results, rank_key
 from bnjax.training import TrainConfig, TrainResult, evaluate
 
@@ -24,6 +25,7 @@ class Candidate(NamedTuple):
   hp: dict  # the trial's traced hyperparameters, without a trial axis
   params: Any  # [executions, ...] on the host
   model_state: Any  # [executions, ...]
+  folds: int | None = None  # K with cross-validation: `[executions * K, ...]`, tested as ensembles
 
 
 class Finished(NamedTuple):
@@ -35,7 +37,13 @@ class Finished(NamedTuple):
 
 
 def chunk_candidates(
-  finished: list[Finished], result: TrainResult, config: TrainConfig, hp: dict, k: int
+  finished: list[Finished],
+  result: TrainResult,
+  config: TrainConfig,
+  hp: dict,
+  k: int,
+  *,
+  folds: int | None = None,
 ) -> list[Candidate]:
   """The `k` best trials of a chunk, their params copied to the host.
 
@@ -44,6 +52,7 @@ def chunk_candidates(
     result: the chunk's `TrainResult` (`[runs, ...]` params on the devices).
     config: the bucket's program; hp: its traced hyperparameters `[trials, ...]`.
     k: how many to keep.
+    folds: K with cross-validation (a trial's runs are its folds' models).
   """
   best = sorted(finished, key=lambda trial: rank_key(trial.row))[:k]
   return [
@@ -53,6 +62,7 @@ def chunk_candidates(
       {name: value[trial.position] for name, value in hp.items()},
       distributed.take(result.params, trial.runs),
       distributed.take(result.model_state, trial.runs),
+      folds,
     )
     for trial in best
   ]
@@ -69,24 +79,29 @@ def test_top_k(results: Results, splits: Splits, k: int, make_program=None) -> R
   Fills their `test_accuracy` (the mean over executions; the rest stay NaN)
   and drops the kept params. Diverged trials are never tested: their numbers
   would mean nothing. One program per bucket configuration serves every
-  candidate of that bucket: `make_program(config)`, `test_program` by default
-  (cross-validation's is `folds.ensemble_program`).
+  candidate of that bucket: `make_program(config)`; by default `test_program`,
+  or for a cross-validated candidate its fold ensemble's
+  (`folds.ensemble_program`), whichever search made it.
   """
-  make_program = make_program or test_program
   by_id = {row['trial_id']: row for row in results.rows}
   kept = sorted(results.candidates, key=lambda c: rank_key(by_id[c.row['trial_id']]))
   kept = [c for c in kept if by_id[c.row['trial_id']]['status'] == 'ok'][:k]
   x_test, y_test = jax.device_put((splits.x_test, splits.y_test))
   programs = {}
   for candidate in kept:
-    if candidate.config not in programs:
-      programs[candidate.config] = make_program(candidate.config)
-    accuracy = programs[candidate.config](
+    program = (candidate.config, candidate.folds)
+    if program not in programs:
+      programs[program] = (make_program or _default_program(candidate.folds))(candidate.config)
+    accuracy = programs[program](
       candidate.hp, candidate.params, candidate.model_state, x_test, y_test
     )
     by_id[candidate.row['trial_id']]['test_accuracy'] = float(np.mean(np.asarray(accuracy)))
   results.candidates = []
   return results
+
+
+def _default_program(folds: int | None):
+  return ensemble_program(folds) if folds else test_program
 
 
 def test_program(config: TrainConfig):
