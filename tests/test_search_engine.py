@@ -14,6 +14,7 @@ only to rounding; the few such comparisons say where their tolerance comes from.
 """
 
 import csv
+import dataclasses
 import functools
 import json
 import math
@@ -294,6 +295,17 @@ def test_save_of_an_all_diverged_search_says_so_with_nulls(searched, tmp_path):
   assert best['hyperparameters'] is None and best['dataset'] == 'blobs'
   with open(tmp_path / 'results.csv', newline='') as f:
     assert {row['status'] for row in csv.DictReader(f)} == {'diverged'}
+
+
+def test_concatenate_adds_up_counts_and_keeps_settings(searched):
+  # Two rounds of a cross-validated search: counts add up; devices, segments
+  # (per chunk) and cv are each round's own settings, not sums.
+  info = {'buckets': 1, 'compiles': 1, 'chunks': 2, 'devices': 4, 'segments': 3, 'seconds': 1.5}
+  info |= {'cv': 3, 'cv_dropped': 2}
+  rounds = [dataclasses.replace(searched, info=info) for _ in range(2)]
+  joined = search.concatenate(rounds).info
+  assert joined == {**info, 'buckets': 2, 'compiles': 2, 'chunks': 4, 'seconds': 3.0}
+  assert len(search.concatenate(rounds)) == 2 * len(searched)
 
 
 def test_save_replaces_files_atomically(searched, tmp_path, monkeypatch):

@@ -262,13 +262,18 @@ def _format(value: Any) -> str:
   return str(value)
 
 
+# `info` counts that add up over a search's parts; its other facts (devices,
+# segments per chunk, cv, cv_dropped) are settings the parts share.
+COUNTED_INFO = ('buckets', 'compiles', 'chunks', 'seconds')
+
+
 def concatenate(parts: list[Results]) -> Results:
   """One `Results` from several runs over disjoint trial ids (rounds, chunks)."""
   union = lambda field: tuple(dict.fromkeys(name for part in parts for name in field(part)))
   info = {}
   for part in parts:
     for key, value in part.info.items():
-      info[key] = info.get(key, 0) + value if key != 'devices' else value
+      info[key] = info.get(key, 0) + value if key in COUNTED_INFO else value
   curves = {name: np.concatenate([part.curves[name] for part in parts]) for name in parts[0].curves}
   return Results(
     rows=[row for part in parts for row in part.rows],
