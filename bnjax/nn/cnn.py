@@ -40,7 +40,15 @@ import jax.numpy as jnp
 
 from bnjax import registry
 from bnjax.nn import conv, normalization, stable_random
-from bnjax.nn.mlp import ACTIVATIONS, INIT_GAINS, OUTPUT_LAYER_STREAM, dropout
+from bnjax.nn.mlp import (
+  INIT_GAINS,
+  OUTPUT_LAYER_STREAM,
+  dropout,
+  init_layer,
+  layer_columns,
+  normalize_and_activate,
+  scale_weights,
+)
 
 HEADS = ('global_avg', 'flatten')
 
@@ -146,54 +154,30 @@ def cnn_init(
   masks = _channel_masks(channels, channel_counts)
   real = jnp.asarray(channels if channel_counts is None else channel_counts, jnp.float32)
 
-  def weights(w, fan_in_real, row_mask, col_mask):
-    w = w * jnp.sqrt(init / fan_in_real)
-    if row_mask is not None:
-      w = w * row_mask[:, None]
-    if col_mask is not None:
-      w = w * col_mask
-    return w.astype(dtype)
-
   blocks, states = [], []
   fan_in, row_mask, fan_in_real = input_shape[-1], None, float(input_shape[-1])
   for i, size in enumerate(channels):
-    col_mask = masks[i]
-    if depth is not None:  # Skipped blocks start (and so stay) at zero.
-      active = (i < jnp.asarray(depth)).astype(jnp.float32)
-      col_mask = active * (jnp.ones(size) if col_mask is None else col_mask)
-    w = weights(
-      conv.kernel_normal(jax.random.fold_in(key, i), kernel, fan_in, size),
-      taps * fan_in_real,
-      row_mask,
-      col_mask,
-    )
-    block = {'w': w}
-    if batch_norm:
-      block['bn'], bn_state = normalization.bn_init(size, dtype)
-      states.append(bn_state)
-    else:
-      states.append({})
-    if not (batch_norm and bn_placement == 'before'):
-      block['b'] = jnp.zeros((size,), dtype)
+    col_mask = layer_columns(i, size, masks[i], depth)
+    draw = conv.kernel_normal(jax.random.fold_in(key, i), kernel, fan_in, size)
+    w = scale_weights(draw, init, taps * fan_in_real, row_mask, col_mask, dtype)
+    block, block_state = init_layer(w, batch_norm=batch_norm, bn_placement=bn_placement)
     blocks.append(block)
+    states.append(block_state)
     fan_in, row_mask, fan_in_real = size, masks[i], real[i]
 
   head_key = jax.random.fold_in(key, OUTPUT_LAYER_STREAM)
   if head == 'flatten':
     positions = math.prod(final_spatial)
-    w = weights(
-      conv.kernel_normal(head_key, final_spatial, fan_in, num_classes),
-      positions * fan_in_real,
-      row_mask,
-      None,
-    )
+    draw = conv.kernel_normal(head_key, final_spatial, fan_in, num_classes)
+    w = scale_weights(draw, init, positions * fan_in_real, row_mask, None, dtype)
     w = w.reshape(positions * fan_in, num_classes)
   else:
     if depth is not None:  # The head reads the last real block, padded to the widest.
       fan_in = max(channels)
       fan_in_real = real[jnp.asarray(depth) - 1]
       row_mask = (jnp.arange(fan_in) < fan_in_real).astype(jnp.float32)
-    w = weights(stable_random.normal(head_key, (fan_in, num_classes)), fan_in_real, row_mask, None)
+    draw = stable_random.normal(head_key, (fan_in, num_classes))
+    w = scale_weights(draw, init, fan_in_real, row_mask, None, dtype)
   output = {'w': w, 'b': jnp.zeros((num_classes,), dtype)}
   return {'blocks': blocks, 'output': output}, {'blocks': states}
 
@@ -268,7 +252,6 @@ def cnn_apply(
     )
   if training and key is None and isinstance(keep_prob, int | float) and keep_prob < 1:
     raise ValueError('dropout with keep_prob < 1 needs a PRNG key: pass key=...')
-  act = ACTIVATIONS[activation]
   masks = _channel_masks(channels, channel_counts)
   bn_options = dict(
     training=training, momentum=bn_momentum, eps=bn_eps, mask=mask, axis_name=axis_name
@@ -277,30 +260,26 @@ def cnn_apply(
   new_states, features = [], None
   h = x
   for i, (block, block_state) in enumerate(zip(blocks, state['blocks'], strict=True)):
-    h = conv.conv(h, block['w'], method=conv_method)
-    if 'b' in block:
-      h = h + block['b']
-    new_state = block_state
-    if 'bn' in block and bn_placement == 'before':
-      h, new_state = normalization.batch_norm(block['bn'], block_state, h, **bn_options)
-    h = act(h)
-    if 'bn' in block and bn_placement == 'after':
-      h, new_state = normalization.batch_norm(block['bn'], block_state, h, **bn_options)
-    if masks[i] is not None:
-      h = h * masks[i].astype(h.dtype)
+    # Block 0 is always real: depth >= 1.
+    active = i < jnp.asarray(depth) if depth is not None and i > 0 else None
+    h, new_state = normalize_and_activate(
+      block,
+      block_state,
+      conv.conv(h, block['w'], method=conv_method),
+      activation=activation,
+      bn_placement=bn_placement,
+      bn_options=bn_options,
+      unit_mask=masks[i],
+      active=active,
+    )
     h = conv.pool(h, pool)
     if training and key is not None:  # Rows are positions, so draws ignore channel padding.
       rows = dropout(jax.random.fold_in(key, i), h.reshape(-1, h.shape[-1]), keep_prob)
       h = rows.reshape(h.shape)
     if depth is not None:
-      active = i < jnp.asarray(depth)
       pooled = jnp.mean(h, axis=spatial_axes)
       pooled = jnp.pad(pooled, ((0, 0), (0, max(channels) - channels[i])))
-      features = pooled if i == 0 else jnp.where(active, pooled, features)
-      if i > 0:  # Block 0 is always real: depth >= 1.
-        new_state = jax.tree.map(
-          lambda new, old, active=active: jnp.where(active, new, old), new_state, block_state
-        )
+      features = pooled if active is None else jnp.where(active, pooled, features)
     new_states.append(new_state)
   if features is None:
     features = h.reshape(h.shape[0], -1) if head == 'flatten' else jnp.mean(h, axis=spatial_axes)

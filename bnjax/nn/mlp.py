@@ -96,32 +96,15 @@ def mlp_init(
     else jnp.asarray(hidden_sizes, jnp.float32)
   )
 
-  def dense(layer_key, fan_in_real, shape, row_mask, col_mask):
-    w = stable_random.normal(layer_key, shape) * jnp.sqrt(init / fan_in_real)
-    if row_mask is not None:
-      w = w * row_mask[:, None]
-    if col_mask is not None:
-      w = w * col_mask
-    return w.astype(dtype)
-
   layers, states = [], []
   fan_in, row_mask, fan_in_real = in_features, None, float(in_features)
   for i, size in enumerate(hidden_sizes):
-    col_mask = unit_masks[i]
-    if depth is not None:  # Skipped layers start (and so stay) at zero.
-      active = (i < jnp.asarray(depth)).astype(jnp.float32)
-      col_mask = active * (jnp.ones(size) if col_mask is None else col_mask)
-    layer = {
-      'w': dense(jax.random.fold_in(key, i), fan_in_real, (fan_in, size), row_mask, col_mask)
-    }
-    if batch_norm:
-      layer['bn'], bn_state = normalization.bn_init(size, dtype)
-      states.append(bn_state)
-    else:
-      states.append({})
-    if not (batch_norm and bn_placement == 'before'):
-      layer['b'] = jnp.zeros((size,), dtype)
+    col_mask = layer_columns(i, size, unit_masks[i], depth)
+    draw = stable_random.normal(jax.random.fold_in(key, i), (fan_in, size))
+    w = scale_weights(draw, init, fan_in_real, row_mask, col_mask, dtype)
+    layer, layer_state = init_layer(w, batch_norm=batch_norm, bn_placement=bn_placement)
     layers.append(layer)
+    states.append(layer_state)
     fan_in, row_mask, fan_in_real = size, unit_masks[i], real[i]
 
   if depth is not None:  # The output reads the last real layer.
@@ -129,17 +112,82 @@ def mlp_init(
     fan_in_real = real[last]
     if widths is not None:
       row_mask = (jnp.arange(fan_in) < real[last]).astype(jnp.float32)
+  draw = stable_random.normal(jax.random.fold_in(key, OUTPUT_LAYER_STREAM), (fan_in, num_classes))
   output = {
-    'w': dense(
-      jax.random.fold_in(key, OUTPUT_LAYER_STREAM),
-      fan_in_real,
-      (fan_in, num_classes),
-      row_mask,
-      None,
-    ),
+    'w': scale_weights(draw, init, fan_in_real, row_mask, None, dtype),
     'b': jnp.zeros((num_classes,), dtype),
   }
   return {'layers': layers, 'output': output}, {'layers': states}
+
+
+def layer_columns(i: int, size: int, unit_mask, depth):
+  """Layer `i`'s output mask at init: its real units, none at all past `depth`.
+
+  Skipped layers start (and so stay) at zero. None when nothing is masked.
+  """
+  if depth is None:
+    return unit_mask
+  active = (i < jnp.asarray(depth)).astype(jnp.float32)
+  return active * (jnp.ones(size) if unit_mask is None else unit_mask)
+
+
+def scale_weights(draw, gain, fan_in_real, row_mask, col_mask, dtype) -> jax.Array:
+  """Standard normals `draw [..., fan_in, fan_out]` scaled to variance `gain / fan_in_real`.
+
+  Rows past the real inputs (`row_mask [fan_in]`) and columns past the real
+  outputs (`col_mask [fan_out]`) are zeroed; a mask of None keeps them all.
+  """
+  w = draw * jnp.sqrt(gain / fan_in_real)
+  if row_mask is not None:
+    w = w * row_mask[:, None]
+  if col_mask is not None:
+    w = w * col_mask
+  return w.astype(dtype)
+
+
+def init_layer(w: jax.Array, *, batch_norm: bool, bn_placement: str) -> tuple[dict, dict]:
+  """A layer's (or CNN block's) `({'w', 'bn' | 'b'}, bn_state)` around its weights `w`.
+
+  A linear map that feeds a BN has no bias: BN's offset replaces it.
+  """
+  size, dtype = w.shape[-1], w.dtype
+  layer, state = {'w': w}, {}
+  if batch_norm:
+    layer['bn'], state = normalization.bn_init(size, dtype)
+  if not (batch_norm and bn_placement == 'before'):
+    layer['b'] = jnp.zeros((size,), dtype)
+  return layer, state
+
+
+def normalize_and_activate(
+  layer: dict,
+  layer_state: dict,
+  z: jax.Array,
+  *,
+  activation: str,
+  bn_placement: str,
+  bn_options: dict,
+  unit_mask: jax.Array | None = None,
+  active: jax.Array | None = None,
+) -> tuple[jax.Array, dict]:
+  """What follows a layer's matmul (MLP) or convolution (CNN block): `(h, new_state)`.
+
+  The bias, BN before or after the activation, padded units zeroed; a layer
+  past the trial's depth (`active` False) keeps its BN state.
+  """
+  if 'b' in layer:
+    z = z + layer['b']
+  new_state = layer_state
+  if 'bn' in layer and bn_placement == 'before':
+    z, new_state = normalization.batch_norm(layer['bn'], layer_state, z, **bn_options)
+  h = ACTIVATIONS[activation](z)
+  if 'bn' in layer and bn_placement == 'after':
+    h, new_state = normalization.batch_norm(layer['bn'], layer_state, h, **bn_options)
+  if unit_mask is not None:
+    h = h * unit_mask.astype(h.dtype)
+  if active is not None:
+    new_state = jax.tree.map(lambda new, old: jnp.where(active, new, old), new_state, layer_state)
+  return h, new_state
 
 
 def matmul(a: jax.Array, w: jax.Array, dtype: str = 'float32') -> jax.Array:
@@ -207,7 +255,6 @@ def mlp_apply(
     )
   if training and key is None and isinstance(keep_prob, int | float) and keep_prob < 1:
     raise ValueError('dropout with keep_prob < 1 needs a PRNG key: pass key=...')
-  act = ACTIVATIONS[activation]
   unit_masks = _unit_masks(hidden_sizes, widths)
   bn_options = dict(
     training=training, momentum=bn_momentum, eps=bn_eps, mask=mask, axis_name=axis_name
@@ -215,25 +262,22 @@ def mlp_apply(
   new_states = []
   a = x
   for i, (layer, layer_state) in enumerate(zip(params['layers'], state['layers'], strict=True)):
-    h = matmul(a, layer['w'], matmul_dtype)
-    if 'b' in layer:
-      h = h + layer['b']
-    new_state = layer_state
-    if 'bn' in layer and bn_placement == 'before':
-      h, new_state = normalization.batch_norm(layer['bn'], layer_state, h, **bn_options)
-    h = act(h)
-    if 'bn' in layer and bn_placement == 'after':
-      h, new_state = normalization.batch_norm(layer['bn'], layer_state, h, **bn_options)
+    # Layer 0 is always real: depth >= 1.
+    active = i < jnp.asarray(depth) if depth is not None and i > 0 else None
+    h, new_state = normalize_and_activate(
+      layer,
+      layer_state,
+      matmul(a, layer['w'], matmul_dtype),
+      activation=activation,
+      bn_placement=bn_placement,
+      bn_options=bn_options,
+      unit_mask=unit_masks[i],
+      active=active,
+    )
     if training and key is not None:
       h = dropout(jax.random.fold_in(key, i), h, keep_prob)
-    if unit_masks[i] is not None:
-      h = h * unit_masks[i].astype(h.dtype)
-    if depth is not None and i > 0:  # Layer 0 is always real: depth >= 1.
-      active = i < jnp.asarray(depth)
+    if active is not None:
       h = jnp.where(active, h, a)
-      new_state = jax.tree.map(
-        lambda new, old, active=active: jnp.where(active, new, old), new_state, layer_state
-      )
     new_states.append(new_state)
     a = h
   logits = matmul(a, params['output']['w'], matmul_dtype) + params['output']['b']
