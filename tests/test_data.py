@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bnjax import data
-from bnjax.data import DataError, _builtin
+from bnjax.data import DataError, _builtin, _splits
 
 
 @pytest.fixture(scope='module')
@@ -335,6 +335,10 @@ BAD_INPUTS = {
   'x_test_width': (
     _npz_case(x=_X, y=_Y, x_test=np.ones((6, 7)), y_test=_Y[:6]),
     r'x_test has 7 features per row \(shape \(6, 7\)\) but x has 5 \(shape \(20, 5\)\)',
+  ),
+  'dev_width': (
+    _call(_splits.finish, 'toy', _X, _Y, _X, _Y, dev_fraction=0.1, seed=0, dev=(_X[:, :4], _Y)),
+    r'toy: the dev split has 4 features per row \(shape \(20, 4\)\) but x has 5 \(shape',
   ),
   'h5_test_width': (
     _h5_edit(_replace('test_set_x', lambda f, k: f.create_dataset(k, data=np.ones((20, 2, 2))))),

@@ -158,28 +158,17 @@ def finish(
   check_fraction('dev_fraction', dev_fraction)
   check_seed(seed)
   x_key, y_key, x_test_key, y_test_key = keys
-  shapes = {x_key: np.shape(x), x_test_key: np.shape(x_test)}
-  input_shape = example_shape(shapes[x_key])
+  stored = np.shape(x)
+  input_shape = example_shape(stored)
   x = flatten(x, f'{name} train')
   validate(x, y, where=f'{name} train')
+  train = (x.shape[1], f'{x_key} has {x.shape[1]} (shape {stored})')
   labels = {y_key: np.asarray(y)}
   if x_test is not None:
-    x_test = flatten(x_test, f'{name} test')
-    validate(x_test, y_test, where=f'{name} test')
-    if x_test.shape[1] != x.shape[1]:
-      raise DataError(
-        f'{name}: {x_test_key} has {x_test.shape[1]} features per row (shape '
-        f'{shapes[x_test_key]}) but {x_key} has {x.shape[1]} (shape {shapes[x_key]}); '
-        'both splits need the same features'
-      )
+    x_test = _given_split(name, 'test', x_test_key, x_test, y_test, train)
     labels[y_test_key] = np.asarray(y_test)
   if dev is not None:
-    x_dev = flatten(dev[0], f'{name} dev')
-    validate(x_dev, dev[1], where=f'{name} dev')
-    if x_dev.shape[1] != x.shape[1]:
-      raise DataError(
-        f'{name}: the dev split has {x_dev.shape[1]} features per row, train {x.shape[1]}'
-      )
+    x_dev = _given_split(name, 'dev', 'the dev split', *dev, train)
     labels['dev'] = np.asarray(dev[1])
   num_classes = check_class_count(name, labels, num_classes)
   check_label_range(max(int(np.max(v)) for v in labels.values()), num_classes, name)
@@ -204,6 +193,23 @@ def finish(
   x_train, x_dev, x_test = normalized
   y_train, y_dev, y_test = (np.asarray(v).astype(np.int32) for v in (y_train, y_dev, y_test))
   return Splits(x_train, y_train, x_dev, y_dev, x_test, y_test, int(num_classes), name, input_shape)
+
+
+def _given_split(name, split, split_key, x_split, y_split, train):
+  """A test or dev split the data set gives, flattened and validated like the train pool.
+
+  `train` is the pool's `(features per row, how to name it in a message)`.
+  """
+  stored = np.shape(x_split)
+  x_split = flatten(x_split, f'{name} {split}')
+  validate(x_split, y_split, where=f'{name} {split}')
+  features, described = train
+  if x_split.shape[1] != features:
+    raise DataError(
+      f'{name}: {split_key} has {x_split.shape[1]} features per row (shape {stored}) but '
+      f'{described}; both splits need the same features'
+    )
+  return x_split
 
 
 def carve(x, y, fraction, seed, where, what):
