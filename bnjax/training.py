@@ -94,9 +94,13 @@ class TrainResult(NamedTuple):
   best_epoch: jax.Array  # int32 epoch of the best dev accuracy, -1 if diverged at once
 
 
-def _depth(config: TrainConfig, hp: dict):
-  # A flattening head cannot mask depth; its buckets hold one depth (`buckets.py`).
-  return None if config.model == 'cnn' and config.head == 'flatten' else hp.get('depth')
+def _masks(config: TrainConfig, hp: dict) -> dict:
+  """The trial's architecture masks, under the keywords the configured model takes."""
+  if config.model == 'cnn':
+    # A flattening head cannot mask depth; its buckets hold one depth (`buckets.py`).
+    depth = None if config.head == 'flatten' else hp.get('depth')
+    return dict(channel_counts=hp.get('widths'), depth=depth)
+  return dict(widths=hp.get('widths'), depth=hp.get('depth'))
 
 
 def _input_shape(config: TrainConfig, features: int) -> tuple[int, ...]:
@@ -105,7 +109,9 @@ def _input_shape(config: TrainConfig, features: int) -> tuple[int, ...]:
 
 def _init_model(config: TrainConfig, hp: dict, key: jax.Array, features: int, gain):
   """`(params, model_state)` of the configured network for rows of `features` values."""
-  options = dict(batch_norm=config.batch_norm, bn_placement=config.bn_placement, init=gain)
+  options = dict(
+    batch_norm=config.batch_norm, bn_placement=config.bn_placement, init=gain, **_masks(config, hp)
+  )
   if config.model == 'cnn':
     return cnn_init(
       key,
@@ -115,25 +121,18 @@ def _init_model(config: TrainConfig, hp: dict, key: jax.Array, features: int, ga
       kernel_size=config.kernel_size,
       pool=config.pool,
       head=config.head,
-      channel_counts=hp.get('widths'),
-      depth=_depth(config, hp),
       **options,
     )
-  return mlp_init(
-    key,
-    features,
-    config.hidden_sizes,
-    config.num_classes,
-    widths=hp.get('widths'),
-    depth=hp.get('depth'),
-    **options,
-  )
+  return mlp_init(key, features, config.hidden_sizes, config.num_classes, **options)
 
 
 def _apply_model(config: TrainConfig, hp: dict, params, model_state, x: jax.Array, **options):
   """Logits and new state of the configured network on flat rows `x [batch, features]`."""
   common = dict(
-    activation=config.activation, bn_placement=config.bn_placement, bn_momentum=hp['bn_momentum']
+    activation=config.activation,
+    bn_placement=config.bn_placement,
+    bn_momentum=hp['bn_momentum'],
+    **_masks(config, hp),
   )
   if config.model == 'cnn':
     x = x.reshape(x.shape[0], *_input_shape(config, x.shape[1]))
@@ -143,8 +142,6 @@ def _apply_model(config: TrainConfig, hp: dict, params, model_state, x: jax.Arra
       x,
       pool=config.pool,
       head=config.head,
-      channel_counts=hp.get('widths'),
-      depth=_depth(config, hp),
       **common,
       **options,
     )
@@ -153,8 +150,6 @@ def _apply_model(config: TrainConfig, hp: dict, params, model_state, x: jax.Arra
     model_state,
     x,
     matmul_dtype=config.matmul_dtype,
-    widths=hp.get('widths'),
-    depth=hp.get('depth'),
     **common,
     **options,
   )
