@@ -76,3 +76,55 @@ def test_dtype_argument():
 def test_rejects_non_matrix_shapes(shape):
   with pytest.raises(ValueError, match='2-D'):
     stable_random.normal(jax.random.key(0), shape)
+
+
+@functools.cache
+def _bernoulli(shape):
+  return jax.jit(lambda key, p: stable_random.bernoulli(key, p, shape))
+
+
+def test_bernoulli_leading_block_equals_smaller_draw():
+  # 9 columns: the last hash's lanes are partly padding, and a block of 5
+  # columns ends inside a hash.
+  key, p = jax.random.key(7), 0.4
+  big = np.asarray(_bernoulli(BIG)(key, p))
+  for r, c in BLOCKS:
+    np.testing.assert_array_equal(big[:r, :c], _bernoulli((r, c))(key, p))
+
+
+@pytest.mark.parametrize('p', [0.1, 0.5, 0.85])
+def test_bernoulli_frequency_and_independence(p):
+  shape = (300, 401)
+  x = np.asarray(_bernoulli(shape)(jax.random.key(8), p), np.float64)
+  n = x.size
+  # The kept fraction within 5 binomial standard deviations of p (p is a
+  # multiple of 2^-16 to within 1e-5, far inside that).
+  assert abs(x.mean() - p) < 5 * np.sqrt(p * (1 - p) / n)
+  # Lanes of one hash (neighbouring columns) and neighbouring rows are uncorrelated.
+  for a, b in [(x[:, :-1], x[:, 1:]), (x[:-1], x[1:])]:
+    assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 5 / np.sqrt(n)
+  other = np.asarray(_bernoulli(shape)(jax.random.key(9), p), np.float64)
+  assert abs(np.corrcoef(x.ravel(), other.ravel())[0, 1]) < 5 / np.sqrt(n)
+
+
+def test_bernoulli_extremes_are_exact():
+  key = jax.random.key(10)
+  assert np.all(_bernoulli((5, 7))(key, 1.0))
+  assert not np.any(_bernoulli((5, 7))(key, 0.0))
+  # Resolution 2^-16: half a step above 1 - 2^-16 rounds up to keeping everything.
+  assert np.all(_bernoulli((5, 7))(key, 1.0 - 2.0**-18))
+
+
+def test_dropout_is_inverted_dropout():
+  # Against the formula: each unit is 0 or x / keep_prob, kept with
+  # probability keep_prob, so the expected activation is x.
+  from bnjax.nn import dropout
+
+  keep_prob, shape = 0.7, (512, 64)
+  x = jax.random.normal(jax.random.key(11), shape) + 2.0
+  out = np.asarray(jax.jit(dropout)(jax.random.key(12), x, keep_prob))
+  kept = out != 0
+  np.testing.assert_array_equal(out[kept], (np.asarray(x) / np.float32(keep_prob))[kept])
+  assert abs(kept.mean() - keep_prob) < 5 * np.sqrt(keep_prob * (1 - keep_prob) / kept.size)
+  np.testing.assert_allclose(out.mean(axis=0), np.asarray(x).mean(axis=0), rtol=0.15)
+  np.testing.assert_array_equal(jax.jit(dropout)(jax.random.key(12), x, 1.0), x)

@@ -203,9 +203,10 @@ def dropout(key: jax.Array, x: jax.Array, keep_prob: jax.typing.ArrayLike) -> ja
   """Inverted dropout on `[batch, units]`: keep with `keep_prob`, divide by it.
 
   Dividing by `keep_prob` keeps the expected activation unchanged, so test
-  time needs no rescaling. `keep_prob = 1` returns `x` exactly.
+  time needs no rescaling. `keep_prob = 1` returns `x` exactly. The keep
+  probability is `keep_prob` to 2^-16 (`stable_random.bernoulli`).
   """
-  keep = stable_random.uniform(key, x.shape) < keep_prob
+  keep = stable_random.bernoulli(key, keep_prob, x.shape)
   return jnp.where(keep, x / keep_prob, 0.0).astype(x.dtype)
 
 
