@@ -796,7 +796,7 @@ def test_100000_trials_are_planned_in_chunks_that_fit_memory():
 
 @pytest.mark.parametrize('num_trials', [3, 24, 200])
 def test_default_chunks_do_not_depend_on_the_number_of_trials(num_trials):
-  """The launcher's default space on MNIST-1D: chunks of `CPU_CHUNK` runs, padded, on one CPU."""
+  """The launcher's default space on MNIST-1D: each bucket's `cpu_chunk` runs, padded."""
   splits = shaped_splits(**MNIST1D_SHAPES)
   one = jax.devices()[:1]
   table = with_defaults(
@@ -804,11 +804,35 @@ def test_default_chunks_do_not_depend_on_the_number_of_trials(num_trials):
   )
   planned = buckets.make_buckets(table, epochs=40, num_classes=10)
   plan = chunks.plan_chunks(planned, splits, one, executions=1, chunk_size=None)
-  assert chunks.CPU_CHUNK == 8 and {chunk.size for chunk in plan} == {8}
   assert sum(chunk.real for chunk in plan) == num_trials
   for index, bucket in enumerate(planned):  # only a bucket's last chunk is padded
+    size = chunks.cpu_chunk(bucket.config, MNIST1D_SHAPES['features'])
+    assert {chunk.size for chunk in plan if chunk.bucket == index} == {size}
     reals = [chunk.real for chunk in plan if chunk.bucket == index]
-    assert reals[:-1] == [8] * (len(reals) - 1) and sum(reals) == len(bucket.trial_ids)
+    assert reals[:-1] == [size] * (len(reals) - 1) and sum(reals) == len(bucket.trial_ids)
+
+
+def test_cpu_chunks_keep_the_training_state_in_cache(monkeypatch):
+  # 3 x 256 from 40 features: 143,872 parameters, 2.3 MB of state (params,
+  # gradients, two moments); 3 x 448: 6.8 MB. In a 32 MiB cache: 14 and 4
+  # runs fit, so chunks of 8 (the most) and 4.
+  monkeypatch.setattr(chunks, 'cache_bytes', lambda: 32 << 20)
+  mlp = lambda width: small_config(hidden_sizes=(width,) * 3, num_classes=10)
+  assert chunks.num_params(mlp(256), 40) == 143_872
+  expected = {12: 8, 256: 8, 384: 4, 448: 4, 1024: 1, 4096: 1}
+  assert {width: chunks.cpu_chunk(mlp(width), 40) for width in expected} == expected
+  monkeypatch.setattr(chunks, 'cache_bytes', lambda: 8 << 20)
+  assert chunks.cpu_chunk(mlp(256), 40) == 2
+
+
+def test_cache_bytes_reads_the_largest_cache_or_falls_back(tmp_path):
+  for index, size in enumerate(['48K', '1024K', '32768K']):
+    (tmp_path / f'index{index}').mkdir()
+    (tmp_path / f'index{index}' / 'size').write_text(size + '\n')
+  assert chunks.cache_bytes(str(tmp_path)) == 32 << 20
+  assert chunks.cache_bytes(str(tmp_path / 'missing')) == chunks.DEFAULT_CACHE_BYTES
+  (tmp_path / 'index0' / 'size').write_text('unreadable\n')
+  assert chunks.cache_bytes(str(tmp_path)) == chunks.DEFAULT_CACHE_BYTES
 
 
 def test_chunk_runs_follow_the_devices_and_executions_not_the_trials(splits, monkeypatch):
