@@ -18,8 +18,8 @@ of them) starts from the file instead of from scratch.
 
 `SEGMENT_EPOCHS` bounds the work a crash can lose while keeping the saves
 cheap (`benchmarks/checkpoint_overhead.py`). Measured on this project's
-2-core CPU under a load average of 17 to 20: a chunk of the default search's
-widest bucket (8 runs of 3 x 448 units, Adam; 41 MB) saves in 2.4 s (median
+2-core CPU under a load average of 17 to 20: a chunk of 8 runs of the default
+search's widest shape (3 x 448 units, Adam; 41 MB) saves in 2.4 s (median
 of 3; 1.3 to 2.5 s) against 114 s for a segment of 10 epochs: 2.1%, so under
 5% from segments of 5 epochs on (20.7% at one epoch). The default never goes
 below 6 epochs a segment, and the last segment is never saved.
