@@ -1,6 +1,6 @@
 r"""The benchmark suite: bnjax against its peers, side by side, in one command.
 
-  python benchmarks/run.py             # everything (about half an hour on a quiet 2-core CPU)
+  python benchmarks/run.py             # everything (about 40 minutes on a quiet 2-core CPU)
   python benchmarks/run.py --quick     # every section, small (a few minutes)
   python benchmarks/run.py --sections=fixed_shape --repeats=5
 

@@ -42,8 +42,9 @@ HOST_MEMORY_BUDGET = 2 << 30
 # Runs per chunk on a CPU: the largest power of two whose training state
 # (parameters, gradients, two optimizer moments) fits the last-level cache,
 # at most `CPU_CHUNK_MAX`. Past that each run slows down as its state falls
-# out of cache (measured with dropout, 32 MiB L3: 3 x 256 is fastest at 8
-# runs, 3 x 448 at 2 to 4), and small chunks pad a small search with few runs.
+# out of cache (`benchmarks/step_costs.py`, 32 MiB L3, with dropout: 3 x 448
+# is fastest at 2 to 4 runs and 16 costs 30% more; 3 x 256 runs 2 to 8 within
+# the noise), and small chunks pad a small search with few runs.
 CPU_CHUNK_MAX = 8
 # The last-level cache where the machine does not say (a common server L3).
 DEFAULT_CACHE_BYTES = 32 << 20
