@@ -308,7 +308,10 @@ def test_population_strategies_run_on_the_real_data(
   'dataset, threshold',
   [
     ('mnist1d', 0.94),  # the MNIST-1D paper's CNN; the README's winner 98.2%, top 10 96.8 to 98.3%
-    ('digits', 0.985),  # the README's winner 99.2%; the trials tied with it on dev 98.1 to 99.2%
+    # Five trials tie at 100% dev and float rounding picks among them: their
+    # test accuracies spanned 98.1-99.2% and, with the 16-bit dropout masks,
+    # 97.8-98.9% (winners 99.2% and 98.1%); the floor is that span's bottom.
+    ('digits', 0.975),
   ],
 )
 def test_random_search_cnn_defaults_reach_readme_accuracy(tmp_path, dataset, threshold):
