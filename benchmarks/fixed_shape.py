@@ -17,11 +17,12 @@ BATCH_SIZE = 128
 
 
 def config(epochs: int, num_classes: int, **options) -> bnjax.TrainConfig:
-  """The fixed shape; dropout off unless `options` turn it on (the peers train without it)."""
-  options = {'dropout': False, **options}
-  return bnjax.TrainConfig(
-    epochs=epochs, batch_size=BATCH_SIZE, hidden_sizes=HIDDEN, num_classes=num_classes, **options
-  )
+  """The fixed shape; dropout off unless `options` turn it on (the peers train without it).
+
+  `options` may also change `hidden_sizes` (`benchmarks/step_costs.py` does).
+  """
+  options = {'dropout': False, 'hidden_sizes': HIDDEN, **options}
+  return bnjax.TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, num_classes=num_classes, **options)
 
 
 def train_data(splits) -> bnjax.TrainData:

@@ -49,10 +49,9 @@ PARTS = {
 
 
 def _time(splits, width: int, num_trials: int, options: dict, hp_values: dict | None) -> str:
-  fixed_shape.HIDDEN = (width,) * 3
   epochs = max(2, 16 // num_trials)  # at least 16 trial-epochs per call
   measured = fixed_shape.vectorized(
-    splits, num_trials, epochs, REPEATS.value, hp_values=hp_values, **options
+    splits, num_trials, epochs, REPEATS.value, hp_values, hidden_sizes=(width,) * 3, **options
   )
   per = lambda seconds: 1e3 * seconds / measured['trial_epochs']
   return (
