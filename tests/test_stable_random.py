@@ -111,8 +111,21 @@ def test_bernoulli_extremes_are_exact():
   key = jax.random.key(10)
   assert np.all(_bernoulli((5, 7))(key, 1.0))
   assert not np.any(_bernoulli((5, 7))(key, 0.0))
-  # Resolution 2^-16: half a step above 1 - 2^-16 rounds up to keeping everything.
+  # Resolution 2^-16: a quarter step below 1 rounds up to keeping everything.
   assert np.all(_bernoulli((5, 7))(key, 1.0 - 2.0**-18))
+
+
+def test_bernoulli_rounds_p_to_the_nearest_16_bit_step():
+  # A quarter step either side of k / 2^16 gives k's mask exactly; the next
+  # step keeps more. 2^20 elements hold about 16 lanes equal to k - 1 and 16
+  # equal to k, so flooring or a coarser resolution would change the masks.
+  shape, key, k = (1024, 1024), jax.random.key(13), 52429
+  at = lambda p: np.asarray(_bernoulli(shape)(key, np.float32(p)))
+  mask = at(k / 2**16)
+  np.testing.assert_array_equal(at(k / 2**16 - 2.0**-18), mask)
+  np.testing.assert_array_equal(at(k / 2**16 + 2.0**-18), mask)
+  above = at((k + 1) / 2**16)
+  assert np.all(above >= mask) and np.sum(above) > np.sum(mask)
 
 
 def test_dropout_is_inverted_dropout():
