@@ -12,9 +12,17 @@ and range of `--repeats` calls, the 1-minute load beside it.
   where a run's parameters, gradients and Adam moments fall out of cache,
   a bigger chunk gets slower per trial (`bnjax.search.chunks.cpu_chunk`).
 * **Parts**: the step with one part removed or changed at a time (dropout
-  off, BN off, SGD for Adam, bfloat16 matmuls); what a part costs is the
-  difference from the full step. The variants alternate for `--rounds`
-  rounds, so a change of load hits them alike.
+  off, BN off, bfloat16 matmuls); what a part costs is the difference from
+  the full step. The variants alternate for `--rounds` rounds, so a change
+  of load hits them alike. The optimizer cannot be removed this way: it is
+  a traced index (`bnjax.optim.transforms`), so SGD and Adam trials run one
+  program that computes Adam's moments for both.
+* **The matmul floor**: not bnjax's step but what its matmuls alone cost, a
+  plain network of the same shapes (dense layers and ReLU, softmax
+  cross-entropy, SGD; no BN, dropout, masking or divergence check) trained
+  in the same kind of scan over the same batches. The full step's distance
+  from it is what everything but the matmuls costs; a second row trains the
+  floor with Adam, which prices the optimizer's arithmetic.
 """
 
 import os
@@ -25,10 +33,13 @@ if __package__ in (None, ''):
 
 import logging
 
+import jax
+import jax.numpy as jnp
+import optax
 from absl import app, flags
 
 import bnjax.data
-from benchmarks import fixed_shape
+from benchmarks import fixed_shape, timing
 
 WIDTHS = flags.DEFINE_list('widths', ['256', '448'], 'Chunk sizes: hidden widths (3 layers).')
 CHUNKS = flags.DEFINE_list('chunks', ['2', '4', '8', '16'], 'Chunk sizes: N runs per program.')
@@ -43,16 +54,80 @@ PARTS = {
   'full step (Adam, BN, dropout)': DROPOUT,
   'without dropout': ({}, None),
   'without BN': ({'dropout': True, 'batch_norm': False}, {'keep_prob': 0.8}),
-  'SGD instead of Adam': ({'dropout': True}, {'keep_prob': 0.8, 'optimizer': 'sgd'}),
   'bfloat16 matmuls': ({'dropout': True, 'matmul_dtype': 'bfloat16'}, {'keep_prob': 0.8}),
 }
 
 
+def _epochs(num_trials: int) -> int:
+  return max(2, 16 // num_trials)  # at least 16 trial-epochs per call
+
+
 def _time(splits, width: int, num_trials: int, options: dict, hp_values: dict | None) -> str:
-  epochs = max(2, 16 // num_trials)  # at least 16 trial-epochs per call
   measured = fixed_shape.vectorized(
-    splits, num_trials, epochs, REPEATS.value, hp_values, hidden_sizes=(width,) * 3, **options
+    splits,
+    num_trials,
+    _epochs(num_trials),
+    REPEATS.value,
+    hp_values,
+    hidden_sizes=(width,) * 3,
+    **options,
   )
+  return _format(measured)
+
+
+def matmul_floor(
+  splits, width: int, num_trials: int, epochs: int, repeats: int, adam: bool = False
+) -> dict:
+  """Seconds per call of a plain `[num_trials]`-batched MLP 3 x `width` trained with SGD.
+
+  `adam`: `optax.adam` instead, so that the floor's two rows price Adam's
+  arithmetic, which bnjax's step cannot leave out.
+
+  Each epoch scans the same number of batches of 128 as `bnjax.train` (a
+  fixed order: the permutation's cost is not a matmul's) and ends with a
+  forward pass over the dev split.
+  """
+  sizes = [splits.x_train.shape[1], width, width, width, splits.num_classes]
+  keys = jax.random.split(jax.random.key(0), len(sizes) - 1)
+  weights = [
+    jax.random.normal(k, (num_trials, a, b), jnp.float32) * (2 / a) ** 0.5
+    for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
+  ]
+  data = fixed_shape.train_data(splits)
+  steps = len(splits.y_train) // fixed_shape.BATCH_SIZE
+  batches = jnp.arange(steps * fixed_shape.BATCH_SIZE).reshape(steps, fixed_shape.BATCH_SIZE)
+
+  def forward(weights, x):  # x [num_trials, batch, features]
+    for i, w in enumerate(weights):
+      x = jnp.einsum('nbi,nio->nbo', x, w)
+      x = jax.nn.relu(x) if i < len(weights) - 1 else x
+    return x
+
+  def loss(weights, x, y):
+    logits = forward(weights, x)
+    return jnp.mean(bnjax.softmax_cross_entropy(logits, y)) * num_trials  # trials' grads apart
+
+  optimizer = optax.adam(1e-3) if adam else optax.sgd(1e-3)
+
+  def step(state, rows):
+    weights, opt_state = state
+    x, y = (jnp.broadcast_to(a[rows], (num_trials, *a[rows].shape)) for a in data[:2])
+    grads = jax.grad(loss)(weights, x, y)
+    updates, opt_state = optimizer.update(grads, opt_state)
+    return (optax.apply_updates(weights, updates), opt_state), None
+
+  def epoch(state, _):
+    state, _ = jax.lax.scan(step, state, batches)
+    dev = jnp.broadcast_to(data.x_dev, (num_trials, *data.x_dev.shape))
+    return state, jnp.argmax(forward(state[0], dev), axis=-1)
+
+  train = jax.jit(lambda state: jax.lax.scan(epoch, state, None, length=epochs))
+  run = lambda: jax.block_until_ready(train((weights, optimizer.init(weights))))
+  run()
+  return dict(timing.repeat(run, repeats), trial_epochs=num_trials * epochs)
+
+
+def _format(measured: dict) -> str:
   per = lambda seconds: 1e3 * seconds / measured['trial_epochs']
   return (
     f'{per(measured["median"]):6.1f} ms per trial-epoch '
@@ -74,6 +149,11 @@ def main(argv):
     for name, (options, hp_values) in PARTS.items():
       timing = _time(splits, WIDTH.value, NUM_TRIALS.value, options, hp_values)
       print(f'  round {round_ + 1}, {name:30s} {timing}', flush=True)
+    for name, adam in (('matmul floor, SGD', False), ('matmul floor, Adam', True)):
+      floor = matmul_floor(
+        splits, WIDTH.value, NUM_TRIALS.value, _epochs(NUM_TRIALS.value), REPEATS.value, adam
+      )
+      print(f'  round {round_ + 1}, {name:30s} {_format(floor)}', flush=True)
 
 
 if __name__ == '__main__':
