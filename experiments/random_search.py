@@ -81,8 +81,17 @@ TOP_K = flags.DEFINE_integer('top_k', 10, 'Configurations shown and evaluated on
 CHUNK_SIZE = flags.DEFINE_integer(
   'chunk_size',
   0,
-  'Runs per program; 0: from the bucket and the devices only (8 on a CPU, else from memory), '
-  'so a trial gives the same numbers whatever --num_trials is.',
+  'Runs per program; 0: from the bucket and the devices only (on a CPU as many as keep their '
+  'training state in the last-level cache, 1 to 8; else from memory), so a trial gives the same '
+  'numbers whatever --num_trials is.',
+)
+WIDTH_RATIO = flags.DEFINE_string(
+  'width_ratio',
+  None,
+  "How trials of one static setting split into buckets (compiled programs): 'cost' (the split "
+  'that prices compiles, chunk filler and padding lowest; the default where the strategy takes '
+  "it), a number (no trial padded wider than that many times its width; hyperband's default "
+  "1.5) or 'none' (one bucket).",
 )
 SEGMENT_EPOCHS = flags.DEFINE_integer(
   'segment_epochs',
@@ -173,6 +182,15 @@ def space_of_flags() -> Space:
   return Space({'model': MODEL.value, **space})
 
 
+def width_ratio_of_flag(value: str) -> float | str | None:
+  if value in ('cost', 'none'):
+    return None if value == 'none' else value
+  try:
+    return float(value)
+  except ValueError:
+    common.fail(f"--width_ratio takes 'cost', a number >= 1 or 'none'; got {value}")
+
+
 def strategy_options(strategy: str, output_dir: str) -> dict:
   """The options `search.run(strategy, ...)` takes, from the flags; a flag it ignores exits."""
   options = dict(
@@ -189,6 +207,8 @@ def strategy_options(strategy: str, output_dir: str) -> dict:
     report=print,
   )
   options |= {name: flags.FLAGS[name].value for name in search.STRATEGY_OPTIONS[strategy]}
+  if WIDTH_RATIO.present:
+    options['width_ratio'] = width_ratio_of_flag(WIDTH_RATIO.value)
   if 'trials_per_round' in options:
     options['trials_per_round'] = options['trials_per_round'] or None
   if strategy == 'hyperband':

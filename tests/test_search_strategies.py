@@ -204,7 +204,7 @@ def test_run_dispatches_to_the_strategy_by_name(splits, sampled, grid, rounds):
     ('random', {'num_trials': N, 'chunk_size': -1}, 'chunk_size must be an integer >= 1; got -1'),
     ('random', {'num_trials': N, 'seed': -1}, r'seed must be an integer in \[0, 2\*\*64\)'),
     ('grid', {'seed': 2**64}, r'seed must be an integer in \[0, 2\*\*64\); got 1844'),
-    ('random', {'num_trials': N, 'width_ratio': 0}, 'width_ratio must be a number >= 1'),
+    ('random', {'num_trials': N, 'width_ratio': 0}, "width_ratio must be 'cost', a number >= 1"),
     ('random', {'num_trials': N, 'executions_per_trial': 0}, 'executions_per_trial must be'),
     ('hyperband', {'eta': 1}, 'eta must be an integer >= 2; got 1'),
     ('hyperband', {'min_epochs': 5, 'max_epochs': 3}, 'max_epochs must be an integer >= 5; got 3'),

@@ -10,8 +10,17 @@ and deepest trial. For the MLP those are `hidden_units` (per layer) and
 `num_layers`; for the CNN `channels` (every block) and `num_blocks`. A CNN
 with a flattening head cannot mask depth (`bnjax.nn.cnn`), so its buckets
 also split by `num_blocks`.
+
+How a static group splits by width is a trade: every bucket is one more
+compile, and the last chunk of each is filled with copies, while a wide
+bucket pads its narrow and shallow trials up to its widest and deepest. A
+`width_ratio` splits wherever the widest trial would exceed that many times
+the narrowest; `width_ratio='cost'` prices every way to split and keeps the
+cheapest (`_cheapest_groups`, with a `price` of a bucket the caller knows:
+its compile, chunks and padding, `bnjax.search.chunks.bucket_cost`).
 """
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -21,6 +30,13 @@ from bnjax.hyperparameters import TRACED, hparams
 from bnjax.registry import DEFAULTS, STATIC, choices, used_by
 from bnjax.search.checks import SearchError
 from bnjax.training import TrainConfig
+
+# The width rule where nothing better is known (and the CNN's under 'cost',
+# whose price would need its convolutions' work, which `bucket_cost` lacks).
+DEFAULT_WIDTH_RATIO = 1.5
+# The cost plan tries cuts between distinct widths, at most this many
+# (evenly spaced in width order beyond that): 64**2 bucket prices per plan.
+MAX_CUTS = 64
 
 
 class Bucket(NamedTuple):
@@ -79,17 +95,24 @@ def make_buckets(
   num_classes: int,
   select: str = 'final',
   eval_batch_size: int = 1024,
-  width_ratio: float | None = 1.5,
+  width_ratio: float | str | None = DEFAULT_WIDTH_RATIO,
   input_shape: tuple[int, ...] = (),
+  price: Callable[[TrainConfig, int], float] | None = None,
 ) -> list[Bucket]:
-  """Groups trials by their static values, then by width.
+  """Groups trials by their static values, then by width (and depth).
 
   Padding a 100-unit trial to 300 units costs it 9 times the work, so a
   static group is split wherever the widest trial would exceed `width_ratio`
-  times the narrowest (None: never split). Each bucket compiles once.
-  `input_shape` is the data's shape without the batch axis (`Splits.input_shape`),
-  which the CNN convolves over; the MLP flattens it.
+  times the narrowest (None: never split). `width_ratio='cost'` instead
+  splits an MLP group the way `price(config, trials)` (what a bucket of
+  `trials` trials at `config` costs) prices lowest, by width and, where that
+  is cheaper, by depth first; CNN groups then split by `DEFAULT_WIDTH_RATIO`.
+  Each bucket compiles once. `input_shape` is the data's shape without the
+  batch axis (`Splits.input_shape`), which the CNN convolves over; the MLP
+  flattens it.
   """
+  if width_ratio == 'cost' and price is None:
+    raise SearchError("width_ratio='cost' needs a price of a bucket (bucket_cost); pass price.")
   # `tolist` gives Python scalars, and one pass groups the trials: a table of
   # 10**5 trials buckets in well under a second.
   n = len(table['num_layers'])
@@ -112,30 +135,88 @@ def make_buckets(
   widths = layer_widths(table)
   real = np.where(np.arange(widths.shape[1]) < depth[:, None], widths, 0)
   trial_width = real.max(axis=1)
+  keep_prob = np.asarray(table['keep_prob'], np.float64)
+
+  def config_of(values: dict, group: np.ndarray) -> TrainConfig:
+    return TrainConfig(
+      epochs=epochs,
+      batch_size=int(values['batch_size']),
+      hidden_sizes=(int(trial_width[group].max()),) * int(depth[group].max()),
+      num_classes=num_classes,
+      activation=values['activation'],
+      batch_norm=bool(values['batch_norm']),
+      bn_placement=values['bn_placement'],
+      eval_batch_size=eval_batch_size,
+      select=select,
+      dropout=bool(np.any(keep_prob[group] < 1)),
+      model=values['model'],
+      input_shape=tuple(int(d) for d in input_shape),
+      kernel_size=int(values['kernel_size']),
+      pool=values['pool'],
+      head=values['head'],
+    )
+
   buckets = []
   for key, ids in groups.items():
     ids = np.asarray(ids)
-    for group in _width_groups(ids, trial_width, width_ratio):
-      values = dict(zip(STATIC, key, strict=False))  # the depth of a flatten bucket aside
-      config = TrainConfig(
-        epochs=epochs,
-        batch_size=int(values['batch_size']),
-        hidden_sizes=(int(trial_width[group].max()),) * int(depth[group].max()),
-        num_classes=num_classes,
-        activation=values['activation'],
-        batch_norm=bool(values['batch_norm']),
-        bn_placement=values['bn_placement'],
-        eval_batch_size=eval_batch_size,
-        select=select,
-        dropout=bool(np.any(np.asarray(table['keep_prob'], np.float64)[group] < 1)),
-        model=values['model'],
-        input_shape=tuple(int(d) for d in input_shape),
-        kernel_size=int(values['kernel_size']),
-        pool=values['pool'],
-        head=values['head'],
-      )
-      buckets.append(Bucket(values, group, config))
+    values = dict(zip(STATIC, key, strict=False))  # the depth of a flatten bucket aside
+    if width_ratio != 'cost':
+      split = _width_groups(ids, trial_width, width_ratio)
+    elif values['model'] == 'cnn':
+      split = _width_groups(ids, trial_width, DEFAULT_WIDTH_RATIO)
+    else:
+      cost = lambda group, values=values: price(config_of(values, group), len(group))
+      split = _cheapest_groups(ids, trial_width, depth, cost)
+    buckets.extend(Bucket(values, group, config_of(values, group)) for group in split)
   return buckets
+
+
+def _cheapest_groups(
+  ids: np.ndarray,
+  trial_width: np.ndarray,
+  depth: np.ndarray,
+  cost: Callable[[np.ndarray], float],
+) -> list[np.ndarray]:
+  """The split of `ids` into buckets whose summed `cost(group)` is lowest.
+
+  Two kinds of plan are priced and the cheaper kept: buckets of trials
+  adjacent in width, each as deep as its deepest trial; and the same within
+  each depth, so that shallow trials never pay for a deeper one's layers.
+  Ties keep the first (fewer, wider buckets), so a table always gets the
+  same plan.
+  """
+  depths = depth[ids]
+  per_depth = [g for d in np.unique(depths) for g in _segments(ids[depths == d], trial_width, cost)]
+  mixed = _segments(ids, trial_width, cost)
+  plans = [mixed, per_depth] if len(np.unique(depths)) > 1 else [mixed]
+  return min(plans, key=lambda groups: sum(cost(g) for g in groups))
+
+
+def _segments(
+  ids: np.ndarray, trial_width: np.ndarray, cost: Callable[[np.ndarray], float]
+) -> list[np.ndarray]:
+  """The cheapest cut of `ids`, in width order, into runs of neighbours (dynamic programming).
+
+  Cuts fall only between distinct widths (a cut between equal widths saves
+  no padding), at most `MAX_CUTS` of them, evenly spaced in width order
+  beyond that.
+  """
+  order = np.asarray(sorted(ids, key=lambda i: (trial_width[i], i)), np.int64)
+  widths = trial_width[order]
+  cuts = [0, *(k for k in range(1, len(order)) if widths[k] != widths[k - 1]), len(order)]
+  if len(cuts) > MAX_CUTS + 1:
+    kept = np.linspace(0, len(cuts) - 1, MAX_CUTS + 1).round().astype(int)
+    cuts = sorted({cuts[k] for k in kept})
+  # Per cut: (the cheapest cost of all before it, the cut where its last bucket starts).
+  best = [(0.0, 0)]
+  for k in range(1, len(cuts)):
+    best.append(min((best[j][0] + cost(order[cuts[j] : cuts[k]]), j) for j in range(k)))
+  groups, k = [], len(cuts) - 1
+  while k:
+    j = best[k][1]
+    groups.append(np.sort(order[cuts[j] : cuts[k]]))
+    k = j
+  return groups[::-1]
 
 
 def _width_groups(

@@ -86,8 +86,10 @@ def check_options(**options) -> None:
       check_count(name, value, 0)
     elif name == 'select' and value not in SELECT:
       raise SearchError(f"select must be 'final' or 'best'; got {show(value)}.")
-    elif name == 'width_ratio' and value is not None and not (is_real(value) and value >= 1):
-      raise SearchError(f'width_ratio must be a number >= 1 (or None); got {show(value)}.')
+    elif name == 'width_ratio' and not (
+      value is None or (isinstance(value, str) and value == 'cost') or is_real(value) and value >= 1
+    ):
+      raise SearchError(f"width_ratio must be 'cost', a number >= 1 or None; got {show(value)}.")
     elif name == 'test' and not isinstance(value, bool | np.bool_):
       raise SearchError(f'test must be True or False; got {show(value)}.')
     elif name == 'progress' and value is not None and not callable(value):

@@ -48,6 +48,11 @@ HOST_MEMORY_BUDGET = 2 << 30
 CPU_CHUNK_MAX = 8
 # The last-level cache where the machine does not say (a common server L3).
 DEFAULT_CACHE_BYTES = 32 << 20
+# What one compile costs, in multiply-adds of training, so that `bucket_cost`
+# can set it against padding: one of the default search's buckets compiles
+# in about 6 s on the 2-core CPU, which trains at about 47 GMAC/s (its
+# 3 x 448 chunks: 9.5 GFLOP per run-epoch in about 100 ms, README "Speed").
+COMPILE_MACS = 3e11
 # Runs per chunk and device at most elsewhere: enough to keep an accelerator
 # busy with small networks, few enough that a small search pads no more.
 ACCELERATOR_CHUNK = 1024
@@ -103,6 +108,30 @@ def num_params(config: TrainConfig, in_features: int) -> int:
     head = width * positions if config.head == 'flatten' else width
     return taps * (in_channels + (depth - 1) * width) * width + head * config.num_classes
   return in_features * width + (depth - 1) * width * width + width * config.num_classes
+
+
+def bucket_cost(
+  config: TrainConfig,
+  trials: int,
+  splits: Splits,
+  devices: Sequence[jax.Device],
+  *,
+  executions: int = 1,
+  chunk_size: int | None = None,
+) -> float:
+  """What a bucket of `trials` MLP trials at `config` costs, in multiply-adds.
+
+  Its compile (`COMPILE_MACS`), plus every run its chunks hold (the filler
+  of the last chunk included) at the bucket's widest and deepest: a forward
+  and the backward's two matmuls per training example, a forward per dev
+  example, every epoch. `buckets.make_buckets(width_ratio='cost')` splits
+  by it. The matmuls stand for the whole step: BN, dropout and the
+  optimizer grow with the same widths (`benchmarks/step_costs.py`).
+  """
+  size = chunk_runs(config, splits, devices, executions=executions, chunk_size=chunk_size)
+  runs = -(-trials * executions // size) * size
+  examples = config.epochs * (3 * len(splits.y_train) + len(splits.y_dev))
+  return COMPILE_MACS + runs * examples * num_params(config, splits.num_features)
 
 
 def cache_bytes(root: str = '/sys/devices/system/cpu/cpu0/cache') -> int:

@@ -8,6 +8,7 @@ executions into its row (`rows`), and keeps the best trials' params for the
 test split (`top_k`), which only they see, once, at the end.
 """
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -29,6 +30,7 @@ from bnjax.search.top_k import (
   test_top_k,
 )
 from bnjax.space import Space, with_defaults
+from bnjax.training import TrainConfig
 
 
 def run_trials(
@@ -44,7 +46,7 @@ def run_trials(
   chunk_size: int | None = None,
   devices: Sequence[jax.Device] | None = None,
   eval_batch_size: int = 1024,
-  width_ratio: float | None = 1.5,
+  width_ratio: float | str | None = 'cost',
   first_trial_id: int = 0,
   space: Space | None = None,
   extra_columns: Mapping[str, ArrayLike] | None = None,
@@ -75,8 +77,10 @@ def run_trials(
     devices: where to shard the trial axis; default all local devices, or every
       process's where several run one search (`bnjax.distributed`).
     eval_batch_size: examples per evaluation batch.
-    width_ratio: split buckets so no trial is padded wider than this times
-      its own width (None: one bucket per static setting).
+    width_ratio: 'cost' splits buckets the way `chunks.bucket_cost` prices
+      lowest (compiles, chunks' filler and padding; `buckets.make_buckets`);
+      a number splits them so no trial is padded wider than this times its
+      own width; None: one bucket per static setting.
     first_trial_id: id of the first row (so later rounds get fresh keys).
     space: the `Space` the table was drawn from: its names are the searched
       ones, its distributions the plots' scales. Default: the table's names.
@@ -129,9 +133,19 @@ def run_trials(
   devices = list(devices or distributed.devices())
   folded = folds.make_folds(splits, cv) if cv else None
   fit_splits = folded.splits if cv else splits  # the shapes one run trains on
-  planned = _buckets(table, fit_splits, epochs, select, eval_batch_size, width_ratio)
-  hps = [buckets.traced_hparams(table, b.trial_ids, len(b.config.hidden_sizes)) for b in planned]
   runs_per_trial = executions_per_trial * (cv or 1)
+  planned = _buckets(
+    table,
+    fit_splits,
+    epochs,
+    select,
+    eval_batch_size,
+    width_ratio,
+    devices=devices,
+    executions=runs_per_trial,
+    chunk_size=chunk_size,
+  )
+  hps = [buckets.traced_hparams(table, b.trial_ids, len(b.config.hidden_sizes)) for b in planned]
   plan = chunks.plan_chunks(
     planned, fit_splits, devices, executions=runs_per_trial, chunk_size=chunk_size
   )
@@ -247,7 +261,7 @@ def check_fits(
   select: str = 'final',
   devices: Sequence[jax.Device] | None = None,
   eval_batch_size: int = 1024,
-  width_ratio: float | None = 1.5,
+  width_ratio: float | str | None = 'cost',
   cv: int | None = None,
 ) -> None:
   """Raises a one-line `SearchError` unless `table` can train on `splits` in memory.
@@ -260,7 +274,9 @@ def check_fits(
   folds.check_cv(cv, splits)
   splits = folds.make_folds(splits, cv).splits if cv else splits
   devices = list(devices or distributed.devices())
-  planned = _buckets(table, splits, epochs, select, eval_batch_size, width_ratio)
+  planned = _buckets(
+    table, splits, epochs, select, eval_batch_size, width_ratio, devices=devices, executions=runs
+  )
   for bucket in planned:
     chunks.runs_that_fit(bucket.config, splits, devices, executions=runs)
 
@@ -317,10 +333,31 @@ def _extra_columns(
   return extra
 
 
-def _buckets(table, splits, epochs, select, eval_batch_size, width_ratio) -> list[buckets.Bucket]:
-  """The checked, defaulted `table`'s buckets: values and batch sizes checked first."""
+def _buckets(
+  table,
+  splits,
+  epochs,
+  select,
+  eval_batch_size,
+  width_ratio,
+  *,
+  devices,
+  executions,
+  chunk_size=None,
+):  # -> list[buckets.Bucket]
+  """The checked, defaulted `table`'s buckets: values and batch sizes checked first.
+
+  `width_ratio='cost'` prices buckets by `chunks.bucket_cost` on `devices`.
+  """
   _check_values(table)
   _check_batch_size(table, splits)
+
+  @functools.cache  # the plan prices each (config, trials) once, and sysfs is read per price
+  def price(config: TrainConfig, trials: int) -> float:
+    return chunks.bucket_cost(
+      config, trials, splits, devices, executions=executions, chunk_size=chunk_size
+    )
+
   return buckets.make_buckets(
     table,
     epochs=epochs,
@@ -329,4 +366,5 @@ def _buckets(table, splits, epochs, select, eval_batch_size, width_ratio) -> lis
     eval_batch_size=eval_batch_size,
     width_ratio=width_ratio,
     input_shape=splits.input_shape,
+    price=price,
   )

@@ -87,7 +87,7 @@ def run_study(
   chunk_size: int | None = None,
   devices=None,
   eval_batch_size: int = 1024,
-  width_ratio: float | None = 1.5,
+  width_ratio: float | str | None = 'cost',
   segment_epochs: int | None = None,
   progress: Callable[[int, int], None] | None = None,
   report: Callable[[str], None] | None = None,

@@ -1,0 +1,179 @@
+"""The cost plan of buckets (`width_ratio='cost'`): the cheapest split, priced as the engine does.
+
+`buckets._cheapest_groups` is checked against brute force over every plan
+of the same two kinds (runs of width-neighbours, with depths mixed or split
+first); `chunks.bucket_cost` against its formula written out by hand.
+Nothing here trains: planning reads shapes only.
+"""
+
+import itertools
+
+import jax
+import numpy as np
+import pytest
+
+from bnjax import search
+from bnjax.data import Splits
+from bnjax.search import buckets, chunks, engine
+from bnjax.search.checks import SearchError
+from bnjax.search.cohorts import sampling_key
+from bnjax.space import as_space, with_defaults
+from bnjax.training import TrainConfig
+
+MNIST1D = dict(n_train=3600, n_dev=400, features=40, classes=10)
+
+
+def shaped_splits(n_train, n_dev, features, classes):
+  x = lambda n: np.zeros((n, features), np.float32)
+  y = lambda n: np.arange(n, dtype=np.int32) % classes
+  return Splits(x(n_train), y(n_train), x(n_dev), y(n_dev), x(10), y(10), classes, 'shaped')
+
+
+def toy_price(compile_cost, chunk):
+  """Compile + runs (rounded up to `chunk`) x width**2 x depth: the shape of `bucket_cost`."""
+
+  def price(group, width, depth):
+    runs = -(-len(group) // chunk) * chunk
+    return compile_cost + runs * int(width[group].max()) ** 2 * int(depth[group].max())
+
+  return price
+
+
+def contiguous_plans(ids, width):
+  """Every cut of `ids`, in width order, into runs of neighbours."""
+  order = sorted(ids, key=lambda i: (width[i], i))
+  for cuts in itertools.product([False, True], repeat=len(order) - 1):
+    groups, current = [], [order[0]]
+    for i, cut in zip(order[1:], cuts, strict=True):
+      if cut:
+        groups.append(current)
+        current = []
+      current.append(i)
+    yield [*groups, current]
+
+
+def brute_force(ids, width, depth, cost):
+  """The cheapest plan of both kinds, by trying them all."""
+  total = lambda plan: sum(cost(np.asarray(g)) for g in plan)
+  best = min(total(plan) for plan in contiguous_plans(ids, width))
+  per_depth = 0.0
+  for d in np.unique(depth[ids]):
+    mine = [i for i in ids if depth[i] == d]
+    per_depth += min(total(plan) for plan in contiguous_plans(mine, width))
+  return min(best, per_depth)
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_the_plan_is_the_cheapest_of_its_kinds_by_brute_force(seed):
+  rng = np.random.default_rng(seed)
+  n = 8
+  width = rng.integers(4, 30, n)
+  depth = rng.integers(1, 4, n)
+  ids = np.arange(n)
+  price = toy_price(compile_cost=float(rng.integers(0, 3000)), chunk=int(rng.choice([1, 2, 4])))
+  cost = lambda group: price(group, width, depth)
+  plan = buckets._cheapest_groups(ids, width, depth, cost)
+  assert sorted(np.concatenate(plan).tolist()) == ids.tolist()  # every trial exactly once
+  assert sum(cost(g) for g in plan) == pytest.approx(brute_force(ids, width, depth, cost))
+
+
+def test_the_two_extremes_one_bucket_and_one_per_width():
+  width = np.array([10, 20, 20, 30, 40])
+  depth = np.array([2, 2, 2, 2, 2])
+  ids = np.arange(5)
+  compiles_only = lambda group: 1.0
+  assert [g.tolist() for g in buckets._cheapest_groups(ids, width, depth, compiles_only)] == [
+    [0, 1, 2, 3, 4]
+  ]
+  padding_only = toy_price(compile_cost=0.0, chunk=1)
+  plan = buckets._cheapest_groups(ids, width, depth, lambda g: padding_only(g, width, depth))
+  assert [g.tolist() for g in plan] == [[0], [1, 2], [3], [4]]  # equal widths never split
+
+
+def test_shallow_trials_get_their_own_bucket_when_that_is_cheaper():
+  # Equal widths: only depth pads. Without a compile cost, depth 1 and 3 part.
+  width = np.array([16, 16, 16, 16])
+  depth = np.array([1, 3, 1, 3])
+  price = toy_price(compile_cost=0.0, chunk=1)
+  plan = buckets._cheapest_groups(np.arange(4), width, depth, lambda g: price(g, width, depth))
+  assert sorted(g.tolist() for g in plan) == [[0, 2], [1, 3]]
+
+
+def test_many_distinct_widths_are_cut_at_most_max_cuts_times(monkeypatch):
+  monkeypatch.setattr(buckets, 'MAX_CUTS', 4)
+  width = np.arange(1, 41)
+  depth = np.ones(40, np.int64)
+  price = toy_price(compile_cost=0.0, chunk=1)
+  plan = buckets._cheapest_groups(np.arange(40), width, depth, lambda g: price(g, width, depth))
+  assert len(plan) == 4 and sorted(np.concatenate(plan).tolist()) == list(range(40))
+
+
+def test_bucket_cost_is_the_compile_plus_every_padded_run():
+  splits = shaped_splits(**MNIST1D)
+  one = jax.devices()[:1]
+  config = TrainConfig(epochs=40, batch_size=128, hidden_sizes=(256,) * 3, num_classes=10)
+  size = chunks.chunk_runs(config, splits, one)
+  macs_per_example = 40 * 256 + 2 * 256 * 256 + 256 * 10
+  examples = 40 * (3 * 3600 + 400)
+  for trials in (1, size, size + 1):
+    runs = -(-trials // size) * size
+    expected = chunks.COMPILE_MACS + runs * examples * macs_per_example
+    assert chunks.bucket_cost(config, trials, splits, one) == expected
+  # Executions multiply the runs; a chunk_size given is the chunk.
+  assert chunks.bucket_cost(config, 3, splits, one, executions=2, chunk_size=4) == (
+    chunks.COMPILE_MACS + 8 * examples * macs_per_example
+  )
+
+
+@pytest.mark.parametrize('num_trials', [24, 100])
+def test_the_default_search_costs_no_more_than_the_width_ratio_plan(num_trials):
+  """The ratio plan is one the cost plan prices (runs of width-neighbours): never cheaper."""
+  splits = shaped_splits(**MNIST1D)
+  one = jax.devices()[:1]
+  space = as_space(search.DEFAULT_SPACE)
+  price = lambda planned: sum(
+    chunks.bucket_cost(b.config, len(b.trial_ids), splits, one) for b in planned
+  )
+  cheaper = 0
+  for seed in range(5):
+    table = with_defaults(space.sample(sampling_key(seed, 0), num_trials), num_trials)
+    by_cost, by_ratio = (
+      engine._buckets(table, splits, 40, 'final', 1024, ratio, devices=one, executions=1)
+      for ratio in ('cost', 1.5)
+    )
+    ids = np.sort(np.concatenate([b.trial_ids for b in by_cost]))
+    np.testing.assert_array_equal(ids, np.arange(num_trials))
+    for bucket in by_cost:  # each bucket as wide and deep as its widest, deepest trial
+      real = buckets.layer_widths(table)[bucket.trial_ids]
+      assert bucket.config.hidden_sizes[0] == real.max()
+      assert len(bucket.config.hidden_sizes) == buckets.depths(table)[bucket.trial_ids].max()
+    assert price(by_cost) <= price(by_ratio)
+    cheaper += price(by_cost) < price(by_ratio)
+  assert cheaper >= 3  # it is a real gain on most draws, not a tie
+
+
+def test_cost_needs_a_price_and_hyperband_refuses_it():
+  table = with_defaults({'hidden_units': [8, 16], 'num_layers': [1, 1]}, 2)
+  with pytest.raises(SearchError, match="width_ratio='cost' needs a price"):
+    buckets.make_buckets(table, epochs=1, num_classes=3, width_ratio='cost')
+  splits = shaped_splits(n_train=256, n_dev=16, features=4, classes=3)
+  with pytest.raises(SearchError, match="not 'cost'"):
+    search.run('hyperband', as_space('hidden_units=int:8:16'), splits, width_ratio='cost')
+
+
+def test_cnn_groups_split_by_the_default_ratio_under_cost():
+  # `bucket_cost` prices an MLP's matmuls; a CNN's convolutions it cannot, so it is not asked.
+  n = 4
+  table = with_defaults({'model': ['cnn'] * n, 'channels': [4, 5, 9, 16], 'num_blocks': [1] * n}, n)
+
+  def no_price(config, trials):
+    raise AssertionError('a CNN bucket was priced')
+
+  by_cost = buckets.make_buckets(
+    table, epochs=1, num_classes=3, input_shape=(8, 1), width_ratio='cost', price=no_price
+  )
+  by_ratio = buckets.make_buckets(
+    table, epochs=1, num_classes=3, input_shape=(8, 1), width_ratio=buckets.DEFAULT_WIDTH_RATIO
+  )
+  assert [b.trial_ids.tolist() for b in by_cost] == [b.trial_ids.tolist() for b in by_ratio]
+  assert [b.trial_ids.tolist() for b in by_cost] == [[0, 1], [2], [3]]
