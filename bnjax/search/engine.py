@@ -344,7 +344,7 @@ def _buckets(
   devices,
   executions,
   chunk_size=None,
-):  # -> list[buckets.Bucket]
+) -> list[buckets.Bucket]:
   """The checked, defaulted `table`'s buckets: values and batch sizes checked first.
 
   `width_ratio='cost'` prices buckets by `chunks.bucket_cost` on `devices`.
