@@ -241,7 +241,7 @@ def hyperband(
   segment = segment_length(brackets)
   check_options(seed=seed, top_k=top_k, test=test, chunk_size=chunk_size, devices=devices)
   check_options(eval_batch_size=eval_batch_size, width_ratio=width_ratio)
-  if width_ratio == 'cost':  # its rungs cut chunks by trial counts that change per rung
+  if width_ratio == 'cost':  # its cohorts are planned without run_trials' price (bucket_cost)
     raise SearchError("hyperband splits buckets by a width_ratio number or None, not 'cost'.")
   config = {
     'strategy': 'hyperband',
