@@ -118,9 +118,10 @@ def test_bucket_cost_is_the_compile_plus_every_padded_run():
   for trials in (1, size, size + 1):
     runs = -(-trials // size) * size
     expected = chunks.COMPILE_MACS + runs * examples * macs_per_example
-    assert chunks.bucket_cost(config, trials, splits, one) == expected
-  # Executions multiply the runs; a chunk_size given is the chunk.
-  assert chunks.bucket_cost(config, 3, splits, one, executions=2, chunk_size=4) == (
+    assert chunks.bucket_cost(config, trials, splits, size) == expected
+  # Executions multiply the runs: 3 trials x 2 runs in chunks of 4 are 8 runs.
+  four = chunks.chunk_runs(config, splits, one, executions=2, chunk_size=4)
+  assert chunks.bucket_cost(config, 3, splits, four, executions=2) == (
     chunks.COMPILE_MACS + 8 * examples * macs_per_example
   )
 
@@ -132,7 +133,8 @@ def test_the_default_search_costs_no_more_than_the_width_ratio_plan(num_trials):
   one = jax.devices()[:1]
   space = as_space(search.DEFAULT_SPACE)
   price = lambda planned: sum(
-    chunks.bucket_cost(b.config, len(b.trial_ids), splits, one) for b in planned
+    chunks.bucket_cost(b.config, len(b.trial_ids), splits, chunks.chunk_runs(b.config, splits, one))
+    for b in planned
   )
   cheaper = 0
   for seed in range(5):

@@ -186,20 +186,23 @@ def _cheapest_groups(
   same plan.
   """
   depths = depth[ids]
-  per_depth = [g for d in np.unique(depths) for g in _segments(ids[depths == d], trial_width, cost)]
-  mixed = _segments(ids, trial_width, cost)
-  plans = [mixed, per_depth] if len(np.unique(depths)) > 1 else [mixed]
-  return min(plans, key=lambda groups: sum(cost(g) for g in groups))
+  mixed_cost, mixed = _segments(ids, trial_width, cost)
+  if len(np.unique(depths)) == 1:
+    return mixed
+  per_depth = [_segments(ids[depths == d], trial_width, cost) for d in np.unique(depths)]
+  if sum(total for total, _ in per_depth) < mixed_cost:
+    return [group for _, groups in per_depth for group in groups]
+  return mixed
 
 
 def _segments(
   ids: np.ndarray, trial_width: np.ndarray, cost: Callable[[np.ndarray], float]
-) -> list[np.ndarray]:
-  """The cheapest cut of `ids`, in width order, into runs of neighbours (dynamic programming).
+) -> tuple[float, list[np.ndarray]]:
+  """The cheapest cut of `ids`, in width order, into runs of neighbours, and its cost.
 
-  Cuts fall only between distinct widths (a cut between equal widths saves
-  no padding), at most `MAX_CUTS` of them, evenly spaced in width order
-  beyond that.
+  Dynamic programming over the cuts, which fall only between distinct
+  widths (a cut between equal widths saves no padding), at most `MAX_CUTS`
+  of them, evenly spaced in width order beyond that.
   """
   order = np.asarray(sorted(ids, key=lambda i: (trial_width[i], i)), np.int64)
   widths = trial_width[order]
@@ -216,7 +219,7 @@ def _segments(
     j = best[k][1]
     groups.append(np.sort(order[cuts[j] : cuts[k]]))
     k = j
-  return groups[::-1]
+  return best[-1][0], groups[::-1]
 
 
 def _width_groups(

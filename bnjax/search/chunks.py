@@ -111,25 +111,19 @@ def num_params(config: TrainConfig, in_features: int) -> int:
 
 
 def bucket_cost(
-  config: TrainConfig,
-  trials: int,
-  splits: Splits,
-  devices: Sequence[jax.Device],
-  *,
-  executions: int = 1,
-  chunk_size: int | None = None,
+  config: TrainConfig, trials: int, splits: Splits, chunk: int, *, executions: int = 1
 ) -> float:
   """What a bucket of `trials` MLP trials at `config` costs, in multiply-adds.
 
-  Its compile (`COMPILE_MACS`), plus every run its chunks hold (the filler
-  of the last chunk included) at the bucket's widest and deepest: a forward
-  and the backward's two matmuls per training example, a forward per dev
-  example, every epoch. `buckets.make_buckets(width_ratio='cost')` splits
-  by it. The matmuls stand for the whole step: BN, dropout and the
-  optimizer grow with the same widths (`benchmarks/step_costs.py`).
+  Its compile (`COMPILE_MACS`), plus every run its chunks of `chunk` runs
+  (its `chunk_runs`) hold, the filler of the last one included, at the
+  bucket's widest and deepest: a forward and the backward's two matmuls per
+  training example, a forward per dev example, every epoch.
+  `buckets.make_buckets(width_ratio='cost')` splits by it. The matmuls stand
+  for the whole step: BN, dropout and the optimizer grow with the same
+  widths (`benchmarks/step_costs.py`).
   """
-  size = chunk_runs(config, splits, devices, executions=executions, chunk_size=chunk_size)
-  runs = -(-trials * executions // size) * size
+  runs = -(-trials * executions // chunk) * chunk
   examples = config.epochs * (3 * len(splits.y_train) + len(splits.y_dev))
   return COMPILE_MACS + runs * examples * num_params(config, splits.num_features)
 

@@ -352,11 +352,14 @@ def _buckets(
   _check_values(table)
   _check_batch_size(table, splits)
 
-  @functools.cache  # the plan prices each (config, trials) once, and sysfs is read per price
+  # The plan prices thousands of (config, trials) pairs; a config's chunk
+  # (the cache from sysfs, the devices' memory) is read once.
+  @functools.cache
+  def chunk_of(config: TrainConfig) -> int:
+    return chunks.chunk_runs(config, splits, devices, executions=executions, chunk_size=chunk_size)
+
   def price(config: TrainConfig, trials: int) -> float:
-    return chunks.bucket_cost(
-      config, trials, splits, devices, executions=executions, chunk_size=chunk_size
-    )
+    return chunks.bucket_cost(config, trials, splits, chunk_of(config), executions=executions)
 
   return buckets.make_buckets(
     table,
