@@ -183,8 +183,10 @@ def space_of_flags() -> Space:
 
 
 def width_ratio_of_flag(value: str) -> float | str | None:
-  if value in ('cost', 'none'):
-    return None if value == 'none' else value
+  if value == 'none':
+    return None
+  if value == 'cost':
+    return value
   try:
     return float(value)
   except ValueError:
