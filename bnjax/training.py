@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from bnjax import registry
+from bnjax import divergence, registry
 from bnjax.nn.cnn import cnn_apply, cnn_init
 from bnjax.nn.losses import l2_penalty, softmax_cross_entropy
 from bnjax.nn.mlp import INIT_GAINS, MATMUL_DTYPES, mlp_apply, mlp_init
@@ -263,8 +263,7 @@ def train_step(
   new_params = jax.tree.map(jnp.add, trial.params, updates)
   # Every leaf of what the step produces, not only the loss and gradients:
   # otherwise the update that overflows the weights would be kept.
-  produced = (loss, grads, new_params, new_model_state, new_opt_state)
-  finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(produced)]))
+  finite = divergence.all_finite((loss, grads, new_params, new_model_state, new_opt_state))
   ok = finite & (trial.diverged_step < 0)
   keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
   diverged_step = jnp.where((trial.diverged_step < 0) & ~finite, trial.step, trial.diverged_step)
