@@ -12,8 +12,9 @@ and range of `--repeats` calls, the 1-minute load beside it.
   where a run's parameters, gradients and Adam moments fall out of cache,
   a bigger chunk gets slower per trial (`bnjax.search.chunks.cpu_chunk`).
 * **Parts**: the step with one part removed or changed at a time (dropout
-  off, BN off, bfloat16 matmuls); what a part costs is the difference from
-  the full step. The variants alternate for `--rounds` rounds, so a change
+  off, BN off, bfloat16 matmuls, the divergence check as `jnp.all(jnp.isfinite(...))`
+  over every leaf as it was before `bnjax.divergence`); what a part costs is the
+  difference from the full step. The variants alternate for `--rounds` rounds, so a change
   of load hits them alike. The optimizer cannot be removed this way: it is
   a traced index (`bnjax.optim.transforms`), so SGD and Adam trials run one
   program that computes Adam's moments for both.
@@ -31,6 +32,7 @@ import sys
 if __package__ in (None, ''):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import contextlib
 import logging
 
 import jax
@@ -40,6 +42,7 @@ from absl import app, flags
 
 import bnjax.data
 from benchmarks import fixed_shape, timing
+from bnjax import divergence
 
 WIDTHS = flags.DEFINE_list('widths', ['256', '448'], 'Chunk sizes: hidden widths (3 layers).')
 CHUNKS = flags.DEFINE_list('chunks', ['2', '4', '8', '16'], 'Chunk sizes: N runs per program.')
@@ -50,12 +53,32 @@ ROUNDS = flags.DEFINE_integer('rounds', 2, 'Parts: rounds of the alternating var
 PARTS_ONLY = flags.DEFINE_bool('parts_only', False, 'Skip the chunk sizes.')
 
 DROPOUT = ({'dropout': True}, {'keep_prob': 0.8})
+
+
+def isfinite_check(tree) -> jax.Array:
+  """The divergence check before `bnjax.divergence.all_finite`, for the row that prices it."""
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+
+
+# name: (TrainConfig options, hyperparameters, divergence check or None for bnjax's own)
 PARTS = {
-  'full step (Adam, BN, dropout)': DROPOUT,
-  'without dropout': ({}, None),
-  'without BN': ({'dropout': True, 'batch_norm': False}, {'keep_prob': 0.8}),
-  'bfloat16 matmuls': ({'dropout': True, 'matmul_dtype': 'bfloat16'}, {'keep_prob': 0.8}),
+  'full step (Adam, BN, dropout)': (*DROPOUT, None),
+  'without dropout': ({}, None, None),
+  'without BN': ({'dropout': True, 'batch_norm': False}, {'keep_prob': 0.8}, None),
+  'bfloat16 matmuls': ({'dropout': True, 'matmul_dtype': 'bfloat16'}, {'keep_prob': 0.8}, None),
+  'check as all(isfinite)': (*DROPOUT, isfinite_check),
 }
+
+
+@contextlib.contextmanager
+def _divergence_check(check):
+  """Traces the step with `check` in place of `all_finite` (None: leaves bnjax's own)."""
+  own = divergence.all_finite
+  divergence.all_finite = check or own
+  try:
+    yield
+  finally:
+    divergence.all_finite = own
 
 
 def _epochs(num_trials: int) -> int:
@@ -146,9 +169,10 @@ def main(argv):
         print(f'  width {width:4d}, N = {n:3d}: {_time(splits, width, n, *DROPOUT)}', flush=True)
   print(f'parts (3 x {WIDTH.value}, N = {NUM_TRIALS.value}):')
   for round_ in range(ROUNDS.value):
-    for name, (options, hp_values) in PARTS.items():
-      timing = _time(splits, WIDTH.value, NUM_TRIALS.value, options, hp_values)
-      print(f'  round {round_ + 1}, {name:30s} {timing}', flush=True)
+    for name, (options, hp_values, check) in PARTS.items():
+      with _divergence_check(check):
+        measured = _time(splits, WIDTH.value, NUM_TRIALS.value, options, hp_values)
+      print(f'  round {round_ + 1}, {name:30s} {measured}', flush=True)
     for name, adam in (('matmul floor, SGD', False), ('matmul floor, Adam', True)):
       floor = matmul_floor(
         splits, WIDTH.value, NUM_TRIALS.value, _epochs(NUM_TRIALS.value), REPEATS.value, adam
