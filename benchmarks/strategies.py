@@ -39,6 +39,7 @@ import numpy as np
 from absl import app, flags
 
 import bnjax.data
+from benchmarks import timing
 from bnjax import files, search
 from bnjax.search.successive_halving import hyperband_brackets
 
@@ -199,7 +200,7 @@ def main(argv):
     f'{DATASET.value}: budget {budget} trial-epochs ({HYPERBAND_RUNS.value} Hyperband runs from 1 '
     f'to {EPOCHS.value} epochs; {trials} trials or members of {EPOCHS.value} epochs), seeds '
     f'0..{SEEDS.value - 1}, on {len(jax.devices())} {jax.default_backend()} device(s), load '
-    f'{os.getloadavg()[0]:.1f}'
+    f'{timing.load_average():.1f}'
   )
   runs = []
   for seed in range(SEEDS.value):
@@ -210,7 +211,7 @@ def main(argv):
         f'  {strategy:>9} seed {seed}: winner trial {run["winner_trial"]:>3}  '
         f'dev {run["winner_dev_accuracy"]:.4f}  test {run["winner_test_accuracy"]:.4f}  '
         f'{run["trial_epochs"]} trial-epochs  {run["seconds"]:.0f} s  '
-        f'(load {os.getloadavg()[0]:.1f})',
+        f'(load {timing.load_average():.1f})',
         flush=True,
       )
   os.makedirs(OUTPUT_DIR.value, exist_ok=True)

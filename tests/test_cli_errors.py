@@ -26,6 +26,7 @@ import traceback
 
 import numpy as np
 import pytest
+from test_launchers import read_json, user_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SENTINEL = {'results.csv': 'trial_id,dev_accuracy\n0,0.5\n', 'best.json': '{"trial_id": 0}\n'}
@@ -126,15 +127,6 @@ REAL = [('train.py', 'beta1_one'), ('random_search.py', 'select_unknown')]
 CASES = [(launcher, case) for launcher, (_, cases) in LAUNCHERS.items() for case in cases]
 
 
-def _reject(constant):
-  raise ValueError(f'bare {constant} in JSON: strict parsers reject it; write null')
-
-
-def read_json(path: pathlib.Path):
-  """JSON as strict parsers read it: NaN and Infinity are errors, not numbers."""
-  return json.loads(path.read_text(), parse_constant=_reject)
-
-
 def snapshot(directory: pathlib.Path) -> dict[str, bytes]:
   return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
 
@@ -174,15 +166,6 @@ def case_argv(base: str, flags: str, places: dict, out: pathlib.Path, fresh: pat
   return [arg.format(**places, out=out, fresh=fresh) for arg in argv]
 
 
-def driver_env() -> dict:
-  env = dict(os.environ)
-  # conftest.py gives this process four virtual CPU devices; a user has one.
-  env['XLA_FLAGS'] = env.get('XLA_FLAGS', '').replace(
-    '--xla_force_host_platform_device_count=4', ''
-  )
-  return env
-
-
 @pytest.fixture(scope='module')
 def outcomes(tmp_path_factory):
   """Every case run: (launcher, id) -> {'code', 'stdout', 'stderr', 'seconds', dirs}."""
@@ -203,7 +186,7 @@ def outcomes(tmp_path_factory):
     processes[launcher] = subprocess.Popen(
       [sys.executable, __file__, launcher, str(table), str(root / f'{launcher}.outcomes.json')],
       cwd=ROOT,
-      env=driver_env(),
+      env=user_env(),
     )
   real = {}
   for launcher, case in REAL:
@@ -217,7 +200,7 @@ def outcomes(tmp_path_factory):
         [sys.executable, str(ROOT / 'experiments' / launcher)]
         + case_argv(base, flags, places, out, out / 'fresh'),
         cwd=ROOT,
-        env=driver_env(),
+        env=user_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -31,17 +31,21 @@ def read_json(path: pathlib.Path):
   return json.loads(path.read_text(), parse_constant=_reject)
 
 
-def launch(script: str, *flags: str, timeout: float) -> subprocess.CompletedProcess:
-  """Runs `python experiments/<script> <flags>` from the repository root."""
+def user_env() -> dict:
+  """This process's environment as a user's shell has it: one CPU device, not conftest's four."""
   env = dict(os.environ)
-  # conftest.py gives this process four virtual CPU devices; a user has one.
   env['XLA_FLAGS'] = env.get('XLA_FLAGS', '').replace(
     '--xla_force_host_platform_device_count=4', ''
   )
+  return env
+
+
+def launch(script: str, *flags: str, timeout: float) -> subprocess.CompletedProcess:
+  """Runs `python experiments/<script> <flags>` from the repository root."""
   return subprocess.run(
     [sys.executable, str(ROOT / 'experiments' / script), *flags],
     cwd=ROOT,
-    env=env,
+    env=user_env(),
     capture_output=True,
     text=True,
     timeout=timeout,
