@@ -12,12 +12,13 @@ and range of `--repeats` calls, the 1-minute load beside it.
   where a run's parameters, gradients and Adam moments fall out of cache,
   a bigger chunk gets slower per trial (`bnjax.search.chunks.cpu_chunk`).
 * **Parts**: the step with one part removed or changed at a time (dropout
-  off, BN off, bfloat16 matmuls, the divergence check as `jnp.all(jnp.isfinite(...))`
-  over every leaf as it was before `bnjax.divergence`); what a part costs is the
-  difference from the full step. The variants alternate for `--rounds` rounds, so a change
-  of load hits them alike. The optimizer cannot be removed this way: it is
-  a traced index (`bnjax.optim.transforms`), so SGD and Adam trials run one
-  program that computes Adam's moments for both.
+  off, BN off, bfloat16 matmuls, and the divergence check as it was before
+  `bnjax.divergence`, `jnp.all(jnp.isfinite(...))` over every leaf); what a
+  part costs is the difference from the full step. The variants alternate
+  for `--rounds` rounds, so a change of load hits them alike. The optimizer
+  cannot be removed this way: it is a traced index (`bnjax.optim.transforms`),
+  so SGD and Adam trials run one program that computes Adam's moments for
+  both.
 * **The matmul floor**: not bnjax's step but what its matmuls alone cost, a
   plain network of the same shapes (dense layers and ReLU, softmax
   cross-entropy, SGD; no BN, dropout, masking or divergence check) trained
