@@ -186,10 +186,11 @@ def _cheapest_groups(
   same plan.
   """
   depths = depth[ids]
+  distinct = np.unique(depths)
   mixed_cost, mixed = _segments(ids, trial_width, cost)
-  if len(np.unique(depths)) == 1:
+  if len(distinct) == 1:
     return mixed
-  per_depth = [_segments(ids[depths == d], trial_width, cost) for d in np.unique(depths)]
+  per_depth = [_segments(ids[depths == d], trial_width, cost) for d in distinct]
   if sum(total for total, _ in per_depth) < mixed_cost:
     return [group for _, groups in per_depth for group in groups]
   return mixed
