@@ -48,7 +48,10 @@ def test_largest_finite_values_everywhere_are_finite():
   assert not bool(all_finite(tree + [jnp.asarray([0.0, np.inf, -np.inf])]))
 
 
-def test_integer_and_boolean_leaves_are_skipped():
+def test_integer_and_boolean_leaves_count_as_finite():
+  # An optimizer's step count sits beside the floats: it must neither raise nor read as
+  # diverged, and a tree with no float leaf at all is finite (whether a leaf is read or
+  # skipped inside is not observable here).
   tree = {'count': jnp.asarray(2**31 - 1, jnp.int32), 'mask': jnp.ones(3, bool), 'x': jnp.ones(3)}
   assert bool(all_finite(tree))
   assert bool(all_finite({'count': jnp.zeros([], jnp.int32)}))  # no float leaf at all
