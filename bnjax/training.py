@@ -94,6 +94,24 @@ class TrainResult(NamedTuple):
   best_epoch: jax.Array  # int32 epoch of the best dev accuracy, -1 if diverged at once
 
 
+# What a chunk's program adds to its trials' hyperparameters, without a
+# trial axis: its deepest trial's depth (`chunk_depth`).
+CHUNK_DEPTH = 'chunk_depth'
+
+
+def chunk_depth(hp: dict) -> dict:
+  """`{CHUNK_DEPTH: deepest}` of `hp`'s `[trials]` depths, or `{}` without a `depth`.
+
+  Take it outside the `vmap` and merge it into each trial's `hp` inside:
+  a value without the trial axis keeps `mlp_apply`'s `lax.cond` on its
+  `depth_bound` a branch, so that a chunk of two-layer trials skips the
+  third layer instead of computing it and selecting it away. The branch
+  gives what the select gives, so on one machine the numbers are bitwise
+  those of the program without it (`tests/test_search_engine.py`).
+  """
+  return {CHUNK_DEPTH: jnp.max(hp['depth'])} if 'depth' in hp else {}
+
+
 def _masks(config: TrainConfig, hp: dict) -> dict:
   """The trial's architecture masks, under the keywords the configured model takes."""
   if config.model == 'cnn':
@@ -150,6 +168,7 @@ def _apply_model(config: TrainConfig, hp: dict, params, model_state, x: jax.Arra
     model_state,
     x,
     matmul_dtype=config.matmul_dtype,
+    depth_bound=hp.get(CHUNK_DEPTH),
     **common,
     **options,
   )

@@ -118,12 +118,26 @@ def test_bucket_cost_is_the_compile_plus_every_padded_run():
   for trials in (1, size, size + 1):
     runs = -(-trials // size) * size
     expected = chunks.COMPILE_MACS + runs * examples * macs_per_example
-    assert chunks.bucket_cost(config, trials, splits, size) == expected
+    assert chunks.bucket_cost(config, [3] * trials, splits, size) == expected
   # Executions multiply the runs: 3 trials x 2 runs in chunks of 4 are 8 runs.
   four = chunks.chunk_runs(config, splits, one, executions=2, chunk_size=4)
-  assert chunks.bucket_cost(config, 3, splits, four, executions=2) == (
+  assert chunks.bucket_cost(config, [3] * 3, splits, four, executions=2) == (
     chunks.COMPILE_MACS + 8 * examples * macs_per_example
   )
+
+
+def test_a_chunk_costs_its_deepest_run():
+  # Depths 1, 1, 2, 3, 3 in chunks of 2: chunks at depth 1, 3, and 3 (the
+  # last one's filler repeats its first run); each at the bucket's widest.
+  splits = shaped_splits(**MNIST1D)
+  config = TrainConfig(epochs=40, batch_size=128, hidden_sizes=(256,) * 3, num_classes=10)
+  macs = lambda depth: 40 * 256 + (depth - 1) * 256 * 256 + 256 * 10
+  examples = 40 * (3 * 3600 + 400)
+  expected = chunks.COMPILE_MACS + 2 * examples * (macs(1) + macs(3) + macs(3))
+  assert chunks.bucket_cost(config, [1, 1, 2, 3, 3], splits, 2) == expected
+  # Two executions each: runs 1 1 1 1 | 2 2 3 3 | 3 3 in chunks of 4.
+  expected = chunks.COMPILE_MACS + 4 * examples * (macs(1) + macs(3) + macs(3))
+  assert chunks.bucket_cost(config, [1, 1, 2, 3, 3], splits, 4, executions=2) == expected
 
 
 @pytest.mark.parametrize('num_trials', [24, 100])
@@ -132,8 +146,10 @@ def test_the_default_search_costs_no_more_than_the_width_ratio_plan(num_trials):
   splits = shaped_splits(**MNIST1D)
   one = jax.devices()[:1]
   space = as_space(search.DEFAULT_SPACE)
-  price = lambda planned: sum(
-    chunks.bucket_cost(b.config, len(b.trial_ids), splits, chunks.chunk_runs(b.config, splits, one))
+  price = lambda planned, table: sum(
+    chunks.bucket_cost(
+      b.config, buckets.depths(table)[b.trial_ids], splits, chunks.chunk_runs(b.config, splits, one)
+    )
     for b in planned
   )
   cheaper = 0
@@ -149,8 +165,8 @@ def test_the_default_search_costs_no_more_than_the_width_ratio_plan(num_trials):
       real = buckets.layer_widths(table)[bucket.trial_ids]
       assert bucket.config.hidden_sizes[0] == real.max()
       assert len(bucket.config.hidden_sizes) == buckets.depths(table)[bucket.trial_ids].max()
-    assert price(by_cost) <= price(by_ratio)
-    cheaper += price(by_cost) < price(by_ratio)
+    assert price(by_cost, table) <= price(by_ratio, table)
+    cheaper += price(by_cost, table) < price(by_ratio, table)
   assert cheaper >= 3  # it is a real gain on most draws, not a tie
 
 
@@ -168,7 +184,7 @@ def test_cnn_groups_split_by_the_default_ratio_under_cost():
   n = 4
   table = with_defaults({'model': ['cnn'] * n, 'channels': [4, 5, 9, 16], 'num_blocks': [1] * n}, n)
 
-  def no_price(config, trials):
+  def no_price(config, depths):
     raise AssertionError('a CNN bucket was priced')
 
   by_cost = buckets.make_buckets(
@@ -179,3 +195,13 @@ def test_cnn_groups_split_by_the_default_ratio_under_cost():
   )
   assert [b.trial_ids.tolist() for b in by_cost] == [b.trial_ids.tolist() for b in by_ratio]
   assert [b.trial_ids.tolist() for b in by_cost] == [[0, 1], [2], [3]]
+
+
+def test_a_bucket_lists_its_trials_shallowest_first_so_chunks_hold_one_depth():
+  depth = [3, 2, 3, 2, 2, 3, 2, 3]
+  table = with_defaults({'hidden_units': [16] * 8, 'num_layers': depth}, 8)
+  (bucket,) = buckets.make_buckets(table, epochs=1, num_classes=3, width_ratio=None)
+  assert bucket.trial_ids.tolist() == [1, 3, 4, 6, 0, 2, 5, 7]  # by depth, then by id
+  splits = shaped_splits(n_train=256, n_dev=16, features=4, classes=3)
+  plan = chunks.plan_chunks([bucket], splits, jax.devices()[:1], executions=1, chunk_size=4)
+  assert [np.asarray(depth)[bucket.trial_ids[c.rows]].tolist() for c in plan] == [[2] * 4, [3] * 4]

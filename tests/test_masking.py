@@ -151,3 +151,41 @@ def test_init_ignores_padding_and_uses_real_fan_in():
 def test_depth_masking_needs_equal_sizes():
   with pytest.raises(ValueError, match='hidden size must be equal'):
     bnjax.mlp_init(jax.random.key(0), IN, (6, 4), CLASSES, depth=1)
+
+
+def test_a_depth_bound_skips_layers_and_changes_no_number():
+  # A chunk of trials 1 and 2 layers deep, padded to 3: with the chunk's
+  # deepest (2, without the trial axis) as `depth_bound`, the third layer is
+  # a branch not taken instead of work computed and selected away.
+  depths = jnp.asarray([1, 2])
+  keys = jax.random.split(jax.random.key(7), 2)
+  x = jax.random.normal(jax.random.key(8), (BATCH, IN))
+  y = jax.random.randint(jax.random.key(9), (BATCH,), 0, CLASSES)
+
+  def trial(key, depth, bound):
+    widths = jnp.asarray([PADDED] * MAX_DEPTH)
+    params, state = bnjax.mlp_init(
+      key, IN, (PADDED,) * MAX_DEPTH, CLASSES, widths=widths, depth=depth
+    )
+
+    def loss(params):
+      options = dict(widths=widths, depth=depth, depth_bound=bound, keep_prob=0.8)
+      logits, new_state = bnjax.mlp_apply(params, state, x, training=True, key=key, **options)
+      return jnp.mean(bnjax.softmax_cross_entropy(logits, y)), (logits, new_state)
+
+    return jax.value_and_grad(loss, has_aux=True)(params)
+
+  selected = lambda keys, depths: jax.vmap(lambda k, d: trial(k, d, None))(keys, depths)
+  skipped = lambda keys, depths: jax.vmap(lambda k, d: trial(k, d, jnp.max(depths)))(keys, depths)
+  # Only the bound without a trial axis keeps a `cond`: vmap turns a batched one into a select.
+  assert 'cond[' in str(jax.make_jaxpr(skipped)(keys, depths))
+  assert 'cond[' not in str(jax.make_jaxpr(selected)(keys, depths))
+  # The branch returns what the select picked: the layer's input and its old BN state,
+  # and no gradient reaches the skipped layer. (Two programs: equal to rounding.)
+  want, got = jax.jit(selected)(keys, depths), jax.jit(skipped)(keys, depths)
+  chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-7)
+  (_, (_, state)), grads = got
+  np.testing.assert_array_equal(grads['layers'][2]['w'], 0.0)
+  np.testing.assert_array_equal(state['layers'][2]['mean'], 0.0)
+  # Trial 0 (depth 1) skipped layers 1 and 2 the same way, under the chunk's bound of 2.
+  np.testing.assert_array_equal(grads['layers'][1]['w'][0], 0.0)

@@ -393,9 +393,10 @@ def test_results_do_not_depend_on_the_depths_of_neighbours(splits):
 
 
 def test_results_do_not_depend_on_the_chunk_a_trial_lands_in(chunked):
-  # Chunks of 2 on one device: [0, 1] [2, 3] [4, 5] against [1, 2] [3, 4]
-  # [5, 6]. Each of trials 1..5 meets another neighbour at another position
-  # of its chunk, and keeps its numbers bit for bit.
+  # Chunks of 2 on one device, a bucket's trials shallowest first: [1, 3]
+  # [0, 2] [4, 5] against [1, 3] [2, 4] [5, 6]. Trials 2, 4 and 5 meet
+  # another neighbour at another position of their chunk, and keep their
+  # numbers bit for bit.
   pairs, shifted = chunked['pairs'], chunked['pairs_shifted']
   assert pairs.info['chunks'] == shifted.info['chunks'] == 3
   assert list(shifted.column('trial_id')) == list(range(1, 7))
@@ -411,7 +412,9 @@ def test_same_seed_is_bitwise_reproducible(chunked):
 def test_results_do_not_depend_on_device_count(chunked):
   # Four devices in chunks of 4 (the second padded with repeats of trial 4),
   # two in chunks of 2: one trial per device per call, the same program on
-  # each device.
+  # each device. Trials 1 and 3 (one layer of two) run the second layer and
+  # select it away in the first chunk of 4, and skip it in their chunk of 2
+  # (`training.chunk_depth`): the same numbers either way.
   four, two = chunked['four_devices'], chunked['two_devices']
   assert four.info['devices'] == 4 and two.info['devices'] == 2
   assert four.info['chunks'] == 2 and two.info['chunks'] == 3

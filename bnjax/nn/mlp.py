@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from bnjax import registry
 from bnjax.nn import normalization, stable_random
@@ -224,6 +225,7 @@ def mlp_apply(
   keep_prob: jax.typing.ArrayLike = 1.0,
   widths: jax.typing.ArrayLike | None = None,
   depth: jax.typing.ArrayLike | None = None,
+  depth_bound: jax.typing.ArrayLike | None = None,
   mask: jax.Array | None = None,
   axis_name: str | None = None,
   matmul_dtype: str = 'float32',
@@ -242,6 +244,11 @@ def mlp_apply(
     bn_momentum, bn_eps: BN running-average momentum and epsilon (traceable).
     keep_prob: dropout keep probability of hidden units (traceable).
     widths, depth: the masks given to `mlp_init` (traceable).
+    depth_bound: optional traced int at least every `depth` it is applied
+      with: layers at or past it are skipped by a `lax.cond` instead of
+      computed and discarded. Under `vmap`, give it without the trial axis
+      (a chunk's deepest trial) so that the cond stays a branch; the result
+      is the same either way.
     mask: optional `[batch]` bool; False rows stay out of BN statistics.
     axis_name: pool BN statistics over this named axis.
     matmul_dtype: 'float32', or 'bfloat16' (matmul inputs rounded, float32 sums).
@@ -265,21 +272,29 @@ def mlp_apply(
   for i, (layer, layer_state) in enumerate(zip(params['layers'], state['layers'], strict=True)):
     # Layer 0 is always real: depth >= 1.
     active = i < jnp.asarray(depth) if depth is not None and i > 0 else None
-    h, new_state = normalize_and_activate(
-      layer,
-      layer_state,
-      matmul(a, layer['w'], matmul_dtype),
-      activation=activation,
-      bn_placement=bn_placement,
-      bn_options=bn_options,
-      unit_mask=unit_masks[i],
-      active=active,
-    )
-    if training and key is not None:
-      h = dropout(jax.random.fold_in(key, i), h, keep_prob)
-    if active is not None:
-      h = jnp.where(active, h, a)
+
+    def hidden(a, layer_state, i=i, layer=layer, active=active):
+      h, new_state = normalize_and_activate(
+        layer,
+        layer_state,
+        matmul(a, layer['w'], matmul_dtype),
+        activation=activation,
+        bn_placement=bn_placement,
+        bn_options=bn_options,
+        unit_mask=unit_masks[i],
+        active=active,
+      )
+      if training and key is not None:
+        h = dropout(jax.random.fold_in(key, i), h, keep_prob)
+      if active is not None:
+        h = jnp.where(active, h, a)
+      return h, new_state
+
+    if active is not None and depth_bound is not None:
+      # What the select above gives every trial past its depth, without the work.
+      a, new_state = lax.cond(i < depth_bound, hidden, lambda a, s: (a, s), a, layer_state)
+    else:
+      a, new_state = hidden(a, layer_state)
     new_states.append(new_state)
-    a = h
   logits = matmul(a, params['output']['w'], matmul_dtype) + params['output']['b']
   return logits, {'layers': new_states}

@@ -41,7 +41,7 @@ MAX_CUTS = 64
 
 class Bucket(NamedTuple):
   static: dict  # the static hyperparameter values its trials share
-  trial_ids: np.ndarray  # [n] int, positions in the trial table
+  trial_ids: np.ndarray  # [n] int, positions in the trial table, shallowest first
   config: TrainConfig
 
 
@@ -97,17 +97,18 @@ def make_buckets(
   eval_batch_size: int = 1024,
   width_ratio: float | str | None = DEFAULT_WIDTH_RATIO,
   input_shape: tuple[int, ...] = (),
-  price: Callable[[TrainConfig, int], float] | None = None,
+  price: Callable[[TrainConfig, np.ndarray], float] | None = None,
 ) -> list[Bucket]:
   """Groups trials by their static values, then by width (and depth).
 
   Padding a 100-unit trial to 300 units costs it 9 times the work, so a
   static group is split wherever the widest trial would exceed `width_ratio`
   times the narrowest (None: never split). `width_ratio='cost'` instead
-  splits an MLP group the way `price(config, trials)` (what a bucket of
-  `trials` trials at `config` costs) prices lowest, by width and, where that
-  is cheaper, by depth first; CNN groups then split by `DEFAULT_WIDTH_RATIO`.
-  Each bucket compiles once. `input_shape` is the data's shape without the
+  splits an MLP group the way `price(config, depths)` (what a bucket at
+  `config` of trials of these real depths, shallowest first, costs) prices
+  lowest, by width and, where that is cheaper, by depth first; CNN groups
+  then split by `DEFAULT_WIDTH_RATIO`. Each bucket compiles once, and lists
+  its trials shallowest first. `input_shape` is the data's shape without the
   batch axis (`Splits.input_shape`), which the CNN convolves over; the MLP
   flattens it.
   """
@@ -165,9 +166,13 @@ def make_buckets(
     elif values['model'] == 'cnn':
       split = _width_groups(ids, trial_width, DEFAULT_WIDTH_RATIO)
     else:
-      cost = lambda group, values=values: price(config_of(values, group), len(group))
+      cost = lambda group, values=values: price(config_of(values, group), np.sort(depth[group]))
       split = _cheapest_groups(ids, trial_width, depth, cost)
-    buckets.extend(Bucket(values, group, config_of(values, group)) for group in split)
+    for group in split:
+      # Shallowest first, so that chunks hold one depth where they can: a
+      # chunk skips the layers none of its trials has (`training.chunk_depth`).
+      group = group[np.argsort(depth[group], kind='stable')]
+      buckets.append(Bucket(values, group, config_of(values, group)))
   return buckets
 
 

@@ -111,21 +111,28 @@ def num_params(config: TrainConfig, in_features: int) -> int:
 
 
 def bucket_cost(
-  config: TrainConfig, trials: int, splits: Splits, chunk: int, *, executions: int = 1
+  config: TrainConfig, depths: np.ndarray, splits: Splits, chunk: int, *, executions: int = 1
 ) -> float:
-  """What a bucket of `trials` MLP trials at `config` costs, in multiply-adds.
+  """What a bucket of MLP trials of real `depths` at `config` costs, in multiply-adds.
 
   Its compile (`COMPILE_MACS`), plus every run its chunks of `chunk` runs
   (its `chunk_runs`) hold, the filler of the last one included, at the
-  bucket's widest and deepest: a forward and the backward's two matmuls per
-  training example, a forward per dev example, every epoch.
+  bucket's widest and at the chunk's deepest (a chunk skips the layers none
+  of its runs has, `training.chunk_depth`; `depths` in the bucket's order,
+  shallowest first): a forward and the backward's two matmuls per training
+  example, a forward per dev example, every epoch.
   `buckets.make_buckets(width_ratio='cost')` splits by it. The matmuls stand
   for the whole step: BN, dropout and the optimizer grow with the same
   widths (`benchmarks/step_costs.py`).
   """
-  runs = -(-trials * executions // chunk) * chunk
+  runs = np.repeat(np.asarray(depths, np.int64), executions)
+  deepest = np.maximum.reduceat(runs, np.arange(0, len(runs), chunk))
+  width = max(config.hidden_sizes)
+  at = lambda depth: num_params(config._replace(hidden_sizes=(width,) * depth), splits.num_features)
+  chunk_depths, counts = np.unique(deepest, return_counts=True)
+  runs_params = sum(int(n) * chunk * at(int(d)) for d, n in zip(chunk_depths, counts, strict=True))
   examples = config.epochs * (3 * len(splits.y_train) + len(splits.y_dev))
-  return COMPILE_MACS + runs * examples * num_params(config, splits.num_features)
+  return COMPILE_MACS + examples * runs_params
 
 
 def cache_bytes(root: str = '/sys/devices/system/cpu/cpu0/cache') -> int:

@@ -358,8 +358,8 @@ def _buckets(
   def chunk_of(config: TrainConfig) -> int:
     return chunks.chunk_runs(config, splits, devices, executions=executions, chunk_size=chunk_size)
 
-  def price(config: TrainConfig, trials: int) -> float:
-    return chunks.bucket_cost(config, trials, splits, chunk_of(config), executions=executions)
+  def price(config: TrainConfig, depths: np.ndarray) -> float:
+    return chunks.bucket_cost(config, depths, splits, chunk_of(config), executions=executions)
 
   return buckets.make_buckets(
     table,

@@ -57,6 +57,7 @@ from bnjax.training import (
   TrainData,
   TrainResult,
   TrialState,
+  chunk_depth,
   finish,
   init_trial,
   train_epochs,
@@ -77,7 +78,8 @@ def _init(config: TrainConfig, hp: dict, keys: jax.Array, data: TrainData) -> Tr
 def _segment(
   config: TrainConfig, hp: dict, population: TrialState, data: TrainData, epochs: int
 ) -> tuple[TrialState, dict]:
-  segment = lambda hp, trial: train_epochs(config, hp, trial, data, epochs)
+  bound = chunk_depth(hp)
+  segment = lambda hp, trial: train_epochs(config, {**hp, **bound}, trial, data, epochs)
   return jax.vmap(segment)(hp, population)
 
 
