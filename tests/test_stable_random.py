@@ -34,6 +34,17 @@ def test_leading_block_equals_smaller_draw():
       np.testing.assert_array_equal(np.asarray(big[name])[:r, :c], small[name])
 
 
+def test_normals_are_each_streams_own_draw():
+  # One draw as wide as the widest, cut: by the leading-block property, the
+  # numbers each `normal(fold_in(key, stream), shape)` gives on its own.
+  key = jax.random.key(5)
+  streams, shapes = (0, 1, 2**31 - 1), [(3, 9), (9, 9), (9, 2)]
+  drawn = jax.jit(lambda key: stable_random.normals(key, streams, shapes))(key)
+  for stream, shape, got in zip(streams, shapes, drawn, strict=True):
+    want = _jitted(shape)(jax.random.fold_in(key, stream))['normal']
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize('name', DRAWS)
 def test_draws_differ_across_keys_rows_and_columns(name):
   a = np.asarray(_jitted(BIG)(jax.random.key(0))[name])

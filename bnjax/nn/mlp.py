@@ -97,12 +97,16 @@ def mlp_init(
     else jnp.asarray(hidden_sizes, jnp.float32)
   )
 
+  fan_ins = (in_features, *hidden_sizes)
+  streams = (*range(len(hidden_sizes)), OUTPUT_LAYER_STREAM)
+  shapes = [*zip(fan_ins[:-1], hidden_sizes, strict=True), (fan_ins[-1], num_classes)]
+  *hidden_draws, output_draw = stable_random.normals(key, streams, shapes)
+
   layers, states = [], []
   fan_in, row_mask, fan_in_real = in_features, None, float(in_features)
   for i, size in enumerate(hidden_sizes):
     col_mask = layer_columns(i, size, unit_masks[i], depth)
-    draw = stable_random.normal(jax.random.fold_in(key, i), (fan_in, size))
-    w = scale_weights(draw, init, fan_in_real, row_mask, col_mask, dtype)
+    w = scale_weights(hidden_draws[i], init, fan_in_real, row_mask, col_mask, dtype)
     layer, layer_state = init_layer(w, batch_norm=batch_norm, bn_placement=bn_placement)
     layers.append(layer)
     states.append(layer_state)
@@ -113,9 +117,8 @@ def mlp_init(
     fan_in_real = real[last]
     if widths is not None:
       row_mask = (jnp.arange(fan_in) < real[last]).astype(jnp.float32)
-  draw = stable_random.normal(jax.random.fold_in(key, OUTPUT_LAYER_STREAM), (fan_in, num_classes))
   output = {
-    'w': scale_weights(draw, init, fan_in_real, row_mask, None, dtype),
+    'w': scale_weights(output_draw, init, fan_in_real, row_mask, None, dtype),
     'b': jnp.zeros((num_classes,), dtype),
   }
   return {'layers': layers, 'output': output}, {'layers': states}

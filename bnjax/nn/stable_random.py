@@ -42,6 +42,32 @@ def normal(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32) -> jax.Arr
   return _rows(lambda k, s: jax.random.normal(k, s, dtype), key, shape)
 
 
+def normals(key: jax.Array, streams, shapes, dtype=jnp.float32) -> list[jax.Array]:
+  """`normal(fold_in(key, stream), shape)` for each stream and shape, in one draw.
+
+  Every row of every matrix is drawn as wide as the widest, then cut to its
+  own width: by the leading-block property that is the same numbers, and one
+  threefry and one inverse-CDF compile instead of one per matrix (the init
+  of a deep MLP compiled in a quarter of the time).
+  """
+  for shape in shapes:
+    _check_matrix(shape)
+  cols = max(shape[1] for shape in shapes)
+  fold = jax.vmap(jax.random.fold_in, in_axes=(None, 0))
+  row_keys = jnp.concatenate(
+    [
+      fold(jax.random.fold_in(key, stream), jnp.arange(rows))
+      for stream, (rows, _) in zip(streams, shapes, strict=True)
+    ]
+  )
+  draws = jax.vmap(lambda k: jax.random.normal(k, (cols,), dtype))(row_keys)
+  out, begin = [], 0
+  for rows, width in shapes:
+    out.append(draws[begin : begin + rows, :width])
+    begin += rows
+  return out
+
+
 def uniform(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32) -> jax.Array:
   """Uniform [0, 1) draws with the same padding stability as `normal`."""
   return _rows(lambda k, s: jax.random.uniform(k, s, dtype), key, shape)
