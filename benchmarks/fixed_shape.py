@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 import bnjax
 from benchmarks import timing
+from bnjax import training
 
 HIDDEN = (256, 256, 256)
 BATCH_SIZE = 128
@@ -69,16 +70,24 @@ def vectorized(
   repeats: int,
   hp_values=None,
   compiler_options=None,
+  chunk_depth=False,
   **options,
 ) -> dict:
   """`jit(vmap(train))` over `num_trials` Adam trials: seconds per call and the compile.
 
-  `hp_values` overrides hyperparameters (`keep_prob`, ...); `options` the
-  `TrainConfig`; `compiler_options` go to XLA (`jax.stages.Lowered.compile`).
+  `hp_values` overrides hyperparameters (`keep_prob`, `widths` and `depth`,
+  ...); `options` the `TrainConfig`; `compiler_options` go to XLA
+  (`jax.stages.Lowered.compile`). With `chunk_depth` the program passes its
+  deepest trial's depth as the engine's chunks do (`training.chunk_depth`),
+  so that layers no trial has are skipped rather than selected away.
   """
-  train = jax.jit(
-    jax.vmap(bnjax.make_train(config(epochs, splits.num_classes, **options)), in_axes=(0, 0, None))
-  )
+  one = bnjax.make_train(config(epochs, splits.num_classes, **options))
+
+  def chunk(hp, keys, data):
+    bound = training.chunk_depth(hp) if chunk_depth else {}
+    return jax.vmap(lambda hp, key: one({**hp, **bound}, key, data))(hp, keys)
+
+  train = jax.jit(chunk)
   hp = bnjax.hparams(**(hp_values or {}))
   hp = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_trials, *jnp.shape(v))), hp)
   keys = jax.random.split(jax.random.key(0), num_trials)

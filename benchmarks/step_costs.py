@@ -19,6 +19,10 @@ and range of `--repeats` calls, the 1-minute load beside it.
   cannot be removed this way: it is a traced index (`bnjax.optim.transforms`),
   so SGD and Adam trials run one program that computes Adam's moments for
   both.
+* **Depth**: trials of two layers in the three-layer program, with the
+  third layer selected away (a `vmap` of the depth mask) and skipped (the
+  chunk's deepest trial passed without the trial axis, as the engine's
+  chunks pass it: `bnjax.training.chunk_depth`).
 * **The matmul floor**: not bnjax's step but what its matmuls alone cost, a
   plain network of the same shapes (dense layers and ReLU, softmax
   cross-entropy, SGD; no BN, dropout, masking or divergence check) trained
@@ -86,7 +90,7 @@ def _epochs(num_trials: int) -> int:
   return max(2, 16 // num_trials)  # at least 16 trial-epochs per call
 
 
-def _time(splits, width: int, num_trials: int, options: dict, hp_values: dict | None) -> str:
+def _time(splits, width: int, num_trials: int, options: dict, hp_values: dict | None, **kw) -> str:
   measured = fixed_shape.vectorized(
     splits,
     num_trials,
@@ -94,6 +98,7 @@ def _time(splits, width: int, num_trials: int, options: dict, hp_values: dict | 
     REPEATS.value,
     hp_values,
     hidden_sizes=(width,) * 3,
+    **kw,
     **options,
   )
   return _format(measured)
@@ -173,6 +178,12 @@ def main(argv):
     for name, (options, hp_values, check) in PARTS.items():
       with _divergence_check(check):
         measured = _time(splits, WIDTH.value, NUM_TRIALS.value, options, hp_values)
+      print(f'  round {round_ + 1}, {name:30s} {measured}', flush=True)
+    two_layers = {**DROPOUT[1], 'widths': [WIDTH.value] * 3, 'depth': 2}
+    for name, skip in (('2 of 3 layers, selected away', False), ('2 of 3 layers, skipped', True)):
+      measured = _time(
+        splits, WIDTH.value, NUM_TRIALS.value, DROPOUT[0], two_layers, chunk_depth=skip
+      )
       print(f'  round {round_ + 1}, {name:30s} {measured}', flush=True)
     for name, adam in (('matmul floor, SGD', False), ('matmul floor, Adam', True)):
       floor = matmul_floor(
