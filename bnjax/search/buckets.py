@@ -157,6 +157,12 @@ def make_buckets(
       head=values['head'],
     )
 
+  def shallowest_first(group: np.ndarray) -> np.ndarray:
+    # A bucket's order, which its price assumes too: chunks hold one depth
+    # where they can, and a chunk skips the layers none of its trials has
+    # (`training.vmap_chunk`).
+    return group[np.argsort(depth[group], kind='stable')]
+
   buckets = []
   for key, ids in groups.items():
     ids = np.asarray(ids)
@@ -166,12 +172,12 @@ def make_buckets(
     elif values['model'] == 'cnn':
       split = _width_groups(ids, trial_width, DEFAULT_WIDTH_RATIO)
     else:
-      cost = lambda group, values=values: price(config_of(values, group), np.sort(depth[group]))
+      cost = lambda group, values=values: price(
+        config_of(values, group), depth[shallowest_first(group)]
+      )
       split = _cheapest_groups(ids, trial_width, depth, cost)
     for group in split:
-      # Shallowest first, so that chunks hold one depth where they can: a
-      # chunk skips the layers none of its trials has (`training.chunk_depth`).
-      group = group[np.argsort(depth[group], kind='stable')]
+      group = shallowest_first(group)
       buckets.append(Bucket(values, group, config_of(values, group)))
   return buckets
 
