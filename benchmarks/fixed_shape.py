@@ -70,22 +70,22 @@ def vectorized(
   repeats: int,
   hp_values=None,
   compiler_options=None,
-  chunk_depth=False,
+  skip_layers=False,
   **options,
 ) -> dict:
   """`jit(vmap(train))` over `num_trials` Adam trials: seconds per call and the compile.
 
   `hp_values` overrides hyperparameters (`keep_prob`, `widths` and `depth`,
   ...); `options` the `TrainConfig`; `compiler_options` go to XLA
-  (`jax.stages.Lowered.compile`). With `chunk_depth` the program passes its
-  deepest trial's depth as the engine's chunks do (`training.chunk_depth`),
-  so that layers no trial has are skipped rather than selected away.
+  (`jax.stages.Lowered.compile`). With `skip_layers` the trials are vmapped
+  as the engine's chunks are (`training.vmap_chunk`), so that layers no
+  trial has are skipped rather than selected away.
   """
   one = bnjax.make_train(config(epochs, splits.num_classes, **options))
+  vmap = training.vmap_chunk if skip_layers else jax.vmap
 
   def chunk(hp, keys, data):
-    bound = training.chunk_depth(hp) if chunk_depth else {}
-    return jax.vmap(lambda hp, key: one({**hp, **bound}, key, data))(hp, keys)
+    return vmap(lambda hp, key: one(hp, key, data))(hp, keys)
 
   train = jax.jit(chunk)
   hp = bnjax.hparams(**(hp_values or {}))

@@ -22,7 +22,7 @@ and range of `--repeats` calls, the 1-minute load beside it.
 * **Depth**: trials of two layers in the three-layer program, with the
   third layer selected away (a `vmap` of the depth mask) and skipped (the
   chunk's deepest trial passed without the trial axis, as the engine's
-  chunks pass it: `bnjax.training.chunk_depth`).
+  chunks pass it: `bnjax.training.vmap_chunk`).
 * **The matmul floor**: not bnjax's step but what its matmuls alone cost, a
   plain network of the same shapes (dense layers and ReLU, softmax
   cross-entropy, SGD; no BN, dropout, masking or divergence check) trained
@@ -182,7 +182,7 @@ def main(argv):
     two_layers = {**DROPOUT[1], 'widths': [WIDTH.value] * 3, 'depth': 2}
     for name, skip in (('2 of 3 layers, selected away', False), ('2 of 3 layers, skipped', True)):
       measured = _time(
-        splits, WIDTH.value, NUM_TRIALS.value, DROPOUT[0], two_layers, chunk_depth=skip
+        splits, WIDTH.value, NUM_TRIALS.value, DROPOUT[0], two_layers, skip_layers=skip
       )
       print(f'  round {round_ + 1}, {name:30s} {measured}', flush=True)
     for name, adam in (('matmul floor, SGD', False), ('matmul floor, Adam', True)):

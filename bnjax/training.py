@@ -94,22 +94,29 @@ class TrainResult(NamedTuple):
   best_epoch: jax.Array  # int32 epoch of the best dev accuracy, -1 if diverged at once
 
 
-# What a chunk's program adds to its trials' hyperparameters, without a
-# trial axis: its deepest trial's depth (`chunk_depth`).
+# What `vmap_chunk` adds to each trial's hyperparameters, without a trial
+# axis: the chunk's deepest trial's depth (`mlp_apply`'s `depth_bound`).
 CHUNK_DEPTH = 'chunk_depth'
 
 
-def chunk_depth(hp: dict) -> dict:
-  """`{CHUNK_DEPTH: deepest}` of `hp`'s `[trials]` depths, or `{}` without a `depth`.
+def vmap_chunk(fn: Callable) -> Callable:
+  """`jax.vmap(fn)` over a chunk of trials, `fn(hp, *args)`, each `hp` told the chunk's depth.
 
-  Take it outside the `vmap` and merge it into each trial's `hp` inside:
-  a value without the trial axis keeps `mlp_apply`'s `lax.cond` on its
-  `depth_bound` a branch, so that a chunk of two-layer trials skips the
-  third layer instead of computing it and selecting it away. The branch
-  gives what the select gives, so on one machine the numbers are bitwise
-  those of the program without it (`tests/test_search_engine.py`).
+  The chunk's deepest depth is taken outside the `vmap` and merged into
+  each trial's `hp` (as `CHUNK_DEPTH`): a value without the trial axis keeps
+  `mlp_apply`'s `lax.cond` on its `depth_bound` a branch, so that a chunk of
+  two-layer trials skips the third layer instead of computing it and
+  selecting it away. The branch gives what the select gives, so on one
+  machine the numbers are bitwise those of `jax.vmap(fn)`
+  (`tests/test_search_engine.py`). Every argument is vmapped over its
+  leading axis; close over what the trials share.
   """
-  return {CHUNK_DEPTH: jnp.max(hp['depth'])} if 'depth' in hp else {}
+
+  def chunk(hp: dict, *args):
+    bound = {CHUNK_DEPTH: jnp.max(hp['depth'])} if 'depth' in hp else {}
+    return jax.vmap(lambda hp, *args: fn({**hp, **bound}, *args))(hp, *args)
+
+  return chunk
 
 
 def _masks(config: TrainConfig, hp: dict) -> dict:

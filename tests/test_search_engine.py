@@ -414,7 +414,7 @@ def test_results_do_not_depend_on_device_count(chunked):
   # two in chunks of 2: one trial per device per call, the same program on
   # each device. Trials 1 and 3 (one layer of two) run the second layer and
   # select it away in the first chunk of 4, and skip it in their chunk of 2
-  # (`training.chunk_depth`): the same numbers either way.
+  # (`training.vmap_chunk`): the same numbers either way.
   four, two = chunked['four_devices'], chunked['two_devices']
   assert four.info['devices'] == 4 and two.info['devices'] == 2
   assert four.info['chunks'] == 2 and two.info['chunks'] == 3

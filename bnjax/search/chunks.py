@@ -118,7 +118,7 @@ def bucket_cost(
   Its compile (`COMPILE_MACS`), plus every run its chunks of `chunk` runs
   (its `chunk_runs`) hold, the filler of the last one included, at the
   bucket's widest and at the chunk's deepest (a chunk skips the layers none
-  of its runs has, `training.chunk_depth`; `depths` in the bucket's order,
+  of its runs has, `training.vmap_chunk`; `depths` in the bucket's order,
   shallowest first): a forward and the backward's two matmuls per training
   example, a forward per dev example, every epoch.
   `buckets.make_buckets(width_ratio='cost')` splits by it. The matmuls stand

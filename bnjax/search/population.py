@@ -57,10 +57,10 @@ from bnjax.training import (
   TrainData,
   TrainResult,
   TrialState,
-  chunk_depth,
   finish,
   init_trial,
   train_epochs,
+  vmap_chunk,
 )
 
 CHECKPOINT_FORMAT = 1
@@ -78,9 +78,8 @@ def _init(config: TrainConfig, hp: dict, keys: jax.Array, data: TrainData) -> Tr
 def _segment(
   config: TrainConfig, hp: dict, population: TrialState, data: TrainData, epochs: int
 ) -> tuple[TrialState, dict]:
-  bound = chunk_depth(hp)
-  segment = lambda hp, trial: train_epochs(config, {**hp, **bound}, trial, data, epochs)
-  return jax.vmap(segment)(hp, population)
+  segment = lambda hp, trial: train_epochs(config, hp, trial, data, epochs)
+  return vmap_chunk(segment)(hp, population)
 
 
 def init_population(config: TrainConfig, hp: dict, keys: jax.Array, data: TrainData) -> TrialState:

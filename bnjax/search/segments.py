@@ -38,7 +38,7 @@ import numpy as np
 from bnjax import distributed
 from bnjax.search import population as pop
 from bnjax.search.folds import fold_data
-from bnjax.training import TrainConfig, TrainResult, chunk_depth, init_trial, train_epochs
+from bnjax.training import TrainConfig, TrainResult, init_trial, train_epochs, vmap_chunk
 
 # Epochs per segment by default (see `segment_lengths`).
 SEGMENT_EPOCHS = 10
@@ -98,11 +98,8 @@ def programs(
     _segment_traces += 1
     if not folds:
       return pop.run_segment(config, hp, population, data, epochs)
-    bound = chunk_depth(hp)
-    run = lambda hp, trial, fold: train_epochs(
-      config, {**hp, **bound}, trial, fold_data(data, fold), epochs
-    )
-    return jax.vmap(run)(hp, population, fold)
+    run = lambda hp, trial, fold: train_epochs(config, hp, trial, fold_data(data, fold), epochs)
+    return vmap_chunk(run)(hp, population, fold)
 
   def finish(population, metrics):
     return pop.finish_population(config, population, metrics)
