@@ -187,5 +187,6 @@ def test_a_depth_bound_skips_layers_and_changes_no_number():
   (_, (_, state)), grads = got
   np.testing.assert_array_equal(grads['layers'][2]['w'], 0.0)
   np.testing.assert_array_equal(state['layers'][2]['mean'], 0.0)
-  # Trial 0 (depth 1) skipped layers 1 and 2 the same way, under the chunk's bound of 2.
+  # Trial 0 (depth 1) gets no gradient in layer 1 either: the chunk's bound of 2 runs
+  # that layer, and the mask selects it away for trial 0.
   np.testing.assert_array_equal(grads['layers'][1]['w'][0], 0.0)

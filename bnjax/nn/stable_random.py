@@ -47,8 +47,9 @@ def normals(key: jax.Array, streams, shapes, dtype=jnp.float32) -> list[jax.Arra
 
   Every row of every matrix is drawn as wide as the widest, then cut to its
   own width: by the leading-block property that is the same numbers, and one
-  threefry and one inverse-CDF compile instead of one per matrix (the init
-  of a deep MLP compiled in a quarter of the time).
+  threefry and one inverse-CDF compile instead of one per matrix (a chunk's
+  `mlp_init` at 3 x 420 units, 4 trials, compiled in 0.94 s instead of 2.22 s
+  on the 2-core CPU).
   """
   for shape in shapes:
     _check_matrix(shape)
