@@ -99,6 +99,12 @@ SEGMENT_EPOCHS = flags.DEFINE_integer(
   'Epochs between checkpoints of the chunk in flight (a kill -9 loses at most that many); '
   '0: about 10, dividing --epochs where it can. The numbers do not depend on it.',
 )
+CONCURRENT_CHUNKS = flags.DEFINE_integer(
+  'concurrent_chunks',
+  0,
+  'Chunks trained at once, each in its own thread; 0: 2 on a single CPU device (the second '
+  'fills the cores the first leaves idle), else 1. The numbers do not depend on it.',
+)
 POINTS = flags.DEFINE_integer('points_per_axis', 3, 'grid: values per searched name.')
 ROUNDS = flags.DEFINE_integer('rounds', 2, 'coarse_to_fine: rounds.')
 KEEP = flags.DEFINE_float('keep', 0.1, 'coarse_to_fine: share of trials the next round centres on.')
@@ -203,6 +209,7 @@ def strategy_options(strategy: str, output_dir: str) -> dict:
     top_k=TOP_K.value,
     chunk_size=CHUNK_SIZE.value or None,
     segment_epochs=SEGMENT_EPOCHS.value or None,
+    concurrent_chunks=CONCURRENT_CHUNKS.value or None,
     output_dir=output_dir,
     storage=STORAGE.value,
     study_name=STUDY_NAME.value,

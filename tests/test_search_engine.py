@@ -571,7 +571,7 @@ def test_a_chunk_cut_off_between_segments_goes_on_from_its_checkpoint(splits, tm
 
   saved, restored = [], []
 
-  def crash(segment):
+  def crash(chunk, segment):
     saved.append(segment)
     if segment == 1:
       raise Crash
@@ -580,7 +580,9 @@ def test_a_chunk_cut_off_between_segments_goes_on_from_its_checkpoint(splits, tm
     run(SELECT_TABLE, splits, in_flight=segments.InFlight(tmp_path, on_save=crash), **options)
   assert saved == [0, 1] and len(os.listdir(tmp_path)) == 1  # the latest save only
   in_flight = segments.InFlight(
-    tmp_path, on_save=saved.append, on_restore=lambda *epochs: restored.append(epochs)
+    tmp_path,
+    on_save=lambda chunk, segment: saved.append(segment),
+    on_restore=lambda *epochs: restored.append(epochs),
   )
   resumed = run(SELECT_TABLE, splits, in_flight=in_flight, **options)
   # Epochs 5 and 6 ran here; the last boundary is not saved, and once the

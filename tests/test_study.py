@@ -375,13 +375,14 @@ import sys
 from bnjax import data, files, search
 splits = data.load(sys.argv[1])
 results = search.run('random', sys.argv[2], splits, num_trials=6, seed=1, epochs=2, top_k=2,
-                     chunk_size=2, segment_epochs=1, output_dir=sys.argv[3], report=print)
+                     chunk_size=2, segment_epochs=1, output_dir=sys.argv[3], report=print,
+                     concurrent_chunks=int(sys.argv[4]))
 results.to_csv(sys.argv[3] + '/results.csv')
 files.write_json(sys.argv[3] + '/best.json', results.winner())
 """
 
 
-def run_search(data_file, output_dir, crash_at=None):
+def run_search(data_file, output_dir, crash_at=None, concurrent_chunks=1):
   env = dict(os.environ)
   env['XLA_FLAGS'] = env.get('XLA_FLAGS', '').replace(
     '--xla_force_host_platform_device_count=4', ''
@@ -397,6 +398,7 @@ def run_search(data_file, output_dir, crash_at=None):
       str(data_file),
       SPEC.replace('fixed:12', 'int:8:12'),
       output_dir,
+      str(concurrent_chunks),
     ],
     cwd=ROOT,
     env=env,
@@ -432,22 +434,28 @@ def uninterrupted(data_file, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('concurrent_chunks', [1, 2])
 @pytest.mark.parametrize('crash_at', ['chunk0:claimed', 'chunk1:segment0', 'chunk1:told', 'test'])
 def test_killed_anywhere_then_resumed_equals_uninterrupted(
-  data_file, uninterrupted, tmp_path, crash_at
+  data_file, uninterrupted, tmp_path, crash_at, concurrent_chunks
 ):
-  killed = run_search(data_file, tmp_path, crash_at)
+  killed = run_search(data_file, tmp_path, crash_at, concurrent_chunks)
   assert killed.returncode == -9, killed.stderr[-3000:]
   complete_outputs(tmp_path)
   assert not (tmp_path / 'results.csv').exists()
   saved = os.listdir(tmp_path / 'in_flight') if (tmp_path / 'in_flight').exists() else []
-  assert len(saved) == (crash_at in ('chunk1:segment0', 'chunk1:told')), saved
-  resumed = run_search(data_file, tmp_path)
+  cut_in_a_chunk = crash_at in ('chunk1:segment0', 'chunk1:told')
+  if concurrent_chunks == 1 or not cut_in_a_chunk:
+    assert len(saved) == cut_in_a_chunk, saved
+  else:  # chunk 1's, and the chunk beside it (0 or 2) if it had saved a segment by then
+    assert 1 <= len(saved) <= 2, saved
+  resumed = run_search(data_file, tmp_path, concurrent_chunks=concurrent_chunks)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'resuming' in resumed.stdout
   # Cut off after its first epoch, chunk 1 goes on from its checkpoint.
   went_on = 'goes on from its checkpoint at epoch 1 of 2' in resumed.stdout
-  assert went_on == (crash_at == 'chunk1:segment0'), resumed.stdout
+  if concurrent_chunks == 1 or crash_at == 'chunk1:segment0':  # else: as the chunk beside it was
+    assert went_on == (crash_at == 'chunk1:segment0'), resumed.stdout
   assert not (tmp_path / 'in_flight').exists()  # cleared once every trial is told
   complete_outputs(tmp_path)
   assert (tmp_path / 'results.csv').read_text() == (uninterrupted / 'results.csv').read_text()

@@ -80,7 +80,7 @@ def check_options(**options) -> None:
       check_count(name, value)  # the configurations the test split sees: none is no search
     elif name == 'top_k':
       check_count(name, value, 0)  # test=False: 0 keeps no params for a later test
-    elif name in ('chunk_size', 'segment_epochs') and value is not None:
+    elif name in ('chunk_size', 'segment_epochs', 'concurrent_chunks') and value is not None:
       check_count(name, value)
     elif name == 'first_trial_id':
       check_count(name, value, 0)

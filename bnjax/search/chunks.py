@@ -21,7 +21,7 @@ dropped.
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -69,6 +69,14 @@ class Chunk(NamedTuple):
   @property
   def size(self) -> int:
     return len(self.rows)
+
+
+class Trained(NamedTuple):
+  """What `run_chunk` hands back."""
+
+  runs: list['Run']  # the real runs, in chunk order
+  result: TrainResult  # the whole chunk's, on the devices
+  identity: str | None  # its checkpoint's name in `segments.InFlight`; None without one
 
 
 class Run(NamedTuple):
@@ -381,7 +389,9 @@ def run_chunk(
   in_flight: segments.InFlight | None = None,
   data_digest: str = '',
   folds: int | None = None,
-) -> tuple[list[Run], TrainResult]:
+  number: int = 0,
+  stopping: Callable[[], bool] | None = None,
+) -> Trained:
   """Trains one chunk, in segments (`segments.train`).
 
   Args:
@@ -396,10 +406,12 @@ def run_chunk(
       where a rerun of it goes on; None: nowhere.
     data_digest: what names the data in the chunk's checkpoint.
     folds: K with cross-validation: run `r` of a trial trains on fold `r % K`.
+    number: the chunk's place among those its search trains (`segments.train`).
+    stopping: polled between segments (`segments.train`).
 
   Returns:
-    The real runs' metrics on the host, and the whole `TrainResult` (params
-    still on the devices, for the top-k).
+    The real runs' metrics on the host, the whole `TrainResult` (params
+    still on the devices, for the top-k), and the chunk's checkpoint identity.
   """
   keys = trial_keys(seed, trial_ids[chunk.rows], chunk.executions)
   hp = {name: value[chunk.rows] for name, value in hp.items()}
@@ -412,7 +424,16 @@ def run_chunk(
     identity = segments.chunk_identity(programs.config, hp, keys, lengths, devices, data_digest)
   hp, keys, fold = distributed.put((hp, keys, fold), sharding)
   result = segments.train(
-    programs, hp, keys, data, lengths, fold=fold, in_flight=in_flight, identity=identity
+    programs,
+    hp,
+    keys,
+    data,
+    lengths,
+    fold=fold,
+    in_flight=in_flight,
+    identity=identity,
+    number=number,
+    stopping=stopping,
   )
   metrics, diverged_step, best_epoch = distributed.fetch(
     (result.metrics, result.diverged_step, result.best_epoch)
@@ -425,7 +446,7 @@ def run_chunk(
     )
     for j in range(chunk.real)
   ]
-  return runs, result
+  return Trained(runs, result, identity)
 
 
 def trials_of(chunk: Chunk) -> list[tuple[int, np.ndarray]]:

@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 from bnjax import distributed, registry
 from bnjax.data import Splits
 from bnjax.registry import to_python
-from bnjax.search import buckets, chunks, folds, rows, segments
+from bnjax.search import buckets, chunks, folds, overlap, rows, segments
 from bnjax.search.checks import TRIAL_ID_LIMIT, SearchError, check_options, check_runs, show
 from bnjax.search.results import METRIC_COLUMNS, Results
 from bnjax.search.top_k import (
@@ -57,6 +57,7 @@ def run_trials(
   cv: int | None = None,
   segment_epochs: int | None = None,
   in_flight: segments.InFlight | None = None,
+  concurrent_chunks: int | None = None,
 ) -> Results:
   """Trains every row of `table` and returns the `Results`.
 
@@ -107,6 +108,11 @@ def run_trials(
     in_flight: saves each chunk at its segment boundaries, so that a rerun
       after a crash goes on from its last segment (a study's output
       directory); None: nothing is saved.
+    concurrent_chunks: chunks trained at once, each in a thread of its own
+      (`bnjax.search.overlap`); what follows a chunk (`on_chunk`, `progress`,
+      removing its checkpoint) still happens in plan order. Default: 2 on a
+      single CPU device, where the second fills the cores the first leaves
+      idle, else 1. The numbers do not depend on it.
   """
   start = time.perf_counter()
   check_options(
@@ -123,6 +129,7 @@ def run_trials(
     first_trial_id=first_trial_id,
     progress=progress,
     segment_epochs=segment_epochs,
+    concurrent_chunks=concurrent_chunks,
   )
   folds.check_cv(cv, splits)
   num_trials = _check_table(table, first_trial_id, executions_per_trial * (cv or 1))
@@ -166,32 +173,48 @@ def run_trials(
   digest = segments.data_digest(splits[:4]) if in_flight is not None else ''
   summaries, curves, pool = {}, {}, []  # by table row; the best candidates so far
   skipped = 0
-  for chunk in plan:
+
+  def tasks():
+    """Each chunk's training as an `overlap` task, or None where `claim` skips it."""
+    number = 0
+    for chunk in plan:
+      bucket, hp = planned[chunk.bucket], hps[chunk.bucket]
+      ids = ids_of_rows[bucket.trial_ids]
+      if claim is not None and not claim(np.unique(ids[chunk.rows[: chunk.real]])):
+        yield None
+        continue
+      yield functools.partial(
+        chunks.run_chunk,
+        programs[chunk.bucket],
+        chunk,
+        hp,
+        ids,
+        data,
+        sharding,
+        seed=seed,
+        lengths=lengths,
+        in_flight=in_flight,
+        data_digest=digest,
+        folds=cv,
+        number=number,
+      )
+      number += 1
+
+  workers = concurrent_chunks or overlap.default_workers(devices)
+  for chunk, trained in zip(plan, overlap.in_order(tasks(), workers), strict=True):
     bucket, hp = planned[chunk.bucket], hps[chunk.bucket]
     ids = ids_of_rows[bucket.trial_ids]
-    if claim is not None and not claim(np.unique(ids[chunk.rows[: chunk.real]])):
+    if trained is None:
       skipped += len(chunks.trials_of(chunk))
       continue
-    runs, result = chunks.run_chunk(
-      programs[chunk.bucket],
-      chunk,
-      hp,
-      ids,
-      data,
-      sharding,
-      seed=seed,
-      lengths=lengths,
-      in_flight=in_flight,
-      data_digest=digest,
-      folds=cv,
-    )
     finished = []
     for local, positions in chunks.trials_of(chunk):
       trial = int(bucket.trial_ids[local])
-      summaries[trial] = rows.summarize([runs[p] for p in positions], select)
-      curves[trial] = rows.mean_curves([runs[p] for p in positions])
+      runs = [trained.runs[p] for p in positions]
+      summaries[trial] = rows.summarize(runs, select)
+      curves[trial] = rows.mean_curves(runs)
       finished.append(Finished({'trial_id': int(ids[local]), **summaries[trial]}, local, positions))
-    best = chunk_candidates(finished, result, bucket.config, hp, top_k, folds=cv)
+    best = chunk_candidates(finished, trained.result, bucket.config, hp, top_k, folds=cv)
     pool = keep_best(pool, best, top_k)
     if on_chunk:
       on_chunk(
@@ -200,7 +223,7 @@ def run_trials(
         best,
       )
     if in_flight is not None:
-      in_flight.finished()  # its trials are told: nothing of it is in flight any more
+      in_flight.finished(trained.identity)  # its trials are told: nothing of it is in flight
     if progress:
       progress(len(summaries) + skipped, num_trials)
   info['compiles'] = segments.segment_traces() - traces_before

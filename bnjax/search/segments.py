@@ -29,6 +29,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -38,6 +39,7 @@ import numpy as np
 from bnjax import distributed
 from bnjax.search import population as pop
 from bnjax.search.folds import fold_data
+from bnjax.search.overlap import Stopped
 from bnjax.training import TrainConfig, TrainResult, init_trial, train_epochs, vmap_chunk
 
 # Epochs per segment by default (see `segment_lengths`).
@@ -46,6 +48,7 @@ CURVES = ('train_loss', 'dev_loss', 'dev_accuracy')
 # Bucket programs kept by `programs` (each holds its compiled executables).
 KEPT_PROGRAMS = 64
 _segment_traces = 0  # times any segment program traced (compiled) in this process
+_traces_lock = threading.Lock()  # chunks side by side (`overlap`) trace in their own threads
 
 
 def segment_lengths(epochs: int, segment_epochs: int | None = None) -> tuple[int, ...]:
@@ -95,7 +98,8 @@ def programs(
 
   def segment(hp, population, data, fold, epochs):
     global _segment_traces
-    _segment_traces += 1
+    with _traces_lock:
+      _segment_traces += 1
     if not folds:
       return pop.run_segment(config, hp, population, data, epochs)
     run = lambda hp, trial, fold: train_epochs(config, hp, trial, fold_data(data, fold), epochs)
@@ -127,12 +131,17 @@ def train(
   fold: jax.Array | None = None,
   in_flight: 'InFlight | None' = None,
   identity: str | None = None,
+  number: int = 0,
+  stopping: Callable[[], bool] | None = None,
 ) -> TrainResult:
   """A chunk's `TrainResult`: init, the segments `lengths`, finish; saved between segments.
 
   `fold`: each run's fold with cross-validation (`programs(folds=True)`).
   With `in_flight`, a chunk saved under `identity` (`chunk_identity`) goes on
-  from its last saved segment, and each boundary but the last is saved.
+  from its last saved segment, and each boundary but the last is saved;
+  `number` is the chunk's place among those its search trains, for
+  `InFlight.on_save`. `stopping`: polled before each segment; True raises `overlap.Stopped`
+  (a chunk beside this one failed), leaving the last boundary saved.
   """
   population = programs.init(hp, keys, data, fold)
   curves = {name: np.zeros((len(keys), 0), np.float32) for name in CURVES}
@@ -145,11 +154,13 @@ def train(
   for index, length in enumerate(lengths):
     if boundaries[index] <= done:
       continue
+    if stopping is not None and stopping():
+      raise Stopped(f'stopped before segment {index} of {len(lengths)}')
     population, metrics = programs.segment(hp, population, data, fold, length)
     metrics = distributed.fetch(metrics)
     curves = {name: np.concatenate([curves[name], metrics[name]], axis=1) for name in CURVES}
     if in_flight is not None and index < len(lengths) - 1:
-      in_flight.save(identity, (population, curves), int(boundaries[index]), index)
+      in_flight.save(identity, (population, curves), int(boundaries[index]), number, index)
   return programs.finish(population, curves)
 
 
@@ -181,8 +192,10 @@ class InFlight:
 
   Args:
     directory: where the checkpoints live (made at the first save).
-    on_save: called as `on_save(segment)` after segment `segment` (from 0)
-      of a chunk is saved (the study's crash points for tests).
+    on_save: called as `on_save(chunk, segment)` after segment `segment` (from 0)
+      of a chunk is saved, `chunk` its place among the chunks its
+      `run_trials` call trains (the study's crash points for tests). With
+      chunks side by side it is called from their threads.
     on_restore: called as `on_restore(epochs_done, epochs)` when a chunk
       goes on from its checkpoint.
   """
@@ -191,12 +204,11 @@ class InFlight:
     self,
     directory: str | os.PathLike,
     *,
-    on_save: Callable[[int], None] | None = None,
+    on_save: Callable[[int, int], None] | None = None,
     on_restore: Callable[[int, int], None] | None = None,
   ):
     self.directory = os.fspath(directory)
     self.on_save, self.on_restore = on_save, on_restore
-    self.current: str | None = None
 
   def path(self, identity: str) -> str:
     return os.path.join(self.directory, f'chunk_{identity}.msgpack')
@@ -209,7 +221,6 @@ class InFlight:
     `like` is `(population, curves)` of the chunk's structure; the population
     goes onto `sharding`, the curves stay on the host.
     """
-    self.current = identity
     path = self.path(identity)
     if not os.path.exists(path):
       return None
@@ -219,17 +230,16 @@ class InFlight:
       self.on_restore(meta['epochs'], epochs)
     return (population, curves), int(meta['epochs'])
 
-  def save(self, identity: str, state: Any, epochs: int, segment: int) -> None:
+  def save(self, identity: str, state: Any, epochs: int, chunk: int, segment: int) -> None:
     os.makedirs(self.directory, exist_ok=True)  # made at the first save: none, no folder
     pop.save_population(self.path(identity), state, {'epochs': epochs, 'identity': identity})
     if self.on_save is not None:
-      self.on_save(segment)
+      self.on_save(chunk, segment)
 
-  def finished(self) -> None:
-    """Removes the checkpoint of the chunk trained last (call once its trials are told)."""
-    if self.current is not None and os.path.exists(self.path(self.current)):
-      os.unlink(self.path(self.current))
-    self.current = None
+  def finished(self, identity: str) -> None:
+    """Removes the checkpoint of chunk `identity` (call once its trials are told)."""
+    with contextlib.suppress(FileNotFoundError):  # a chunk of one segment saves none
+      os.unlink(self.path(identity))
 
   def clear(self) -> None:
     """Removes every checkpoint and the folder (when no chunk is in flight: all trials told)."""

@@ -92,6 +92,7 @@ ENGINE_OPTIONS = (
   'eval_batch_size',
   'width_ratio',
   'segment_epochs',
+  'concurrent_chunks',
   'progress',
   'cv',
 )

@@ -89,6 +89,7 @@ def run_study(
   eval_batch_size: int = 1024,
   width_ratio: float | str | None = 'cost',
   segment_epochs: int | None = None,
+  concurrent_chunks: int | None = None,
   progress: Callable[[int, int], None] | None = None,
   report: Callable[[str], None] | None = None,
   stale_after: float = 120.0,
@@ -113,6 +114,8 @@ def run_study(
       Each trial records the size of the chunk it ran in (`chunk_size`).
     segment_epochs: epochs between a chunk's checkpoints (`run_trials`); not
       part of the study's configuration: the numbers do not depend on it.
+    concurrent_chunks: chunks trained at once (`run_trials`); not part of
+      the configuration either.
     progress: `progress(trials_done, trials_to_do)` after each chunk.
     report: called with one-line messages (resume, stop, waiting).
     stale_after: seconds without a heartbeat after which a shared storage's
@@ -159,6 +162,7 @@ def run_study(
         eval_batch_size=eval_batch_size,
         width_ratio=width_ratio,
         segment_epochs=segment_epochs,
+        concurrent_chunks=concurrent_chunks,
       ),
       store=CandidateStore(
         os.path.join(written, 'candidates') if written is not None else None,
@@ -172,7 +176,9 @@ def run_study(
     if written is not None and not distributed.is_multiprocess():
       run.in_flight = InFlight(
         os.path.join(written, IN_FLIGHT),
-        on_save=lambda segment: crash_point(f'chunk{run.chunks_run}:segment{segment}'),
+        on_save=lambda chunk, segment: crash_point(
+          f'chunk{run.chunks_before + chunk}:segment{segment}'
+        ),
         on_restore=lambda done, epochs: say(
           f'a chunk cut off by a crash goes on from its checkpoint at epoch {done} of {epochs}'
         ),
@@ -256,7 +262,9 @@ class _Run:
     self.worker: Worker | None = None
     self.in_flight: InFlight | None = None
     self.info = {'buckets': 0, 'compiles': 0, 'chunks': 0, 'devices': 0, 'segments': 0}
-    self.chunks_run = 0
+    # Chunks run here: claimed, told, and claimed before this round's (crash-point
+    # names: with chunks side by side the next is claimed before the last is told).
+    self.chunks_claimed = self.chunks_run = self.chunks_before = 0
     self.done = 0
     self.to_do = 0
 
@@ -304,11 +312,13 @@ class _Run:
     values = [ledger.values(self.space, t) for t in trials]
     table = {name: np.asarray([v[name] for v in values]) for name in self.space}
     held: set[int] = set()
+    self.chunks_before = self.chunks_claimed
 
     def claim(ids: np.ndarray) -> bool:
       got = self.worker.claim([int(i) for i in ids])
       held.update(got)
-      crash_point(f'chunk{self.chunks_run}:claimed')
+      crash_point(f'chunk{self.chunks_claimed}:claimed')
+      self.chunks_claimed += bool(got)
       return bool(got)
 
     def on_chunk(rows: list[dict], curves: list[dict], best: list) -> None:
