@@ -33,8 +33,20 @@ def _run(command: list[str]) -> tuple[str, float]:
   return out.stdout, seconds
 
 
-def bnjax_search(seed: int, num_trials: int, epochs: int, cache_dir: str, output_dir: str) -> dict:
-  """`experiments/random_search.py` in its own process: wall seconds and the winner."""
+def bnjax_search(
+  seed: int,
+  num_trials: int,
+  epochs: int,
+  cache_dir: str | None,
+  output_dir: str,
+  flags: tuple[str, ...] = (),
+) -> dict:
+  """`experiments/random_search.py` in its own process: wall seconds and the winner.
+
+  `cache_dir` None runs without the persistent compilation cache; `flags`
+  go to the launcher as they are.
+  """
+  cache = f'--compile_cache_dir={cache_dir}' if cache_dir else '--nocompile_cache'
   stdout, seconds = _run(
     [
       sys.executable,
@@ -43,7 +55,8 @@ def bnjax_search(seed: int, num_trials: int, epochs: int, cache_dir: str, output
       f'--num_trials={num_trials}',
       f'--epochs={epochs}',
       f'--output_dir={output_dir}',
-      f'--compile_cache_dir={cache_dir}',
+      cache,
+      *flags,
     ]
   )
   winner, search = WINNER.search(stdout), SEARCH.search(stdout)

@@ -270,7 +270,7 @@ def main(argv):
     lost = (
       'the training since the last population checkpoint was dropped'
       if STRATEGY.value in search.POPULATION_STRATEGIES
-      else 'the chunk in flight was dropped'
+      else 'the chunks in flight lost what they trained since their last saved segment'
     )
     print(
       f'\ninterrupted: {lost}, every trial told so far is kept in the study; to resume, '
