@@ -218,3 +218,31 @@ def test_a_crash_beside_a_chunk_in_flight_stops_both_and_loses_no_saved_segment(
   resumed, _ = told(2, splits, in_flight=in_flight)
   assert restored == [(1, 2), (1, 2)] and os.listdir(tmp_path) == []
   assert_same(resumed, told(1, splits)[0])
+
+
+def test_an_error_while_telling_a_chunk_stops_the_one_in_flight_before_run_trials_returns(
+  splits, tmp_path
+):
+  class Told(Exception):
+    pass
+
+  def on_chunk(rows, curves, best):
+    raise Told
+
+  def on_save(chunk, segment):
+    if chunk == 1:
+      time.sleep(2)  # chunk 1 is still in flight when telling chunk 0 fails
+
+  # Keeps the error, so its traceback keeps run_trials' frame: no refcount closes the chunks.
+  with pytest.raises(Told) as error:
+    run_trials(
+      TABLE,
+      splits,
+      devices=jax.devices()[:1],
+      concurrent_chunks=2,
+      on_chunk=on_chunk,
+      in_flight=segments.InFlight(tmp_path, on_save=on_save),
+      **OPTIONS,
+    )
+  assert error.tb is not None
+  assert not chunk_threads()  # stopped and joined before the error left run_trials

@@ -8,6 +8,7 @@ executions into its row (`rows`), and keeps the best trials' params for the
 test split (`top_k`), which only they see, once, at the end.
 """
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -201,31 +202,34 @@ def run_trials(
       number += 1
 
   workers = concurrent_chunks or overlap.default_workers(devices)
-  for chunk, trained in zip(plan, overlap.in_order(tasks(), workers), strict=True):
-    bucket, hp = planned[chunk.bucket], hps[chunk.bucket]
-    ids = ids_of_rows[bucket.trial_ids]
-    if trained is None:
-      skipped += len(chunks.trials_of(chunk))
-      continue
-    finished = []
-    for local, positions in chunks.trials_of(chunk):
-      trial = int(bucket.trial_ids[local])
-      runs = [trained.runs[p] for p in positions]
-      summaries[trial] = rows.summarize(runs, select)
-      curves[trial] = rows.mean_curves(runs)
-      finished.append(Finished({'trial_id': int(ids[local]), **summaries[trial]}, local, positions))
-    best = chunk_candidates(finished, trained.result, bucket.config, hp, top_k, folds=cv)
-    pool = keep_best(pool, best, top_k)
-    if on_chunk:
-      on_chunk(
-        [{**trial.row, 'bucket': chunk.bucket, 'chunk_size': chunk.size} for trial in finished],
-        [curves[int(bucket.trial_ids[trial.position])] for trial in finished],
-        best,
-      )
-    if in_flight is not None:
-      in_flight.finished(trained.identity)  # its trials are told: nothing of it is in flight
-    if progress:
-      progress(len(summaries) + skipped, num_trials)
+  # Closed on the way out, whatever raised, so the chunks still running stop before it returns.
+  with contextlib.closing(overlap.in_order(tasks(), workers)) as trained_chunks:
+    for chunk, trained in zip(plan, trained_chunks, strict=True):
+      bucket, hp = planned[chunk.bucket], hps[chunk.bucket]
+      ids = ids_of_rows[bucket.trial_ids]
+      if trained is None:
+        skipped += len(chunks.trials_of(chunk))
+        continue
+      finished = []
+      for local, positions in chunks.trials_of(chunk):
+        trial = int(bucket.trial_ids[local])
+        runs = [trained.runs[p] for p in positions]
+        summaries[trial] = rows.summarize(runs, select)
+        curves[trial] = rows.mean_curves(runs)
+        row = {'trial_id': int(ids[local]), **summaries[trial]}
+        finished.append(Finished(row, local, positions))
+      best = chunk_candidates(finished, trained.result, bucket.config, hp, top_k, folds=cv)
+      pool = keep_best(pool, best, top_k)
+      if on_chunk:
+        on_chunk(
+          [{**trial.row, 'bucket': chunk.bucket, 'chunk_size': chunk.size} for trial in finished],
+          [curves[int(bucket.trial_ids[trial.position])] for trial in finished],
+          best,
+        )
+      if in_flight is not None:
+        in_flight.finished(trained.identity)  # its trials are told: nothing of it is in flight
+      if progress:
+        progress(len(summaries) + skipped, num_trials)
   info['compiles'] = segments.segment_traces() - traces_before
   results = Results(
     rows=_rows(table, extra, planned, summaries, ids_of_rows),
