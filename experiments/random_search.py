@@ -96,7 +96,7 @@ WIDTH_RATIO = flags.DEFINE_string(
 SEGMENT_EPOCHS = flags.DEFINE_integer(
   'segment_epochs',
   0,
-  'Epochs between checkpoints of the chunk in flight (a kill -9 loses at most that many); '
+  'Epochs between checkpoints of a chunk in flight (a kill -9 loses at most that many of each); '
   '0: about 10, dividing --epochs where it can. The numbers do not depend on it.',
 )
 CONCURRENT_CHUNKS = flags.DEFINE_integer(

@@ -13,13 +13,13 @@ Resume: a round is always planned from all its trials, so its chunks have
 the shapes of the first attempt and a chunk whose trials are all told is
 skipped. Trials that were RUNNING when their process died go back to
 WAITING with their number, and run again with the same key: the same
-numbers, bit for bit, on the same machine. Ctrl-C puts the chunk in flight
-back to WAITING at once.
+numbers, bit for bit, on the same machine. Ctrl-C puts the chunks in flight
+(two at once on a single CPU device, `overlap`) back to WAITING at once.
 
 With an output directory, a chunk in flight is also saved at each boundary
 between its segments of epochs (`segments.InFlight`, in `in_flight/`), so a
-`kill -9` loses at most a segment: the rerun claims the same chunk and goes
-on from its last checkpoint, with the same numbers bit for bit.
+`kill -9` loses at most a segment of each: the rerun claims the same chunks
+and goes on from their last checkpoints, with the same numbers bit for bit.
 
 `BNJAX_CRASH_AT` (for tests only): `chunk<n>:claimed`, `chunk<n>:segment<m>`
 (once segment m's checkpoint is saved), `chunk<n>:told` (the n-th chunk
