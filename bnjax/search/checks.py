@@ -4,13 +4,19 @@ A search that fails should fail before it has spent anything, with a message
 that names the bad value and the fix. `SearchError` is a `ValueError`, so a
 caller can catch it as one; the launchers turn it into an `error: ...` line.
 Checks that need the data or the devices (a batch larger than the training
-split, a trial too big for memory) run in `engine.plan_trials` and
-`chunks.plan_chunks`, still before anything compiles.
+split, a trial too big for memory) run as `run_trials` plans its buckets
+(`check_batch_size`) and chunks (`chunks.plan_chunks`), still before
+anything compiles.
 """
 
 import numbers
+from collections.abc import Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+from bnjax import registry
+from bnjax.data import Splits
 
 # Runs (trials x executions x rounds) one search may hold: every trial's row,
 # curves and key live on the host, about 2 KB each plus 24 bytes an epoch.
@@ -100,3 +106,53 @@ def check_options(**options) -> None:
       )
     elif name == 'devices' and value is not None and len(value) == 0:
       raise SearchError('devices is empty; pass None for every local device.')
+
+
+def trial_ids_of(trial_ids: ArrayLike | None, first_trial_id: int, num_trials: int) -> np.ndarray:
+  """Each table row's trial id: `trial_ids`, or `first_trial_id` on."""
+  if trial_ids is None:
+    return first_trial_id + np.arange(num_trials)
+  ids = np.asarray(trial_ids)
+  if ids.shape != (num_trials,) or not np.issubdtype(ids.dtype, np.integer):
+    raise SearchError(f'trial_ids needs one integer per trial ({num_trials}); got {show(ids)}.')
+  if len(np.unique(ids)) != num_trials or not 0 <= ids.min() <= ids.max() < TRIAL_ID_LIMIT:
+    raise SearchError(f'trial_ids must be distinct and in [0, 2**31); got {show(ids)}.')
+  return ids.astype(np.int64)
+
+
+def check_table(table: Mapping[str, ArrayLike], first_trial_id: int, executions: int) -> int:
+  """The number of trials in `table`: at least one, at most `MAX_RUNS` runs, ids in range."""
+  if not isinstance(table, Mapping) or not table:
+    raise SearchError(
+      f'the trial table is empty ({show(table)}); give name -> [trials] values, '
+      "e.g. {'learning_rate': [1e-3, 1e-2]}, or sample one from a space."
+    )
+  num_trials = np.shape(next(iter(table.values())))[:1]
+  if not num_trials or not num_trials[0]:
+    raise SearchError('the trial table has no rows; give each name at least one value.')
+  check_runs(num_trials[0] * executions, f'a table of {num_trials[0]:,} trials', 'split it')
+  if first_trial_id + num_trials[0] > TRIAL_ID_LIMIT:
+    raise SearchError(
+      f'trial ids {first_trial_id}..{first_trial_id + num_trials[0] - 1} pass 2**31; '
+      'lower first_trial_id.'
+    )
+  return num_trials[0]
+
+
+def check_values(table: dict[str, np.ndarray]) -> None:
+  """Static and architecture values must be ones the registry admits (`hparams` checks the rest)."""
+  for name, column in table.items():
+    if registry.get(name).role != 'traced':
+      for value in np.unique(column):
+        registry.check(name, value)
+
+
+def check_batch_size(table: dict[str, np.ndarray], splits: Splits) -> None:
+  """No trial's batch may be larger than the training split."""
+  n_train = splits.x_train.shape[0]
+  largest_batch = int(np.max(table['batch_size']))
+  if largest_batch > n_train:
+    raise SearchError(
+      f'batch_size {largest_batch} exceeds the {n_train} training examples; '
+      'lower the batch_size range of the space.'
+    )

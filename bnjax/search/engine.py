@@ -17,11 +17,11 @@ import jax
 import numpy as np
 from numpy.typing import ArrayLike
 
-from bnjax import distributed, registry
+from bnjax import distributed
 from bnjax.data import Splits
 from bnjax.registry import to_python
-from bnjax.search import buckets, chunks, folds, overlap, rows, segments
-from bnjax.search.checks import TRIAL_ID_LIMIT, SearchError, check_options, check_runs, show
+from bnjax.search import buckets, checks, chunks, folds, overlap, rows, segments
+from bnjax.search.checks import SearchError, check_options
 from bnjax.search.results import METRIC_COLUMNS, Results
 from bnjax.search.top_k import (
   Candidate,
@@ -133,9 +133,9 @@ def run_trials(
     concurrent_chunks=concurrent_chunks,
   )
   folds.check_cv(cv, splits)
-  num_trials = _check_table(table, first_trial_id, executions_per_trial * (cv or 1))
+  num_trials = checks.check_table(table, first_trial_id, executions_per_trial * (cv or 1))
   searched = space.names if space is not None else tuple(table)
-  ids_of_rows = _trial_ids(trial_ids, first_trial_id, num_trials)
+  ids_of_rows = checks.trial_ids_of(trial_ids, first_trial_id, num_trials)
   table = with_defaults(table, num_trials)
   extra = _extra_columns(extra_columns, table, num_trials)
   devices = list(devices or distributed.devices())
@@ -250,18 +250,6 @@ def run_trials(
   return test_top_k(results, splits, top_k)
 
 
-def _trial_ids(trial_ids: ArrayLike | None, first_trial_id: int, num_trials: int) -> np.ndarray:
-  """Each table row's trial id: `trial_ids`, or `first_trial_id` on."""
-  if trial_ids is None:
-    return first_trial_id + np.arange(num_trials)
-  ids = np.asarray(trial_ids)
-  if ids.shape != (num_trials,) or not np.issubdtype(ids.dtype, np.integer):
-    raise SearchError(f'trial_ids needs one integer per trial ({num_trials}); got {show(ids)}.')
-  if len(np.unique(ids)) != num_trials or not 0 <= ids.min() <= ids.max() < TRIAL_ID_LIMIT:
-    raise SearchError(f'trial_ids must be distinct and in [0, 2**31); got {show(ids)}.')
-  return ids.astype(np.int64)
-
-
 def _rows(
   table: dict, extra: dict, planned: list[buckets.Bucket], summaries: dict, ids: np.ndarray
 ) -> list[dict]:
@@ -297,7 +285,7 @@ def check_fits(
   in rounds calls this on the largest trial its space can draw, before round 0.
   """
   runs = executions_per_trial * (cv or 1)
-  table = with_defaults(table, _check_table(table, 0, runs))
+  table = with_defaults(table, checks.check_table(table, 0, runs))
   folds.check_cv(cv, splits)
   splits = folds.make_folds(splits, cv).splits if cv else splits
   devices = list(devices or distributed.devices())
@@ -306,58 +294,6 @@ def check_fits(
   )
   for bucket in planned:
     chunks.runs_that_fit(bucket.config, splits, devices, executions=runs)
-
-
-def _check_table(table: Mapping[str, ArrayLike], first_trial_id: int, executions: int) -> int:
-  """The number of trials in `table`: at least one, at most `MAX_RUNS` runs, ids in range."""
-  if not isinstance(table, Mapping) or not table:
-    raise SearchError(
-      f'the trial table is empty ({show(table)}); give name -> [trials] values, '
-      "e.g. {'learning_rate': [1e-3, 1e-2]}, or sample one from a space."
-    )
-  num_trials = np.shape(next(iter(table.values())))[:1]
-  if not num_trials or not num_trials[0]:
-    raise SearchError('the trial table has no rows; give each name at least one value.')
-  check_runs(num_trials[0] * executions, f'a table of {num_trials[0]:,} trials', 'split it')
-  if first_trial_id + num_trials[0] > TRIAL_ID_LIMIT:
-    raise SearchError(
-      f'trial ids {first_trial_id}..{first_trial_id + num_trials[0] - 1} pass 2**31; '
-      'lower first_trial_id.'
-    )
-  return num_trials[0]
-
-
-def _check_values(table: dict[str, np.ndarray]) -> None:
-  """Static and architecture values must be ones the registry admits (`hparams` checks the rest)."""
-  for name, column in table.items():
-    if registry.get(name).role != 'traced':
-      for value in np.unique(column):
-        registry.check(name, value)
-
-
-def _check_batch_size(table: dict[str, np.ndarray], splits: Splits) -> None:
-  n_train = splits.x_train.shape[0]
-  largest_batch = int(np.max(table['batch_size']))
-  if largest_batch > n_train:
-    raise SearchError(
-      f'batch_size {largest_batch} exceeds the {n_train} training examples; '
-      'lower the batch_size range of the space.'
-    )
-
-
-def _extra_columns(
-  extra_columns: Mapping[str, ArrayLike] | None, table: dict, num_trials: int
-) -> dict[str, np.ndarray]:
-  """The extra columns as `[trials]` arrays, checked against the table's names and length."""
-  extra = {name: np.asarray(values) for name, values in (extra_columns or {}).items()}
-  for name, values in extra.items():
-    if name in table or name in ('trial_id', 'bucket', *METRIC_COLUMNS):
-      raise SearchError(f'extra column {name!r} would hide a column of that name; rename it.')
-    if values.shape != (num_trials,):
-      raise SearchError(
-        f'extra column {name!r} needs one value per trial ({num_trials}); got shape {values.shape}.'
-      )
-  return extra
 
 
 def _buckets(
@@ -376,8 +312,8 @@ def _buckets(
 
   `width_ratio='cost'` prices buckets by `chunks.bucket_cost` on `devices`.
   """
-  _check_values(table)
-  _check_batch_size(table, splits)
+  checks.check_values(table)
+  checks.check_batch_size(table, splits)
 
   # The plan prices thousands of (config, trials) pairs; a config's chunk
   # (the cache from sysfs, the devices' memory) is read once.
@@ -398,3 +334,18 @@ def _buckets(
     input_shape=splits.input_shape,
     price=price,
   )
+
+
+def _extra_columns(
+  extra_columns: Mapping[str, ArrayLike] | None, table: dict, num_trials: int
+) -> dict[str, np.ndarray]:
+  """The extra columns as `[trials]` arrays, checked against the table's names and length."""
+  extra = {name: np.asarray(values) for name, values in (extra_columns or {}).items()}
+  for name, values in extra.items():
+    if name in table or name in ('trial_id', 'bucket', *METRIC_COLUMNS):
+      raise SearchError(f'extra column {name!r} would hide a column of that name; rename it.')
+    if values.shape != (num_trials,):
+      raise SearchError(
+        f'extra column {name!r} needs one value per trial ({num_trials}); got shape {values.shape}.'
+      )
+  return extra
