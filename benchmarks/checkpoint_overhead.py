@@ -5,7 +5,7 @@ r"""What a chunk's checkpoint costs against the segment of epochs it follows.
 
 Part 1 builds one chunk of the launcher's default search on `--dataset`: its
 widest bucket (`--hidden_units` x `--num_layers`, Adam, select 'final', so
-params and two moments), `chunks.chunk_runs` runs, and times, after a
+params and two moments), `sizing.chunk_runs` runs, and times, after a
 compile, `--repeats` segments of `--segment_epochs` epochs, then as many
 saves of the chunk (`segments.InFlight.save`: msgpack, written atomically
 with fsync) and restores. The share is save / segment.
@@ -33,7 +33,7 @@ from absl import app, flags
 import bnjax.data
 from benchmarks import timing
 from bnjax import search
-from bnjax.search import buckets, chunks, segments
+from bnjax.search import buckets, chunks, segments, sizing
 from bnjax.space import with_defaults
 
 DATASET = flags.DEFINE_string('dataset', 'mnist1d', 'mnist1d, digits or a file.')
@@ -67,7 +67,7 @@ def one_chunk(splits, directory: str) -> None:
   table['num_layers'] = np.full(size, NUM_LAYERS.value)
   table = with_defaults(table, size)
   (bucket,) = buckets.make_buckets(table, epochs=SEGMENT_EPOCHS.value, num_classes=10)
-  runs = chunks.chunk_runs(bucket.config, splits, devices)
+  runs = sizing.chunk_runs(bucket.config, splits, devices)
   data, sharding = chunks.data_on(devices, splits)
   hp = buckets.traced_hparams(table, np.arange(runs), NUM_LAYERS.value)
   keys = chunks.trial_keys(0, np.arange(runs), np.zeros(runs, np.int64))

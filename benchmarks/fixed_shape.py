@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 import bnjax
 from benchmarks import timing
-from bnjax import training
+from bnjax import model
 
 HIDDEN = (256, 256, 256)
 BATCH_SIZE = 128
@@ -78,11 +78,11 @@ def vectorized(
   `hp_values` overrides hyperparameters (`keep_prob`, `widths` and `depth`,
   ...); `options` the `TrainConfig`; `compiler_options` go to XLA
   (`jax.stages.Lowered.compile`). With `skip_layers` the trials are vmapped
-  as the engine's chunks are (`training.vmap_chunk`), so that layers no
+  as the engine's chunks are (`model.vmap_chunk`), so that layers no
   trial has are skipped rather than selected away.
   """
   one = bnjax.make_train(config(epochs, splits.num_classes, **options))
-  vmap = training.vmap_chunk if skip_layers else jax.vmap
+  vmap = model.vmap_chunk if skip_layers else jax.vmap
 
   def chunk(hp, keys, data):
     return vmap(lambda hp, key: one(hp, key, data))(hp, keys)

@@ -10,7 +10,7 @@ and range of `--repeats` calls, the 1-minute load beside it.
 
 * **Chunk sizes**: the same trial vmapped N at a time, for each width:
   where a run's parameters, gradients and Adam moments fall out of cache,
-  a bigger chunk gets slower per trial (`bnjax.search.chunks.cpu_chunk`).
+  a bigger chunk gets slower per trial (`bnjax.search.sizing.cpu_chunk`).
 * **Parts**: the step with one part removed or changed at a time (dropout
   off, BN off, bfloat16 matmuls, and the divergence check as it was before
   `bnjax.divergence`, `jnp.all(jnp.isfinite(...))` over every leaf); what a
@@ -22,7 +22,7 @@ and range of `--repeats` calls, the 1-minute load beside it.
 * **Depth**: trials of two layers in the three-layer program, with the
   third layer selected away (a `vmap` of the depth mask) and skipped (the
   chunk's deepest trial passed without the trial axis, as the engine's
-  chunks pass it: `bnjax.training.vmap_chunk`).
+  chunks pass it: `bnjax.model.vmap_chunk`).
 * **The matmul floor**: not bnjax's step but what its matmuls alone cost, a
   plain network of the same shapes (dense layers and ReLU, softmax
   cross-entropy, SGD; no BN, dropout, masking or divergence check) trained

@@ -6,10 +6,11 @@ is a `lax.scan`; it jits once and vmaps over hyperparameter dicts and keys.
 `fit` runs the same pieces one epoch at a time with a callback. The pieces
 (`init_trial`, `train_epoch`, `train_epochs`, `finish`, `evaluate`) are public,
 and `TrialState` carries the epoch and the loop key, so that adaptive
-searches can stop a trial and carry on from where it stopped.
+searches can stop a trial and carry on from where it stopped. The settings
+and their check live in `bnjax.train_config`; the network, with `predict`
+and `evaluate`, in `bnjax.model` (both re-exported here).
 """
 
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -19,56 +20,14 @@ import numpy as np
 from jax import lax
 
 from bnjax import divergence, registry
-from bnjax.nn.cnn import cnn_apply, cnn_init
+
+# CHUNK_DEPTH, predict and vmap_chunk are re-exported: callers import them from here.
+from bnjax.model import CHUNK_DEPTH, apply_model, evaluate, init_model, predict, vmap_chunk  # noqa: F401
 from bnjax.nn.losses import l2_penalty, softmax_cross_entropy
-from bnjax.nn.mlp import INIT_GAINS, MATMUL_DTYPES, mlp_apply, mlp_init
+from bnjax.nn.mlp import INIT_GAINS
 from bnjax.optim import schedules
 from bnjax.optim.transforms import optimizer
-
-
-class TrainConfig(NamedTuple):
-  """Static settings: changing one compiles a new program.
-
-  `hidden_sizes` are the MLP's hidden units per layer, or the CNN's channels
-  per block (`model='cnn'`, which also reads `input_shape`, `kernel_size`,
-  `pool` and `head`; see `bnjax.nn.cnn`).
-  """
-
-  epochs: int
-  batch_size: int
-  hidden_sizes: tuple[int, ...]
-  num_classes: int
-  activation: str = 'relu'
-  batch_norm: bool = True
-  bn_placement: str = 'before'
-  eval_batch_size: int = 1024
-  select: str = 'final'  # 'final' epoch, or the 'best' dev-accuracy epoch's params
-  # False skips dropout's random numbers (about a fifth of a CPU step) when
-  # every trial has keep_prob = 1; `keep_prob` is then ignored.
-  dropout: bool = True
-  # Evaluate the dev split after every `eval_every`-th epoch of a run (or a
-  # segment) and after its last; the dev curves hold NaN at the epochs between.
-  # Selection reads the last epoch, so it is unchanged; needs select='final'.
-  eval_every: int = 1
-  # 'bfloat16': matmul inputs rounded to bfloat16, products summed in float32
-  # (parameters, BN, the optimizer and the loss stay float32).
-  matmul_dtype: str = 'float32'
-  model: str = 'mlp'  # or 'cnn'
-  # The CNN's view of a flat row of features, batch axis aside: (length,
-  # channels) or (height, width, channels); () means (features, 1).
-  input_shape: tuple[int, ...] = ()
-  kernel_size: int = 3
-  pool: str = 'max'
-  head: str = 'global_avg'
-
-
-class TrainData(NamedTuple):
-  """The splits a run may see: train and dev, never test."""
-
-  x_train: jax.Array  # [n_train, F]
-  y_train: jax.Array  # [n_train] int
-  x_dev: jax.Array
-  y_dev: jax.Array
+from bnjax.train_config import TrainConfig, TrainData, check_config
 
 
 class TrialState(NamedTuple):
@@ -94,93 +53,6 @@ class TrainResult(NamedTuple):
   best_epoch: jax.Array  # int32 epoch of the best dev accuracy, -1 if diverged at once
 
 
-# What `vmap_chunk` adds to each trial's hyperparameters, without a trial
-# axis: the chunk's deepest trial's depth (`mlp_apply`'s `depth_bound`).
-CHUNK_DEPTH = 'chunk_depth'
-
-
-def vmap_chunk(fn: Callable) -> Callable:
-  """`jax.vmap(fn)` over a chunk of trials, `fn(hp, *args)`, each `hp` told the chunk's depth.
-
-  The chunk's deepest depth is taken outside the `vmap` and merged into
-  each trial's `hp` (as `CHUNK_DEPTH`): a value without the trial axis keeps
-  `mlp_apply`'s `lax.cond` on its `depth_bound` a branch, so that a chunk of
-  two-layer trials skips the third layer instead of computing it and
-  selecting it away. The branch gives what the select gives, so on one
-  machine the numbers are bitwise those of `jax.vmap(fn)`
-  (`tests/test_search_engine.py`). Every argument is vmapped over its
-  leading axis; close over what the trials share.
-  """
-
-  def chunk(hp: dict, *args):
-    bound = {CHUNK_DEPTH: jnp.max(hp['depth'])} if 'depth' in hp else {}
-    return jax.vmap(lambda hp, *args: fn({**hp, **bound}, *args))(hp, *args)
-
-  return chunk
-
-
-def _masks(config: TrainConfig, hp: dict) -> dict:
-  """The trial's architecture masks, under the keywords the configured model takes."""
-  if config.model == 'cnn':
-    # A flattening head cannot mask depth; its buckets hold one depth (`buckets.py`).
-    depth = None if config.head == 'flatten' else hp.get('depth')
-    return dict(channel_counts=hp.get('widths'), depth=depth)
-  return dict(widths=hp.get('widths'), depth=hp.get('depth'))
-
-
-def _input_shape(config: TrainConfig, features: int) -> tuple[int, ...]:
-  return config.input_shape or (features, 1)
-
-
-def _init_model(config: TrainConfig, hp: dict, key: jax.Array, features: int, gain):
-  """`(params, model_state)` of the configured network for rows of `features` values."""
-  options = dict(
-    batch_norm=config.batch_norm, bn_placement=config.bn_placement, init=gain, **_masks(config, hp)
-  )
-  if config.model == 'cnn':
-    return cnn_init(
-      key,
-      _input_shape(config, features),
-      config.hidden_sizes,
-      config.num_classes,
-      kernel_size=config.kernel_size,
-      pool=config.pool,
-      head=config.head,
-      **options,
-    )
-  return mlp_init(key, features, config.hidden_sizes, config.num_classes, **options)
-
-
-def _apply_model(config: TrainConfig, hp: dict, params, model_state, x: jax.Array, **options):
-  """Logits and new state of the configured network on flat rows `x [batch, features]`."""
-  common = dict(
-    activation=config.activation,
-    bn_placement=config.bn_placement,
-    bn_momentum=hp['bn_momentum'],
-    **_masks(config, hp),
-  )
-  if config.model == 'cnn':
-    x = x.reshape(x.shape[0], *_input_shape(config, x.shape[1]))
-    return cnn_apply(
-      params,
-      model_state,
-      x,
-      pool=config.pool,
-      head=config.head,
-      **common,
-      **options,
-    )
-  return mlp_apply(
-    params,
-    model_state,
-    x,
-    matmul_dtype=config.matmul_dtype,
-    depth_bound=hp.get(CHUNK_DEPTH),
-    **common,
-    **options,
-  )
-
-
 def _optimizer(config: TrainConfig, hp: dict, steps_per_epoch: int):
   rate = schedules.decayed(hp['lr_schedule'], hp['learning_rate'], hp['lr_decay'], steps_per_epoch)
   return optimizer(rate, hp['optimizer'], beta1=hp['beta1'], beta2=hp['beta2'], eps=hp['eps'])
@@ -197,10 +69,10 @@ def init_trial(config: TrainConfig, hp: dict, key: jax.Array, data: TrainData) -
   `key` is the trial's key: one half initializes, the other drives the
   epochs (permutations and dropout), whichever way the epochs are run.
   """
-  _check(config, data)
+  check_config(config, data)
   init_key, loop_key = jax.random.split(key)
   gain = registry.lookup('init', INIT_GAINS, hp['init'])
-  params, model_state = _init_model(config, hp, init_key, data.x_train.shape[1], gain)
+  params, model_state = init_model(config, hp, init_key, data.x_train.shape[1], gain)
   opt_state = _optimizer(config, hp, steps_per_epoch(config, data)).init(params)
   best = (params, model_state) if config.select == 'best' else ()
   return TrialState(
@@ -214,35 +86,6 @@ def init_trial(config: TrainConfig, hp: dict, key: jax.Array, data: TrainData) -
     best,
     jnp.full([], -jnp.inf, jnp.float32),  # not weakly typed: a segment keeps its dtype
   )
-
-
-def predict(config: TrainConfig, hp: dict, params, model_state, x: jax.Array) -> jax.Array:
-  """Logits `[n, classes]` in eval mode (running BN statistics, no dropout)."""
-  logits, _ = _apply_model(config, hp, params, model_state, x, training=False)
-  return logits
-
-
-def evaluate(
-  config: TrainConfig, hp: dict, params, model_state, x: jax.Array, y: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-  """Mean loss and accuracy in eval mode (running BN statistics), in batches."""
-  n = x.shape[0]
-  chunk = min(n, config.eval_batch_size)
-  num_chunks = -(-n // chunk)
-  pad = num_chunks * chunk - n
-  xs = jnp.pad(x, ((0, pad), (0, 0))).reshape(num_chunks, chunk, -1)
-  ys = jnp.pad(y, (0, pad)).reshape(num_chunks, chunk)
-  real = (jnp.arange(num_chunks * chunk) < n).reshape(num_chunks, chunk)
-
-  def one_chunk(args):
-    xb, yb, rb = args
-    logits = predict(config, hp, params, model_state, xb)
-    losses = softmax_cross_entropy(logits, yb)
-    correct = jnp.argmax(logits, axis=-1) == yb
-    return jnp.sum(jnp.where(rb, losses, 0.0)), jnp.sum(rb & correct)
-
-  loss_sums, correct = lax.map(one_chunk, (xs, ys, real))
-  return jnp.sum(loss_sums) / n, jnp.sum(correct) / n
 
 
 def train_step(
@@ -269,7 +112,7 @@ def train_step(
   """
 
   def cost(params):
-    logits, new_model_state = _apply_model(
+    logits, new_model_state = apply_model(
       config,
       hp,
       params,
@@ -397,41 +240,6 @@ def finish(config: TrainConfig, trial: TrialState, metrics: dict) -> TrainResult
   return TrainResult(
     params, model_state, metrics, trial.diverged_step >= 0, trial.diverged_step, best_epoch
   )
-
-
-def _check(config: TrainConfig, data: TrainData) -> None:
-  """Static settings that cannot work, before any compute (shapes are known at trace time)."""
-  if config.select not in ('final', 'best'):
-    raise ValueError(f"select must be 'final' or 'best'; got {config.select!r}.")
-  if config.eval_every < 1:
-    raise ValueError(f'eval_every must be >= 1; got {config.eval_every}.')
-  if config.eval_every > 1 and config.select != 'final':
-    raise ValueError(
-      "eval_every > 1 leaves dev curves NaN between evaluations: use select='final' "
-      "(select='best' needs every epoch's dev accuracy)."
-    )
-  if config.matmul_dtype not in MATMUL_DTYPES:
-    raise ValueError(f'matmul_dtype must be one of {MATMUL_DTYPES}; got {config.matmul_dtype!r}.')
-  registry.check('model', config.model)
-  if config.model == 'cnn' and config.matmul_dtype != 'float32':
-    raise ValueError("matmul_dtype applies to the MLP only; use 'float32' with model='cnn'.")
-  features = data.x_train.shape[1]
-  if config.model == 'cnn' and math.prod(_input_shape(config, features)) != features:
-    raise ValueError(
-      f'input_shape {tuple(config.input_shape)} holds {math.prod(config.input_shape)} values '
-      f'but the data has {features} features per row; pass the shape the rows were flattened '
-      'from (Splits.input_shape).'
-    )
-  if config.epochs < 1 or config.batch_size < 1:
-    raise ValueError(
-      f'epochs and batch_size must be >= 1; got {config.epochs}, {config.batch_size}.'
-    )
-  n_train = data.x_train.shape[0]
-  if n_train < config.batch_size:
-    raise ValueError(
-      f'batch_size {config.batch_size} exceeds the {n_train} training '
-      'examples; use a smaller batch size.'
-    )
 
 
 def make_train(config: TrainConfig) -> Callable[[dict, jax.Array, TrainData], TrainResult]:

@@ -78,6 +78,8 @@ LIBRARY_ERRORS = (
   data.DataError,
   files.OutputError,
   search.SearchError,
+  search.LedgerError,  # a storage that cannot hold the study
+  search.CheckpointError,  # a population checkpoint that is not bnjax's
   distributed.DistributedError,
 )
 

@@ -252,7 +252,7 @@ def main(argv):
     space = space_of_flags()
     search.check(STRATEGY.value, space, **options)
     search.check_storage(STORAGE.value)
-  except (SpaceError, ValueError) as error:
+  except ValueError as error:  # the checks only validate: any ValueError there is bad input
     raise SystemExit(f'error: {error}') from None
   splits = common.load_data()
   print(common.describe(splits))
@@ -263,8 +263,6 @@ def main(argv):
   try:
     progress = ProgressBar() if distributed.is_writer() else None  # one bar, process 0's
     results = search.run(STRATEGY.value, space, splits, progress=progress, **options)
-  except (SpaceError, ValueError) as error:
-    raise SystemExit(f'error: {error}') from None
   except KeyboardInterrupt:
     command = shlex.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
     lost = (

@@ -173,7 +173,7 @@ def main(argv):
       'training examples; lower --batch_size.'
     )
   # The network must fit memory before it is built (a SearchError that says how much).
-  search.chunks.runs_that_fit(config, splits, jax.local_devices()[:1])
+  search.sizing.runs_that_fit(config, splits, jax.local_devices()[:1])
   train_data = bnjax.TrainData(
     *map(jnp.asarray, (splits.x_train, splits.y_train, splits.x_dev, splits.y_dev))
   )

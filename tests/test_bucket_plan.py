@@ -2,7 +2,7 @@
 
 `buckets._cheapest_groups` is checked against brute force over every plan
 of the same two kinds (runs of width-neighbours, with depths mixed or split
-first); `chunks.bucket_cost` against its formula written out by hand.
+first); `sizing.bucket_cost` against its formula written out by hand.
 Nothing here trains: planning reads shapes only.
 """
 
@@ -14,7 +14,7 @@ import pytest
 
 from bnjax import search
 from bnjax.data import Splits
-from bnjax.search import buckets, chunks, engine
+from bnjax.search import buckets, chunks, engine, sizing
 from bnjax.search.checks import SearchError
 from bnjax.search.cohorts import sampling_key
 from bnjax.space import as_space, with_defaults
@@ -112,17 +112,17 @@ def test_bucket_cost_is_the_compile_plus_every_padded_run():
   splits = shaped_splits(**MNIST1D)
   one = jax.devices()[:1]
   config = TrainConfig(epochs=40, batch_size=128, hidden_sizes=(256,) * 3, num_classes=10)
-  size = chunks.chunk_runs(config, splits, one)
+  size = sizing.chunk_runs(config, splits, one)
   macs_per_example = 40 * 256 + 2 * 256 * 256 + 256 * 10
   examples = 40 * (3 * 3600 + 400)
   for trials in (1, size, size + 1):
     runs = -(-trials // size) * size
-    expected = chunks.COMPILE_MACS + runs * examples * macs_per_example
-    assert chunks.bucket_cost(config, [3] * trials, splits, size) == expected
+    expected = sizing.COMPILE_MACS + runs * examples * macs_per_example
+    assert sizing.bucket_cost(config, [3] * trials, splits, size) == expected
   # Executions multiply the runs: 3 trials x 2 runs in chunks of 4 are 8 runs.
-  four = chunks.chunk_runs(config, splits, one, executions=2, chunk_size=4)
-  assert chunks.bucket_cost(config, [3] * 3, splits, four, executions=2) == (
-    chunks.COMPILE_MACS + 8 * examples * macs_per_example
+  four = sizing.chunk_runs(config, splits, one, executions=2, chunk_size=4)
+  assert sizing.bucket_cost(config, [3] * 3, splits, four, executions=2) == (
+    sizing.COMPILE_MACS + 8 * examples * macs_per_example
   )
 
 
@@ -133,11 +133,11 @@ def test_a_chunk_costs_its_deepest_run():
   config = TrainConfig(epochs=40, batch_size=128, hidden_sizes=(256,) * 3, num_classes=10)
   macs = lambda depth: 40 * 256 + (depth - 1) * 256 * 256 + 256 * 10
   examples = 40 * (3 * 3600 + 400)
-  expected = chunks.COMPILE_MACS + 2 * examples * (macs(1) + macs(3) + macs(3))
-  assert chunks.bucket_cost(config, [1, 1, 2, 3, 3], splits, 2) == expected
+  expected = sizing.COMPILE_MACS + 2 * examples * (macs(1) + macs(3) + macs(3))
+  assert sizing.bucket_cost(config, [1, 1, 2, 3, 3], splits, 2) == expected
   # Two executions each: runs 1 1 1 1 | 2 2 3 3 | 3 3 in chunks of 4.
-  expected = chunks.COMPILE_MACS + 4 * examples * (macs(1) + macs(3) + macs(3))
-  assert chunks.bucket_cost(config, [1, 1, 2, 3, 3], splits, 4, executions=2) == expected
+  expected = sizing.COMPILE_MACS + 4 * examples * (macs(1) + macs(3) + macs(3))
+  assert sizing.bucket_cost(config, [1, 1, 2, 3, 3], splits, 4, executions=2) == expected
 
 
 @pytest.mark.parametrize('num_trials', [24, 100])
@@ -147,8 +147,8 @@ def test_the_default_search_costs_no_more_than_the_width_ratio_plan(num_trials):
   one = jax.devices()[:1]
   space = as_space(search.DEFAULT_SPACE)
   price = lambda planned, table: sum(
-    chunks.bucket_cost(
-      b.config, buckets.depths(table)[b.trial_ids], splits, chunks.chunk_runs(b.config, splits, one)
+    sizing.bucket_cost(
+      b.config, buckets.depths(table)[b.trial_ids], splits, sizing.chunk_runs(b.config, splits, one)
     )
     for b in planned
   )

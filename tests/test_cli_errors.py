@@ -296,6 +296,41 @@ def test_every_bad_input_gets_a_clear_error(outcomes, request, capsys):
   assert clear == len(rows)
 
 
+@pytest.mark.parametrize(
+  'raised, clear',
+  [
+    ("search.LedgerError('the journal is locked; stop the other writer')", True),
+    ("search.CheckpointError('ckpt is not a bnjax population checkpoint')", True),
+    ("ValueError('a bug deep in the engine')", False),
+  ],
+  ids=['ledger', 'checkpoint', 'bug'],
+)
+def test_only_the_librarys_errors_from_inside_a_search_become_one_line(raised, clear, tmp_path):
+  """A bad-input error raised while the search runs is one line; any other keeps its traceback."""
+  script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from bnjax import search
+from experiments import common, random_search
+
+def run(*args, **kwargs):
+  raise {raised}
+
+search.run = run
+argv = [sys.argv[0], '--dataset=digits', '--num_trials=2', '--output_dir={tmp_path}']
+common.errors_as_messages(random_search.main)(common.parse_flags(argv))
+"""
+  done = subprocess.run(
+    [sys.executable, '-c', script], cwd=ROOT, env=user_env(), capture_output=True, text=True
+  )
+  assert done.returncode == 1
+  message = raised.split("'")[1]
+  if clear:
+    assert messages(done.stderr) == [f'error: {message}'], done.stderr
+  else:
+    assert 'Traceback' in done.stderr and f'ValueError: {message}' in done.stderr, done.stderr
+
+
 # ----------------------------------------------------------------------------- the driver
 
 

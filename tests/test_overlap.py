@@ -198,13 +198,15 @@ def test_a_crash_beside_a_chunk_in_flight_stops_both_and_loses_no_saved_segment(
   class Crash(Exception):
     pass
 
-  saves, crashed = [], threading.Event()
+  saves, saved, crashed = [], threading.Event(), threading.Event()
 
   def crash(chunk, segment):
     saves.append((chunk, segment))
     if chunk == 0:  # still in flight when chunk 1 fails: its error surfaces at once
+      saved.set()
       assert crashed.wait(WAIT)
-    else:
+    else:  # once chunk 0 has saved a segment (else it may stop before its first)
+      assert saved.wait(WAIT)
       crashed.set()
       raise Crash
 

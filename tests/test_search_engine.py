@@ -39,6 +39,7 @@ from bnjax.search import (
   run_trials,
   scales,
   segments,
+  sizing,
   trial_keys,
 )
 from bnjax.search.chunks import Run
@@ -414,7 +415,7 @@ def test_results_do_not_depend_on_device_count(chunked):
   # two in chunks of 2: one trial per device per call, the same program on
   # each device. Trials 1 and 3 (one layer of two) run the second layer and
   # select it away in the first chunk of 4, and skip it in their chunk of 2
-  # (`training.vmap_chunk`): the same numbers either way.
+  # (`model.vmap_chunk`): the same numbers either way.
   four, two = chunked['four_devices'], chunked['two_devices']
   assert four.info['devices'] == 4 and two.info['devices'] == 2
   assert four.info['chunks'] == 2 and two.info['chunks'] == 3
@@ -787,15 +788,15 @@ def test_100000_trials_are_planned_in_chunks_that_fit_memory():
   planned = buckets.make_buckets(table, epochs=1, num_classes=10)
   asked = 12_500
   plan = chunks.plan_chunks(planned, splits, one, executions=1, chunk_size=asked)
-  data = chunks.data_bytes(splits)
+  data = sizing.data_bytes(splits)
   for chunk in plan:
     config = planned[chunk.bucket].config
-    per_run = chunks.trial_bytes(config, 40, 3600, 400)
-    assert asked * per_run > 50 * chunks.memory_budget(one), 'the size asked would not fit'
-    assert data + chunk.size * per_run <= chunks.memory_budget(one)
+    per_run = sizing.trial_bytes(config, 40, 3600, 400)
+    assert asked * per_run > 50 * sizing.memory_budget(one), 'the size asked would not fit'
+    assert data + chunk.size * per_run <= sizing.memory_budget(one)
   assert sum(chunk.real for chunk in plan) == 100_000
   assert {chunk.size for chunk in plan} == {
-    chunks.runs_that_fit(bucket.config, splits, one) for bucket in planned
+    sizing.runs_that_fit(bucket.config, splits, one) for bucket in planned
   }
 
 
@@ -811,7 +812,7 @@ def test_default_chunks_do_not_depend_on_the_number_of_trials(num_trials):
   plan = chunks.plan_chunks(planned, splits, one, executions=1, chunk_size=None)
   assert sum(chunk.real for chunk in plan) == num_trials
   for index, bucket in enumerate(planned):  # only a bucket's last chunk is padded
-    size = chunks.cpu_chunk(bucket.config, MNIST1D_SHAPES['features'])
+    size = sizing.cpu_chunk(bucket.config, MNIST1D_SHAPES['features'])
     assert {chunk.size for chunk in plan if chunk.bucket == index} == {size}
     reals = [chunk.real for chunk in plan if chunk.bucket == index]
     assert reals[:-1] == [size] * (len(reals) - 1) and sum(reals) == len(bucket.trial_ids)
@@ -821,42 +822,42 @@ def test_cpu_chunks_keep_the_training_state_in_cache(monkeypatch):
   # 3 x 256 from 40 features: 143,872 parameters, 2.3 MB of state (params,
   # gradients, two moments); 3 x 448: 6.8 MB. In a 32 MiB cache: 14 and 4
   # runs fit, so chunks of 8 (the most) and 4.
-  monkeypatch.setattr(chunks, 'cache_bytes', lambda: 32 << 20)
+  monkeypatch.setattr(sizing, 'cache_bytes', lambda: 32 << 20)
   mlp = lambda width: small_config(hidden_sizes=(width,) * 3, num_classes=10)
-  assert chunks.num_params(mlp(256), 40) == 143_872
+  assert sizing.num_params(mlp(256), 40) == 143_872
   expected = {12: 8, 256: 8, 384: 4, 448: 4, 1024: 1, 4096: 1}
-  assert {width: chunks.cpu_chunk(mlp(width), 40) for width in expected} == expected
-  monkeypatch.setattr(chunks, 'cache_bytes', lambda: 8 << 20)
-  assert chunks.cpu_chunk(mlp(256), 40) == 2
+  assert {width: sizing.cpu_chunk(mlp(width), 40) for width in expected} == expected
+  monkeypatch.setattr(sizing, 'cache_bytes', lambda: 8 << 20)
+  assert sizing.cpu_chunk(mlp(256), 40) == 2
 
 
 def test_cache_bytes_reads_the_largest_cache_or_falls_back(tmp_path):
   for index, size in enumerate(['48K', '1024K', '32768K']):
     (tmp_path / f'index{index}').mkdir()
     (tmp_path / f'index{index}' / 'size').write_text(size + '\n')
-  assert chunks.cache_bytes(str(tmp_path)) == 32 << 20
-  assert chunks.cache_bytes(str(tmp_path / 'missing')) == chunks.DEFAULT_CACHE_BYTES
+  assert sizing.cache_bytes(str(tmp_path)) == 32 << 20
+  assert sizing.cache_bytes(str(tmp_path / 'missing')) == sizing.DEFAULT_CACHE_BYTES
   (tmp_path / 'index0' / 'size').write_text('unreadable\n')
-  assert chunks.cache_bytes(str(tmp_path)) == chunks.DEFAULT_CACHE_BYTES
+  assert sizing.cache_bytes(str(tmp_path)) == sizing.DEFAULT_CACHE_BYTES
 
 
 def test_chunk_runs_follow_the_devices_and_executions_not_the_trials(splits, monkeypatch):
   config = small_config()
   cpus = jax.devices()
-  assert chunks.chunk_runs(config, splits, cpus[:1]) == 8
-  assert chunks.chunk_runs(config, splits, cpus[:1], executions=3) == 9  # a trial's runs together
-  assert chunks.chunk_runs(config, splits, cpus[:3]) == 9  # a multiple of the devices
-  assert chunks.chunk_runs(config, splits, cpus[:1], chunk_size=5) == 5  # the user's wins
-  assert chunks.chunk_runs(config, splits, cpus[:4], chunk_size=5) == 8
+  assert sizing.chunk_runs(config, splits, cpus[:1]) == 8
+  assert sizing.chunk_runs(config, splits, cpus[:1], executions=3) == 9  # a trial's runs together
+  assert sizing.chunk_runs(config, splits, cpus[:3]) == 9  # a multiple of the devices
+  assert sizing.chunk_runs(config, splits, cpus[:1], chunk_size=5) == 5  # the user's wins
+  assert sizing.chunk_runs(config, splits, cpus[:4], chunk_size=5) == 8
   # An accelerator's chunks follow its total memory, not what is in use at the moment.
   gpu = types.SimpleNamespace(platform='gpu', memory_stats=lambda: stats)
-  per_run, data = chunks.trial_bytes(config, 6, 200, 60), chunks.data_bytes(splits)
+  per_run, data = sizing.trial_bytes(config, 6, 200, 60), sizing.data_bytes(splits)
   stats = {'bytes_limit': 2 * (data + 100 * per_run), 'bytes_in_use': 0}
-  assert chunks.chunk_runs(config, splits, [gpu]) == 100
+  assert sizing.chunk_runs(config, splits, [gpu]) == 100
   stats['bytes_in_use'] = stats['bytes_limit'] // 2
-  assert chunks.chunk_runs(config, splits, [gpu]) == 100
+  assert sizing.chunk_runs(config, splits, [gpu]) == 100
   stats['bytes_limit'] = 2**50
-  assert chunks.chunk_runs(config, splits, [gpu, gpu]) == 2 * chunks.ACCELERATOR_CHUNK
+  assert sizing.chunk_runs(config, splits, [gpu, gpu]) == 2 * sizing.ACCELERATOR_CHUNK
 
 
 def test_a_trials_numbers_do_not_depend_on_how_many_trials_there_are(splits):
@@ -882,25 +883,25 @@ def small_config(**changes):
 
 def test_a_chunk_counts_the_data_set_once_per_device(splits, monkeypatch):
   config = small_config()
-  per_run, data = chunks.trial_bytes(config, 6, 200, 60), chunks.data_bytes(splits)
+  per_run, data = sizing.trial_bytes(config, 6, 200, 60), sizing.data_bytes(splits)
   assert data == 4 * (200 + 60) * (6 + 1) and data < per_run
   for count, fits in ((1, 39), (4, 36)):  # a byte short of 40 runs: 39, rounded to the devices
     devices = jax.devices()[:count]
-    monkeypatch.setattr(chunks, 'memory_budget', lambda d: len(d) * data + 40 * per_run)
-    assert chunks.runs_that_fit(config, splits, devices) == 40
-    monkeypatch.setattr(chunks, 'memory_budget', lambda d: len(d) * data + 40 * per_run - 1)
-    assert chunks.runs_that_fit(config, splits, devices) == fits
+    monkeypatch.setattr(sizing, 'memory_budget', lambda d: len(d) * data + 40 * per_run)
+    assert sizing.runs_that_fit(config, splits, devices) == 40
+    monkeypatch.setattr(sizing, 'memory_budget', lambda d: len(d) * data + 40 * per_run - 1)
+    assert sizing.runs_that_fit(config, splits, devices) == fits
 
 
 def test_a_chunk_size_is_capped_by_memory(splits, monkeypatch):
-  monkeypatch.setattr(chunks, 'memory_budget', lambda d: 8 * (1 << 20))
+  monkeypatch.setattr(sizing, 'memory_budget', lambda d: 8 * (1 << 20))
   table = with_defaults({name: np.tile(column, 200) for name, column in TABLE.items()}, 1200)
   (bucket,) = buckets.make_buckets(table, epochs=EPOCHS, num_classes=3, width_ratio=None)
-  fits = chunks.runs_that_fit(bucket.config, splits, jax.devices())
+  fits = sizing.runs_that_fit(bucket.config, splits, jax.devices())
   assert (
     fits
-    == (8 * (1 << 20) - 4 * chunks.data_bytes(splits))
-    // chunks.trial_bytes(bucket.config, 6, 200, 60)
+    == (8 * (1 << 20) - 4 * sizing.data_bytes(splits))
+    // sizing.trial_bytes(bucket.config, 6, 200, 60)
     // 4
     * 4
   )
@@ -911,33 +912,33 @@ def test_a_chunk_size_is_capped_by_memory(splits, monkeypatch):
 
 def test_a_chunk_too_big_for_the_budget_runs_alone_if_memory_holds_it(splits, monkeypatch):
   config = small_config()
-  per_run = chunks.trial_bytes(config, 6, 200, 60)
-  monkeypatch.setattr(chunks, 'memory_budget', lambda d: per_run // 2)
-  monkeypatch.setattr(chunks, 'memory_available', lambda d: 100 * per_run)
-  assert chunks.runs_that_fit(config, splits, jax.devices()[:1]) == 1
-  assert chunks.runs_that_fit(config, splits, jax.devices()[:2], executions=3) == 6
-  monkeypatch.setattr(chunks, 'memory_available', lambda d: 5 * per_run)
+  per_run = sizing.trial_bytes(config, 6, 200, 60)
+  monkeypatch.setattr(sizing, 'memory_budget', lambda d: per_run // 2)
+  monkeypatch.setattr(sizing, 'memory_available', lambda d: 100 * per_run)
+  assert sizing.runs_that_fit(config, splits, jax.devices()[:1]) == 1
+  assert sizing.runs_that_fit(config, splits, jax.devices()[:2], executions=3) == 6
+  monkeypatch.setattr(sizing, 'memory_available', lambda d: 5 * per_run)
   message = (
     r'^one trial \(2 x 12 units, batch size 32\) x 3 runs needs about 0\.0 GiB of memory '
     r'\(2 at once on 2 devices: 0\.0 GiB\) and the data set 0\.0 GiB, but 0\.0 GiB is '
     r'available; .* or lower executions_per_trial\.$'
   )
   with pytest.raises(search.SearchError, match=message):
-    chunks.runs_that_fit(config, splits, jax.devices()[:2], executions=3)
+    sizing.runs_that_fit(config, splits, jax.devices()[:2], executions=3)
 
 
 def test_the_memory_error_says_what_it_needs_and_what_there_is(splits, monkeypatch):
   config = small_config(hidden_sizes=(10**6,) * 3)
-  needs = chunks.trial_bytes(config, 6, 200, 60)
+  needs = sizing.trial_bytes(config, 6, 200, 60)
   assert needs > 2**40  # 2 x 10**12 weights, each five times
-  monkeypatch.setattr(chunks, 'memory_available', lambda d: 3 * 2**30)
+  monkeypatch.setattr(sizing, 'memory_available', lambda d: 3 * 2**30)
   message = (
     rf'^one trial \(3 x 1,000,000 units, batch size 32\) needs about {needs / 2**30:,.1f} GiB '
     r'of memory and the data set 0\.0 GiB, but 3\.0 GiB is available; use fewer or narrower '
     r'hidden layers or a smaller batch_size\.$'
   )
   with pytest.raises(search.SearchError, match=message):
-    chunks.runs_that_fit(config, splits, jax.devices()[:1])
+    sizing.runs_that_fit(config, splits, jax.devices()[:1])
 
 
 # --------------------------------------------------------------------------------- seeds

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bnjax import search
-from bnjax.search import chunks, coarse_to_fine, grid_search, random_search, segments
+from bnjax.search import coarse_to_fine, grid_search, random_search, segments, sizing
 from bnjax.space import (
   Choice,
   Fixed,
@@ -134,7 +134,7 @@ def test_random_search_seed_changes_the_sample(sampled):
 
 
 def test_run_dispatches_to_the_strategy_by_name(splits, sampled, grid, rounds):
-  # run and the strategies called alone plan the same chunks (`chunks.chunk_runs`,
+  # run and the strategies called alone plan the same chunks (`sizing.chunk_runs`,
   # from the bucket and the devices): the same program, the same bits.
   cases = (
     (
@@ -281,9 +281,9 @@ def test_coarse_to_fine_checks_its_largest_trial_before_round_0(splits, monkeypa
   # fit from the start: the message names the largest trial the space holds.
   monkeypatch.setattr(segments, 'programs', lambda *args, **kwargs: pytest.fail('compiled'))
   config = TrainConfig(epochs=EPOCHS, batch_size=32, hidden_sizes=(4096,), num_classes=3)
-  widest = chunks.trial_bytes(config, 6, 200, 60) + chunks.data_bytes(splits)
-  monkeypatch.setattr(chunks, 'memory_budget', lambda devices: widest // 100)
-  monkeypatch.setattr(chunks, 'memory_available', lambda devices: widest - 1)
+  widest = sizing.trial_bytes(config, 6, 200, 60) + sizing.data_bytes(splits)
+  monkeypatch.setattr(sizing, 'memory_budget', lambda devices: widest // 100)
+  monkeypatch.setattr(sizing, 'memory_available', lambda devices: widest - 1)
   space = {**SPACE, 'hidden_units': IntUniform(8, 4096), 'num_layers': Fixed(1)}
   with pytest.raises(search.SearchError, match=r'^one trial \(1 x 4,096 units, batch size 32\)'):
     coarse_to_fine(space, splits, N, devices=jax.devices()[:1], epochs=EPOCHS)
@@ -299,7 +299,8 @@ def test_grid_size_counts_what_grid_makes():
     }
   )
   for points in (1, 2, 3, 5):
-    assert search.strategies.grid_size(space, points) == len(space.grid(points)['learning_rate'])
+    count = search.strategy_options.grid_size(space, points)
+    assert count == len(space.grid(points)['learning_rate'])
 
 
 def test_run_rejects_a_bad_space_before_any_compute(splits, monkeypatch):

@@ -204,7 +204,7 @@ def test_resume_keeps_trials_extends_the_budget_and_checks_the_configuration(spl
 
 
 def test_an_extended_study_gives_each_trial_id_the_numbers_of_one_search(splits, tmp_path):
-  # Default chunks (`chunks.chunk_runs`: 8 runs on this CPU, from the bucket
+  # Default chunks (`sizing.chunk_runs`: 8 runs on this CPU, from the bucket
   # and the devices): 3 trials, then 8 more in a second round, train each
   # trial id exactly as one search of 11 does, and the study records it all.
   options = dict(OPTIONS, output_dir=tmp_path, test=False)

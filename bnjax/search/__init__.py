@@ -5,11 +5,13 @@ This module only re-exports. Behind it, in the order data flows:
 * `checks`: what a search accepts, checked before its first trial (`SearchError`);
 * `buckets`: trials grouped by their static values and width, one compile each;
 * `chunks`: a bucket's runs cut into program calls, sharded over devices;
+* `sizing`: how many runs a chunk holds (`chunk_runs`), and what a bucket costs;
 * `rows`: a trial's executions summarized into its row (and its `best_epoch`);
 * `top_k`: the best trials' params kept, and tested once at the end;
 * `engine`: `run_trials`, a table of hyperparameters in, `Results` out;
 * `results`, `plots`, `scales`: the table, ranking and files; the figures,
   each hyperparameter on its distribution's scale;
+* `strategy_options`: the options each strategy takes, checked before any compute;
 * `strategies`: random, grid and coarse-to-fine search, and `run` by name;
 * `ledger`, `study`, `workers`, `candidates`, `bayes`: searches kept in an Optuna
   study, resumable, shared by workers; Bayesian search;
@@ -20,15 +22,18 @@ This module only re-exports. Behind it, in the order data flows:
 
 from bnjax.search.bayes import bayes_search
 from bnjax.search.checks import SearchError
-from bnjax.search.chunks import chunk_runs, seed_key, trial_keys
+from bnjax.search.chunks import seed_key, trial_keys
 from bnjax.search.engine import run_trials
 from bnjax.search.ledger import LedgerError, check_storage
 
 # Not `pbt`: that name is the module `bnjax.search.pbt`.
 from bnjax.search.pbt import pbt as population_based_training
+from bnjax.search.population import CheckpointError
 from bnjax.search.results import Results, concatenate
 from bnjax.search.schedule_replay import replay as pbt_replay
-from bnjax.search.strategies import (
+from bnjax.search.sizing import chunk_runs
+from bnjax.search.strategies import coarse_to_fine, grid_search, random_search, run
+from bnjax.search.strategy_options import (
   DEFAULT_CNN_SPACE,
   DEFAULT_SPACE,
   ENGINE_OPTIONS,
@@ -40,10 +45,6 @@ from bnjax.search.strategies import (
   STUDY_OPTIONS,
   allowed_options,
   check,
-  coarse_to_fine,
-  grid_search,
-  random_search,
-  run,
 )
 from bnjax.search.successive_halving import hyperband
 from bnjax.search.top_k import test_top_k
@@ -59,6 +60,7 @@ __all__ = [
   'STRATEGIES',
   'STRATEGY_OPTIONS',
   'STUDY_OPTIONS',
+  'CheckpointError',
   'LedgerError',
   'Results',
   'SearchError',

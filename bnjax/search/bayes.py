@@ -20,7 +20,7 @@ import numpy as np
 import optuna
 
 from bnjax.data import Splits
-from bnjax.search import chunks
+from bnjax.search import sizing
 from bnjax.search.study import Round, run_study
 from bnjax.space import Space, as_space, with_defaults
 from bnjax.training import TrainConfig
@@ -98,10 +98,10 @@ def default_trials_per_round(space: Space, splits: Splits, devices=None) -> int:
     hidden_sizes=(int(table['hidden_units'][0]),) * int(table['num_layers'][0]),
     num_classes=splits.num_classes,
   )
-  per_trial = chunks.trial_bytes(
+  per_trial = sizing.trial_bytes(
     config, splits.num_features, len(splits.y_train), len(splits.y_dev)
   )
-  fit = chunks.memory_budget(devices) // per_trial
+  fit = sizing.memory_budget(devices) // per_trial
   return int(min(MAX_TRIALS_PER_ROUND, max(CPU_TRIALS_PER_ROUND, fit)))
 
 

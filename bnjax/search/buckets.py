@@ -17,7 +17,7 @@ bucket pads its narrow and shallow trials up to its widest and deepest. A
 `width_ratio` splits wherever the widest trial would exceed that many times
 the narrowest; `width_ratio='cost'` prices every way to split and keeps the
 cheapest (`_cheapest_groups`, with a `price` of a bucket the caller knows:
-its compile, chunks and padding, `bnjax.search.chunks.bucket_cost`).
+its compile, chunks and padding, `bnjax.search.sizing.bucket_cost`).
 """
 
 from collections.abc import Callable
@@ -160,7 +160,7 @@ def make_buckets(
   def shallowest_first(group: np.ndarray) -> np.ndarray:
     # A bucket's order, which its price assumes too: chunks hold one depth
     # where they can, and a chunk skips the layers none of its trials has
-    # (`training.vmap_chunk`).
+    # (`model.vmap_chunk`).
     return group[np.argsort(depth[group], kind='stable')]
 
   buckets = []

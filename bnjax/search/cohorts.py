@@ -21,7 +21,7 @@ import numpy as np
 
 from bnjax import distributed
 from bnjax.data import Splits
-from bnjax.search import buckets, chunks
+from bnjax.search import buckets, chunks, sizing
 from bnjax.search import population as pop
 from bnjax.search.checks import SearchError
 from bnjax.search.top_k import Candidate
@@ -66,12 +66,12 @@ def sampling_key(seed: int, round_index: int) -> jax.Array:
 def default_chunk_size(
   splits: Splits, devices: Sequence[jax.Device], chunk_size: int | None
 ) -> Callable[[TrainConfig], int]:
-  """A bucket's chunk size, from its config and the devices only: `chunks.chunk_runs`'.
+  """A bucket's chunk size, from its config and the devices only: `sizing.chunk_runs`'.
 
   (`cohorts_from_table` lowers it to a bucket's trials where they are fewer,
   so a small bracket does not train fillers; a rung keeps it.)
   """
-  return lambda config: chunks.chunk_runs(config, splits, devices, chunk_size=chunk_size)
+  return lambda config: sizing.chunk_runs(config, splits, devices, chunk_size=chunk_size)
 
 
 def start(

@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike
 from bnjax import distributed
 from bnjax.data import Splits
 from bnjax.registry import to_python
-from bnjax.search import buckets, checks, chunks, folds, overlap, rows, segments
+from bnjax.search import buckets, checks, chunks, folds, overlap, rows, segments, sizing
 from bnjax.search.checks import SearchError, check_options
 from bnjax.search.results import METRIC_COLUMNS, Results
 from bnjax.search.top_k import (
@@ -74,12 +74,12 @@ def run_trials(
     top_k: how many of the best configurations are evaluated on test.
     test: evaluate them now; False keeps their params in `candidates` for a
       later `test_top_k` (a search in rounds tests once, at the end).
-    chunk_size: runs per program call; default: each bucket's `chunks.chunk_runs`
+    chunk_size: runs per program call; default: each bucket's `sizing.chunk_runs`
       (from the bucket and the devices, never from the number of trials).
     devices: where to shard the trial axis; default all local devices, or every
       process's where several run one search (`bnjax.distributed`).
     eval_batch_size: examples per evaluation batch.
-    width_ratio: 'cost' splits buckets the way `chunks.bucket_cost` prices
+    width_ratio: 'cost' splits buckets the way `sizing.bucket_cost` prices
       lowest (compiles, chunks' filler and padding; `buckets.make_buckets`);
       a number splits them so no trial is padded wider than this times its
       own width; None: one bucket per static setting.
@@ -293,7 +293,7 @@ def check_fits(
     table, splits, epochs, select, eval_batch_size, width_ratio, devices=devices, executions=runs
   )
   for bucket in planned:
-    chunks.runs_that_fit(bucket.config, splits, devices, executions=runs)
+    sizing.runs_that_fit(bucket.config, splits, devices, executions=runs)
 
 
 def _buckets(
@@ -310,7 +310,7 @@ def _buckets(
 ) -> list[buckets.Bucket]:
   """The checked, defaulted `table`'s buckets: values and batch sizes checked first.
 
-  `width_ratio='cost'` prices buckets by `chunks.bucket_cost` on `devices`.
+  `width_ratio='cost'` prices buckets by `sizing.bucket_cost` on `devices`.
   """
   checks.check_values(table)
   checks.check_batch_size(table, splits)
@@ -319,10 +319,10 @@ def _buckets(
   # (the cache from sysfs, the devices' memory) is read once.
   @functools.cache
   def chunk_of(config: TrainConfig) -> int:
-    return chunks.chunk_runs(config, splits, devices, executions=executions, chunk_size=chunk_size)
+    return sizing.chunk_runs(config, splits, devices, executions=executions, chunk_size=chunk_size)
 
   def price(config: TrainConfig, depths: np.ndarray) -> float:
-    return chunks.bucket_cost(config, depths, splits, chunk_of(config), executions=executions)
+    return sizing.bucket_cost(config, depths, splits, chunk_of(config), executions=executions)
 
   return buckets.make_buckets(
     table,

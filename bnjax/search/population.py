@@ -68,6 +68,10 @@ CHECKPOINT_FORMAT = 1
 _LOWERING_EVENT = '/jax/core/compile/jaxpr_to_mlir_module_duration'
 
 
+class CheckpointError(ValueError):
+  """A file that is not a bnjax population checkpoint (of this format)."""
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _init(config: TrainConfig, hp: dict, keys: jax.Array, data: TrainData) -> TrialState:
   init = lambda hp, key: init_trial(config, hp, key, data)
@@ -244,7 +248,7 @@ def read_population(
   """`restore_population` from the file's bytes (`blob`), e.g. process 0's sent to every process."""
   payload = serialization.msgpack_restore(blob)
   if payload.get('format') != CHECKPOINT_FORMAT:
-    raise ValueError(
+    raise CheckpointError(
       f'{name!r} is not a bnjax population checkpoint (format '
       f'{payload.get("format")!r}, expected {CHECKPOINT_FORMAT}).'
     )

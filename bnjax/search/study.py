@@ -110,7 +110,7 @@ def run_study(
     output_dir: where the journal and the top-k candidates live.
     sampler: the study's Optuna sampler (strategies that ask).
     chunk_size: runs per program; None: the study's (a new study records
-      None: each bucket's `chunks.chunk_runs`, from the bucket and the devices).
+      None: each bucket's `sizing.chunk_runs`, from the bucket and the devices).
       Each trial records the size of the chunk it ran in (`chunk_size`).
     segment_epochs: epochs between a chunk's checkpoints (`run_trials`); not
       part of the study's configuration: the numbers do not depend on it.
