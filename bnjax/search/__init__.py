@@ -13,7 +13,7 @@ This module only re-exports. Behind it, in the order data flows:
   each hyperparameter on its distribution's scale;
 * `strategy_options`: the options each strategy takes, checked before any compute;
 * `strategies`: random, grid and coarse-to-fine search, and `run` by name;
-* `ledger`, `study`, `workers`, `candidates`, `bayes`: searches kept in an Optuna
+* `ledger`, `study`, `rounds`, `workers`, `candidates`, `bayes`: searches kept in an Optuna
   study, resumable, shared by workers; Bayesian search;
 * `population`, `cohorts`, `successive_halving`, `pbt` (with `exploit`), `population_study`:
   populations trained in segments; Hyperband and population-based training,

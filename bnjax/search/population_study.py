@@ -22,7 +22,7 @@ they cannot run as `study.run_study`'s rounds of independent trials. A
 * the top-k candidates (`candidates.CandidateStore`): a finished trial's
   params are written before it is told and dropped once it leaves the top
   k, and the test split is read once, at the end, for the top k
-  (`study.test_once`).
+  (`rounds.test_once`).
 
 Order makes a crash at any point safe: candidates before the tell, the tell
 before the checkpoint. A resume replays from the last checkpoint; telling a
@@ -59,7 +59,7 @@ from bnjax.search import population as pop
 from bnjax.search.candidates import CandidateStore
 from bnjax.search.cohorts import Cohort
 from bnjax.search.results import Results
-from bnjax.search.study import crash_point, test_once
+from bnjax.search.rounds import crash_point, test_once
 from bnjax.search.workers import directory_lock
 from bnjax.space import Space
 
