@@ -33,7 +33,7 @@ from absl import app, flags
 
 import bnjax.data
 from bnjax import search
-from bnjax.search import ledger, study, workers
+from bnjax.search import ledger, storages, study, workers
 
 NUM_TRIALS = flags.DEFINE_integer('num_trials', 24, 'Trials (as random_search.py).')
 EPOCHS = flags.DEFINE_integer('epochs', 40, 'Epochs per trial (as random_search.py).')
@@ -70,7 +70,7 @@ def operations(storage_url: str | None, directory: str) -> None:
   space = search.as_space(search.DEFAULT_SPACE)
   url = storage_url or os.path.join(directory, 'ops.journal')
   name = f'ops-{os.getpid()}-{time.time_ns()}'
-  made, _ = ledger.open_study(ledger.open_storage(url, None), name, {'strategy': 'benchmark'})
+  made, _ = ledger.open_study(storages.open_storage(url, None), name, {'strategy': 'benchmark'})
   n = NUM_TRIALS.value
   rows = space.sample(search.cohorts.sampling_key(0, 0), n)
   rows = [{k: v[i] for k, v in rows.items()} for i in range(n)]
@@ -108,7 +108,7 @@ def operations(storage_url: str | None, directory: str) -> None:
       trial = made.ask(dists)
       worker.hold([trial.number])
     timings[f'ask (TPE, {n} told)'] = (time.perf_counter() - start) / asks
-  where = ledger.redacted(storage_url) if storage_url else 'journal file'
+  where = storages.redacted(storage_url) if storage_url else 'journal file'
   print(f'ledger operations on {where} ({EPOCHS.value}-point curves):')
   for label, seconds in timings.items():
     print(f'  {label:<24} {1e3 * seconds:8.2f} ms per trial')

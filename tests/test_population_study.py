@@ -20,7 +20,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bnjax.search import ledger, pbt, population_study, successive_halving, top_k
+from bnjax.search import ledger, pbt, population_study, storages, successive_halving, top_k
 from bnjax.search.results import Results
 from bnjax.space import IntUniform, LogUniform, OneMinusLogUniform, Space
 
@@ -58,7 +58,7 @@ def same(a: Results, b: Results) -> None:
 
 
 def journal(output_dir) -> optuna.Study:
-  storage = ledger.open_storage(None, output_dir)
+  storage = storages.open_storage(None, output_dir)
   return optuna.load_study(study_name=ledger.STUDY_NAME, storage=storage)
 
 

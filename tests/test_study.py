@@ -23,7 +23,7 @@ import optuna
 import pytest
 
 from bnjax import search
-from bnjax.search import candidates, ledger, workers
+from bnjax.search import candidates, ledger, storages, workers
 from bnjax.search.results import Results
 from bnjax.space import (
   Choice,
@@ -72,7 +72,7 @@ def same_results(a: Results, b: Results) -> None:
 
 
 def journal(output_dir) -> optuna.Study:
-  storage = ledger.open_storage(None, output_dir)
+  storage = storages.open_storage(None, output_dir)
   return optuna.load_study(study_name=ledger.STUDY_NAME, storage=storage)
 
 
@@ -241,7 +241,7 @@ def test_ctrl_c_drops_the_chunk_in_flight_and_a_rerun_finishes_the_same(
 
 def test_a_dead_workers_trials_go_back_to_waiting_with_their_numbers(tmp_path):
   space = search.as_space(SPEC)
-  storage = ledger.open_storage(str(tmp_path / 'shared.journal'), None)
+  storage = storages.open_storage(str(tmp_path / 'shared.journal'), None)
   made, _ = ledger.open_study(storage, None, {'strategy': 'test'})
   row = {'learning_rate': 0.01, 'beta1': 0.9, 'keep_prob': 0.9}
   ledger.enqueue(made, space, [row] * 3, 0, 0)

@@ -13,8 +13,8 @@ This module only re-exports. Behind it, in the order data flows:
   each hyperparameter on its distribution's scale;
 * `strategy_options`: the options each strategy takes, checked before any compute;
 * `strategies`: random, grid and coarse-to-fine search, and `run` by name;
-* `ledger`, `study`, `rounds`, `workers`, `candidates`, `bayes`: searches kept in an Optuna
-  study, resumable, shared by workers; Bayesian search;
+* `ledger`, `storages`, `study`, `rounds`, `workers`, `candidates`, `bayes`: searches
+  kept in an Optuna study, resumable, shared by workers; Bayesian search;
 * `population`, `cohorts`, `successive_halving`, `pbt` (with `exploit`), `population_study`:
   populations trained in segments; Hyperband and population-based training,
   checkpointed and resumable; `schedule_replay`: a PBT winner trained again.
@@ -24,7 +24,7 @@ from bnjax.search.bayes import bayes_search
 from bnjax.search.checks import SearchError
 from bnjax.search.chunks import seed_key, trial_keys
 from bnjax.search.engine import run_trials
-from bnjax.search.ledger import LedgerError, check_storage
+from bnjax.search.ledger import LedgerError
 
 # Not `pbt`: that name is the module `bnjax.search.pbt`.
 from bnjax.search.pbt import pbt as population_based_training
@@ -32,6 +32,7 @@ from bnjax.search.population import CheckpointError
 from bnjax.search.results import Results, concatenate
 from bnjax.search.schedule_replay import replay as pbt_replay
 from bnjax.search.sizing import chunk_runs
+from bnjax.search.storages import check_storage
 from bnjax.search.strategies import coarse_to_fine, grid_search, random_search, run
 from bnjax.search.strategy_options import (
   DEFAULT_CNN_SPACE,

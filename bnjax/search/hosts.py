@@ -20,17 +20,17 @@ import optuna
 from optuna.storages.journal import JournalFileBackend
 
 from bnjax import distributed
-from bnjax.search import ledger
+from bnjax.search import ledger, storages
 
 
 def open_storage(storage: str | None, output_dir: str | os.PathLike | None):
-  """`ledger.open_storage` on process 0; a replica of its journal on every other process.
+  """`storages.open_storage` on process 0; a replica of its journal on every other process.
 
   Raises:
     LedgerError: a shared storage (`--storage`) with several processes.
   """
   if not distributed.is_multiprocess():
-    return ledger.open_storage(storage, output_dir)
+    return storages.open_storage(storage, output_dir)
   if storage is not None:
     raise ledger.LedgerError(
       '--storage with several processes: one population across processes keeps its ledger '
@@ -40,13 +40,13 @@ def open_storage(storage: str | None, output_dir: str | os.PathLike | None):
   if output_dir is None:
     return optuna.storages.InMemoryStorage()  # every process builds the same one
   if distributed.is_writer():
-    backend = ledger.open_storage(None, output_dir)
-    with open(os.path.join(output_dir, ledger.JOURNAL_FILE), 'rb') as f:
+    backend = storages.open_storage(None, output_dir)
+    with open(os.path.join(output_dir, storages.JOURNAL_FILE), 'rb') as f:
       distributed.broadcast_bytes(f.read())
     return backend
   directory = tempfile.mkdtemp(prefix='bnjax-replica-')
   atexit.register(shutil.rmtree, directory, ignore_errors=True)
-  path = os.path.join(directory, ledger.JOURNAL_FILE)
+  path = os.path.join(directory, storages.JOURNAL_FILE)
   with open(path, 'wb') as f:
     f.write(distributed.broadcast_bytes(None))
   return optuna.storages.JournalStorage(JournalFileBackend(path))

@@ -16,15 +16,12 @@ for population-based training, their lineage and the values they ended with
 (`CONFIG`), checked on every resume (`check_config`), and the test-once
 result (`TESTED`).
 
-Storage (`open_storage`): a journal file in the output directory by default,
-or any Optuna storage URL (PostgreSQL, SQLite) or `.journal` path.
+Where the study is kept (a journal file in the output directory by default,
+or any Optuna storage URL or `.journal` path) is `storages`' business.
 """
 
-import contextlib
 import hashlib
 import math
-import os
-import random
 import time
 from collections.abc import Mapping, Sequence
 
@@ -36,7 +33,6 @@ from optuna.distributions import (
   FloatDistribution,
   IntDistribution,
 )
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from bnjax import files
@@ -44,7 +40,6 @@ from bnjax.data import Splits
 from bnjax.registry import to_python
 from bnjax.space import Space
 
-JOURNAL_FILE = 'study.journal'
 STUDY_NAME = 'bnjax'
 CONFIG = 'bnjax_config'  # study user attribute: what the search is (check_config)
 TESTED = 'bnjax_test'  # study user attribute: {'trials': finished ids, 'test_accuracy': {id: acc}}
@@ -124,81 +119,7 @@ def values(space: Space, trial: FrozenTrial) -> dict:
   return out
 
 
-# ------------------------------------------------------------------------------ storage, study
-
-
-def open_storage(storage: str | None, output_dir: str | os.PathLike | None):
-  """The Optuna storage: a URL, a `.journal` path, None (the output dir's journal, or memory)."""
-  if storage is None and output_dir is None:
-    return optuna.storages.InMemoryStorage()
-  if storage is None or str(storage).endswith('.journal'):
-    path = os.fspath(storage or os.path.join(output_dir, JOURNAL_FILE))
-    try:
-      if storage is None:
-        os.makedirs(output_dir, exist_ok=True)
-      _repair_journal(path)
-      return optuna.storages.JournalStorage(JournalFileBackend(path))
-    except OSError as error:
-      raise LedgerError(f'cannot open the journal {path!r} ({error.strerror or error})') from None
-  if '://' not in str(storage):
-    raise LedgerError(
-      f'--storage {storage!r} is neither a URL nor a .journal file; e.g. '
-      'postgresql+psycopg://user@host/db, sqlite:///study.db or runs/x/study.journal'
-    )
-  for attempt in range(5):
-    try:
-      return optuna.storages.RDBStorage(str(storage))
-    except ImportError as error:
-      raise LedgerError(
-        f'--storage {redacted(storage)} needs a driver: {error}; for PostgreSQL: '
-        "pip install 'bnjax[postgres]'"
-      ) from None
-    except Exception as error:  # noqa: BLE001 (sqlalchemy's many errors, one line each)
-      # Workers that create the tables of an empty database at the same moment collide
-      # on its unique names: the losers retry and find the tables made.
-      if attempt < 4 and 'unique' in str(error).lower():
-        time.sleep(0.2 + random.random())
-        continue
-      reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-      raise LedgerError(
-        f'cannot open --storage {redacted(storage)}: {reason[:200]}; check the URL and '
-        'that the server is up'
-      ) from None
-  raise AssertionError('unreachable')
-
-
-def check_storage(storage: str | None) -> None:
-  """Opens `storage` (a URL or .journal path) once: a bad one fails here, before any compute."""
-  if storage is not None:
-    backend = open_storage(storage, None)
-    if hasattr(backend, 'engine'):
-      backend.engine.dispose()
-
-
-def redacted(url: str) -> str:
-  """`url` without its password."""
-  head, sep, tail = str(url).partition('://')
-  if '@' in tail and ':' in tail.split('@', 1)[0]:
-    user = tail.split('@', 1)[0].split(':', 1)[0]
-    tail = f'{user}:***@{tail.split("@", 1)[1]}'
-  return head + sep + tail
-
-
-def _repair_journal(path: str) -> None:
-  """Drops a last line cut short (a process killed while appending); the rest stays."""
-  if not os.path.exists(path) or os.path.getsize(path) == 0:
-    return
-  with open(path, 'rb') as f:
-    f.seek(-1, os.SEEK_END)
-    if f.read(1) == b'\n':
-      return
-  lock = JournalFileSymlinkLock(path)
-  with contextlib.ExitStack() as stack:
-    if lock.acquire():
-      stack.callback(lock.release)
-    with open(path, 'rb+') as f:
-      data = f.read()
-      f.truncate(data.rfind(b'\n') + 1)
+# ------------------------------------------------------------------------------ the study
 
 
 def open_study(storage, study_name: str | None, config: dict, *, sampler=None):

@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bnjax import distributed
 from bnjax.data import Splits
-from bnjax.search import hosts, ledger
+from bnjax.search import hosts, ledger, storages
 from bnjax.search.candidates import CandidateStore
 from bnjax.search.results import Results
 from bnjax.search.rounds import Round, StudyRun, crash_point
@@ -249,5 +249,5 @@ def _failed() -> dict:
 
 def _where(storage, output_dir) -> str:
   if storage is not None:
-    return ledger.redacted(storage)
-  return os.path.join(output_dir, ledger.JOURNAL_FILE) if output_dir else 'memory'
+    return storages.redacted(storage)
+  return os.path.join(output_dir, storages.JOURNAL_FILE) if output_dir else 'memory'

@@ -31,7 +31,8 @@ from collections.abc import Iterable, Sequence
 import optuna
 from optuna.trial import TrialState
 
-from bnjax.search.ledger import JOURNAL_FILE, LedgerError
+from bnjax.search.ledger import LedgerError
+from bnjax.search.storages import JOURNAL_FILE
 
 try:
   import fcntl
