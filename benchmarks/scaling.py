@@ -3,8 +3,8 @@ r"""Scaling: N trials of the default space for a few epochs, each N in its own p
   python -m benchmarks.scaling --num_trials=96 --epochs=2     # one N, one JSON line
 
 A fresh process per N gives each its own peak memory (the resident set's
-high-water mark, data and imports included) and its own compiles (the
-persistent cache is off here). Compile seconds are the backend compile
+high-water mark, data and imports included: `peak_memory_mb`) and its own
+compiles (the persistent cache is off here). Compile seconds are the backend compile
 times JAX reports (`jax.monitoring`), summed.
 """
 
@@ -51,6 +51,23 @@ def measure(num_trials: list[int], epochs: int, report=print) -> list[dict]:
   return out
 
 
+def peak_memory_mb() -> float:
+  """This process's resident-set high-water mark in MB.
+
+  Linux's `VmHWM` belongs to the process's own address space. `ru_maxrss`
+  does not: a child started by a large parent inherits the parent's high
+  water at `exec`, so every N would report the benchmark runner's size.
+  """
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024  # kB
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux (bytes on macOS)
+
+
 def main():
   # argparse, not absl flags: `benchmarks/run.py` imports this module beside its own flags.
   parser = argparse.ArgumentParser(description='One N of the scaling section.')
@@ -67,7 +84,7 @@ def main():
 
   jax.monitoring.register_event_duration_secs_listener(on_event)
   splits = bnjax.data.load('mnist1d')
-  before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  before = peak_memory_mb()
   start = time.perf_counter()
   results = search.run(
     'random',
@@ -90,7 +107,7 @@ def main():
         'compiles': results.info['compiles'],
         'chunks': results.info['chunks'],
         'compile_seconds': sum(compile_seconds),
-        'peak_memory_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        'peak_memory_mb': peak_memory_mb(),
         'memory_before_search_mb': before,
         'device': str(jax.devices()[0].device_kind),
       }
