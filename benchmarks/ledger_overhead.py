@@ -33,7 +33,7 @@ from absl import app, flags
 
 import bnjax.data
 from bnjax import search
-from bnjax.search import ledger, storages, study, workers
+from bnjax.search import ledger, rounds, storages, workers
 
 NUM_TRIALS = flags.DEFINE_integer('num_trials', 24, 'Trials (as random_search.py).')
 EPOCHS = flags.DEFINE_integer('epochs', 40, 'Epochs per trial (as random_search.py).')
@@ -118,8 +118,8 @@ def whole_search(storage_url: str | None, directory: str) -> None:
   """Part 2: the ledger's share of the default search's wall time."""
   splits = bnjax.data.load(DATASET.value)
   clock = Clock()
-  run_trials = study.run_trials
-  clock.wrap(study, 'test_top_k', 'test_top_k')
+  run_trials = rounds.run_trials
+  clock.wrap(rounds, 'test_top_k', 'test_top_k')
   callbacks = {}
 
   def run_trials_timed(*args, claim=None, on_chunk=None, **kwargs):
@@ -137,7 +137,7 @@ def whole_search(storage_url: str | None, directory: str) -> None:
       *args, claim=timed('claim', claim), on_chunk=timed('on_chunk', on_chunk), **kwargs
     )
 
-  study.run_trials = lambda *a, **k: _timed(clock, 'run_trials', run_trials_timed, *a, **k)
+  rounds.run_trials = lambda *a, **k: _timed(clock, 'run_trials', run_trials_timed, *a, **k)
   name = f'search-{os.getpid()}-{time.time_ns()}'
   options = dict(num_trials=NUM_TRIALS.value, epochs=EPOCHS.value, top_k=10, seed=0)
   if storage_url:
