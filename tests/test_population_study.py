@@ -304,3 +304,16 @@ def test_killed_then_resumed_equals_uninterrupted(
   assert (tmp_path / 'best.json').read_text() == (whole / 'best.json').read_text()
   assert all(t.state.is_finished() for t in journal(tmp_path).trials)
   assert not (tmp_path / population_study.CHECKPOINT_FILE).exists()
+
+
+def test_a_hyperband_study_planned_bracket_by_bracket_is_refused_in_one_line(
+  blob_splits, one, tmp_path
+):
+  successive_halving.hyperband(HB_SPACE, blob_splits, devices=one, output_dir=tmp_path, **HB)
+  study = journal(tmp_path)
+  stored = dict(study.user_attrs[ledger.CONFIG])
+  assert stored.pop('bucket_plan') == 'all_brackets'
+  study.set_user_attr(ledger.CONFIG, stored)  # as a study of the version before was made
+  with pytest.raises(ledger.LedgerError, match='planned by another bnjax version') as error:
+    successive_halving.hyperband(HB_SPACE, blob_splits, devices=one, output_dir=tmp_path, **HB)
+  assert '\n' not in str(error.value) and 'new --output_dir' in str(error.value)

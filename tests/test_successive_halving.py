@@ -1,5 +1,7 @@
 """Successive halving and Hyperband: brackets, order-free ranking, survivors that go on bitwise."""
 
+import logging
+
 import chex
 import hypothesis.strategies as st
 import jax
@@ -192,3 +194,42 @@ def test_hyperband_returns_results_with_pruned_trials_and_their_epochs(blob_spli
   assert results.info['trial_epochs'] == 1 + 1 + 3 + 3 + 3
   assert 'epochs' in results.extra_columns and 'bracket' in results.extra_columns
   assert results.summary()  # the table renders
+
+
+def test_plan_brackets_gives_every_bracket_the_same_buckets():
+  tables = [
+    with_defaults(SPACE.sample(jax.random.key(s), n), n) for s, n in ((0, 9), (1, 5), (2, 3))
+  ]
+  per_bracket, sizes = sh.plan_brackets(
+    tables, lambda config: CHUNK, epochs=4, num_classes=3, width_ratio=None
+  )
+  whole = {name: np.concatenate([t[name] for t in tables]) for name in tables[0]}
+  planned = sh.buckets.make_buckets(whole, epochs=4, num_classes=3, width_ratio=None)
+  assert len(planned) == 2  # the two batch sizes
+  for table, parts in zip(tables, per_bracket, strict=True):
+    assert [part.config for part in parts] == [bucket.config for bucket in planned]
+    rows = np.concatenate([part.trial_ids for part in parts])
+    np.testing.assert_array_equal(np.sort(rows), np.arange(len(table['batch_size'])))
+    for part in parts:  # each row sits in the bucket of its batch size
+      assert set(table['batch_size'][part.trial_ids]) <= {part.config.batch_size}
+  for index, size in enumerate(sizes):
+    most = max(len(parts[index].trial_ids) for parts in per_bracket)
+    assert size == min(CHUNK, most)
+
+
+def test_hyperband_compiles_one_segment_program_per_bucket_across_brackets(blob_splits, caplog):
+  # Bracket by bracket, the two brackets (3 and 2 trials) would pad to their
+  # own widths and chunk sizes and compile an init and a segment program each.
+  space = Space(
+    {'learning_rate': LogUniform(1e-2, 1e-1), 'hidden_units': IntUniform(13, 19), 'num_layers': 1}
+  )
+  one = jax.local_devices()[:1]
+  with caplog.at_level(logging.WARNING), jax.log_compiles():
+    results = sh.hyperband(
+      space, blob_splits, min_epochs=1, max_epochs=3, eta=3, devices=one, width_ratio=None
+    )
+  assert {row['bracket'] for row in results.rows} == {0, 1}
+  assert {row['bucket'] for row in results.rows} == {0}
+  compiled = [r.getMessage().split(' with ')[0] for r in caplog.records]
+  assert compiled.count('Compiling jit(_segment)') == 1
+  assert compiled.count('Compiling jit(_init)') == 1

@@ -5,7 +5,8 @@ trial axis) with what the host knows of it: its bucket and config, each
 member's trial id, which members are fillers (copies that pad the chunk to
 its fixed shape, whose results are dropped), the hyperparameters and the
 curves so far. Successive halving (`successive_halving`) and population-based
-training (`pbt`) build cohorts from a trial table (`cohorts_from_table`),
+training (`pbt`) build cohorts from a trial table (`cohorts_from_table`, or
+`cohorts_from_buckets` where the buckets were planned beforehand),
 train them on in segments (`train_to`), gather survivors into cohorts of the
 same shapes (`regroup`: no new program), and turn the trials that stopped
 into `TrialRecord`s, rows and test candidates (`records`, `row_of`,
@@ -69,7 +70,8 @@ def default_chunk_size(
   """A bucket's chunk size, from its config and the devices only: `sizing.chunk_runs`'.
 
   (`cohorts_from_table` lowers it to a bucket's trials where they are fewer,
-  so a small bracket does not train fillers; a rung keeps it.)
+  and Hyperband to the most trials one bracket puts in the bucket, so a
+  small search does not train fillers; a rung keeps it.)
   """
   return lambda config: sizing.chunk_runs(config, splits, devices, chunk_size=chunk_size)
 
@@ -123,17 +125,49 @@ def cohorts_from_table(
   `bucket_options` go to `buckets.make_buckets` (`eval_batch_size`,
   `width_ratio`, `select`).
   """
+  planned = buckets.make_buckets(table, epochs=epochs, num_classes=num_classes, **bucket_options)
+  sizes = [chunk_size(bucket.config) if callable(chunk_size) else chunk_size for bucket in planned]
+  sizes = [min(size, len(b.trial_ids)) for size, b in zip(sizes, planned, strict=True)]
+  return cohorts_from_buckets(
+    table,
+    trial_ids,
+    data,
+    planned,
+    sizes,
+    seed=seed,
+    first_bucket=first_bucket,
+    sharding=sharding,
+  )
+
+
+def cohorts_from_buckets(
+  table: dict[str, np.ndarray],
+  trial_ids: np.ndarray,
+  data: TrainData,
+  planned: Sequence[buckets.Bucket],
+  sizes: Sequence[int],
+  *,
+  seed: int,
+  first_bucket: int = 0,
+  sharding: jax.sharding.Sharding | None = None,
+) -> list[Cohort]:
+  """The table's trials in the buckets `planned` (positions in `table`), chunked and initialized.
+
+  Bucket `i` is numbered `first_bucket + i` and chunked by `sizes[i]`
+  (rounded up to a multiple of the devices `sharding` spans); a bucket
+  without trials here makes no cohort. Keys as in `cohorts_from_table`.
+  """
   trial_ids = np.asarray(trial_ids, np.int64)
   unit = sharding.mesh.size if isinstance(sharding, jax.sharding.NamedSharding) else 1
   out = []
-  planned = buckets.make_buckets(table, epochs=epochs, num_classes=num_classes, **bucket_options)
-  for index, bucket in enumerate(planned):
+  for index, (bucket, size) in enumerate(zip(planned, sizes, strict=True)):
+    if not len(bucket.trial_ids):
+      continue
     depth = len(bucket.config.hidden_sizes)
     hp = buckets.traced_hparams(table, bucket.trial_ids, depth)
     ids = trial_ids[bucket.trial_ids]
     keys = chunks.trial_keys(seed, ids, np.zeros(len(ids), np.int64))
-    size = chunk_size(bucket.config) if callable(chunk_size) else chunk_size
-    size = -(-min(size, len(ids)) // unit) * unit
+    size = -(-size // unit) * unit
     out += start(
       bucket.config, first_bucket + index, ids, hp, keys, data, chunk_size=size, sharding=sharding
     )

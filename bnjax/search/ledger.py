@@ -52,6 +52,8 @@ VALUES = 'values'
 METRICS = ('dev_accuracy_std', 'dev_loss', 'best_epoch', 'train_loss')
 # Settings a resumed study may change: the budget, and what only the end reads.
 BUDGET = ('num_trials', 'rounds', 'top_k', 'chunk_size')
+# Configuration keys that say how this version plans a search, set by no flag.
+PLANS = ('bucket_plan',)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -164,6 +166,12 @@ def check_config(stored: dict, wanted: dict, name: str) -> None:
 def mismatch(name: str, key: str, was, now) -> LedgerError:
   """The one-line error for a study made with `key=was` resumed with `key=now`."""
   was, now = _short(was), _short(now)
+  if key in PLANS:
+    return LedgerError(
+      f'study {name!r} was planned by another bnjax version ({key}={was}, now {now}) and '
+      'cannot be resumed by this one; start another search with a new --output_dir or '
+      '--study_name'
+    )
   return LedgerError(
     f'study {name!r} was made with {key}={was}, not {now}; to start another search use a '
     f'new --output_dir or --study_name (or rerun with {key}={was} to resume this one)'

@@ -27,6 +27,7 @@ its epochs in a chunk of that size.
 """
 
 import functools
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -38,14 +39,14 @@ import numpy as np
 from bnjax import distributed
 from bnjax.data import Splits
 from bnjax.registry import to_python
-from bnjax.search import chunks
+from bnjax.search import buckets, chunks
 from bnjax.search import population as pop
 from bnjax.search.checks import SearchError, check_count, check_options
 from bnjax.search.cohorts import (
   Cohort,
   TrialRecord,
   candidates,
-  cohorts_from_table,
+  cohorts_from_buckets,
   default_chunk_size,
   members,
   records,
@@ -57,7 +58,7 @@ from bnjax.search.cohorts import (
 from bnjax.search.population_study import PopulationStudy
 from bnjax.search.results import Results
 from bnjax.space import as_space, with_defaults
-from bnjax.training import TrainData
+from bnjax.training import TrainConfig, TrainData
 
 
 class Rung(NamedTuple):
@@ -196,6 +197,40 @@ def successive_halving(
   return cohorts, sorted(out, key=lambda record: record.trial_id)
 
 
+def plan_brackets(
+  tables: Sequence[dict[str, np.ndarray]],
+  chunk_size: Callable[[TrainConfig], int],
+  **bucket_options,
+) -> tuple[list[list[buckets.Bucket]], list[int]]:
+  """Every bracket's trials bucketed at once, so that the brackets share programs.
+
+  Bucketed bracket by bracket, each bracket would pad to its own widths and
+  chunk its buckets by its own counts, and compile an init and a segment
+  program for each (5 buckets and 10 programs for the 17 trials of
+  `max_epochs=9`). Planned over every bracket's table together, a bucket's
+  config and chunk size hold for every bracket, and a program compiles once
+  per bucket. A bucket's chunk size is `chunk_size(config)`, no more than
+  the most trials one bracket puts in it: a bracket with fewer trains
+  fillers beside them, which costs less than another compile at these sizes.
+
+  Returns each bracket's buckets (positions in its own table; a bucket it has
+  no trial in is empty) and every bucket's chunk size.
+  """
+  names = tables[0].keys()
+  whole = {name: np.concatenate([table[name] for table in tables]) for name in names}
+  planned = buckets.make_buckets(whole, **bucket_options)
+  ends = np.cumsum([0] + [len(table[next(iter(names))]) for table in tables])
+
+  def bracket_part(bucket, lo, hi):
+    rows = bucket.trial_ids
+    return bucket._replace(trial_ids=rows[(rows >= lo) & (rows < hi)] - lo)
+
+  per_bracket = [[bracket_part(b, lo, hi) for b in planned] for lo, hi in itertools.pairwise(ends)]
+  most = [max(len(part[i].trial_ids) for part in per_bracket) for i in range(len(planned))]
+  sizes = [min(chunk_size(b.config), n) for b, n in zip(planned, most, strict=True)]
+  return per_bracket, sizes
+
+
 def hyperband(
   space,
   splits: Splits,
@@ -219,9 +254,10 @@ def hyperband(
   """Hyperband (Li et al. 2018): brackets of successive halving over configurations from `space`.
 
   Bracket `s` draws its configurations with `sampling_key(seed, s)`; trial
-  ids run on from 0 across the brackets. Every rung's epochs are a multiple
-  of one segment length (`segment_length`), so each bucket compiles its init
-  and one segment program, whatever the rung. The search runs through a
+  ids run on from 0 across the brackets. The buckets are planned over every
+  bracket's trials at once (`plan_brackets`), and every rung's epochs are a
+  multiple of one segment length (`segment_length`), so each bucket compiles
+  its init and one segment program, whatever the bracket and the rung. The search runs through a
   study (`population_study`): in `output_dir` (or `storage`), checkpointed
   at every rung, resumed by calling again with the same arguments; in memory
   without one. The top `top_k` trials that reached `max_epochs` are tested
@@ -255,10 +291,23 @@ def hyperband(
     'eval_batch_size': eval_batch_size,
     'width_ratio': width_ratio,
     'extra_columns': ['bracket', 'epochs'],
+    'bucket_plan': 'all_brackets',  # `plan_brackets`; a study bucketed bracket by bracket differs
   }
   devices = list(devices or distributed.devices())
   data, sharding = chunks.data_on(devices, splits)
-  size = default_chunk_size(splits, devices, chunk_size)
+  tables = []
+  for bracket in brackets:
+    n = bracket.rungs[0].trials
+    tables.append(with_defaults(space.sample(sampling_key(seed, bracket.index), n), n))
+  per_bracket, sizes = plan_brackets(
+    tables,
+    default_chunk_size(splits, devices, chunk_size),
+    epochs=max_epochs,
+    num_classes=splits.num_classes,
+    eval_batch_size=eval_batch_size,
+    width_ratio=width_ratio,
+    input_shape=splits.input_shape,
+  )
   total = sum(bracket.rungs[0].trials for bracket in brackets)
   keeper = PopulationStudy(
     space,
@@ -271,35 +320,23 @@ def hyperband(
     report=report,
   )
   with keeper, pop.count_lowerings() as lowered:
-    at = keeper.resumed or {'bracket': 0, 'rung': 0, 'next_id': 0, 'next_bucket': 0}
-    next_id, next_bucket, cohort_count = at['next_id'], at['next_bucket'], 0
+    at = keeper.resumed or {'bracket': 0, 'rung': 0, 'next_id': 0}
+    next_id, cohort_count = at['next_id'], 0
     for position in range(at['bracket'], 0 if keeper.done else len(brackets)):
-      bracket = brackets[position]
+      bracket, table = brackets[position], tables[position]
       n = bracket.rungs[0].trials
-      table = with_defaults(space.sample(sampling_key(seed, bracket.index), n), n)
       ids = next_id + np.arange(n)
       keeper.create(table, ids, position)
-      cohorts = cohorts_from_table(
-        table,
-        ids,
-        data,
-        num_classes=splits.num_classes,
-        seed=seed,
-        chunk_size=size,
-        epochs=max_epochs,
-        first_bucket=next_bucket,
-        sharding=sharding,
-        eval_batch_size=eval_batch_size,
-        width_ratio=width_ratio,
-        input_shape=splits.input_shape,
+      cohorts = cohorts_from_buckets(
+        table, ids, data, per_bracket[position], sizes, seed=seed, sharding=sharding
       )
       cohort_count += len(cohorts)
-      after = {'next_id': next_id + n, 'next_bucket': 1 + max(c.bucket for c in cohorts)}
+      after = {'next_id': next_id + n}
       first_rung = 0
       if keeper.resumed and position == at['bracket'] and keeper.resumed['buckets']:
         first_rung = at['rung']  # the checkpoint's cohorts, on from where they stopped
         cohorts = keeper.restore(cohorts, sharding)
-      start = {'next_id': next_id, 'next_bucket': next_bucket}
+      start = {'next_id': next_id}
 
       def on_rung(
         index, stopped, going_on, position=position, table=table, ids=ids, after=after, start=start
@@ -336,7 +373,7 @@ def hyperband(
         on_rung=on_rung,
         on_segment=on_segment,
       )
-      next_id, next_bucket = after['next_id'], after['next_bucket']
+      next_id = after['next_id']
     keeper.finish(test=test)
     results = keeper.results({})
   results.info.update(
