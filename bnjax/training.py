@@ -21,8 +21,8 @@ from jax import lax
 
 from bnjax import divergence, registry
 
-# CHUNK_DEPTH, predict and vmap_chunk are re-exported: callers import them from here.
-from bnjax.model import CHUNK_DEPTH, apply_model, evaluate, init_model, predict, vmap_chunk  # noqa: F401
+# `predict` is re-exported beside `evaluate`: `bnjax.training.predict` is public.
+from bnjax.model import apply_model, evaluate, init_model, predict  # noqa: F401
 from bnjax.nn.losses import l2_penalty, softmax_cross_entropy
 from bnjax.nn.mlp import INIT_GAINS
 from bnjax.optim import schedules

@@ -37,8 +37,9 @@ import numpy as np
 from jax import lax
 
 from bnjax.data import Splits
+from bnjax.model import predict
 from bnjax.search.checks import SearchError, check_options
-from bnjax.training import TrainConfig, TrainData, predict
+from bnjax.training import TrainConfig, TrainData
 
 FOLD_SEED = 0  # folds never move with the search's seed: every trial sees the same ones
 

@@ -52,6 +52,7 @@ import numpy as np
 from flax import serialization
 
 from bnjax import distributed, files
+from bnjax.model import vmap_chunk
 from bnjax.training import (
   TrainConfig,
   TrainData,
@@ -60,7 +61,6 @@ from bnjax.training import (
   finish,
   init_trial,
   train_epochs,
-  vmap_chunk,
 )
 
 CHECKPOINT_FORMAT = 1

@@ -37,10 +37,11 @@ import jax
 import numpy as np
 
 from bnjax import distributed
+from bnjax.model import vmap_chunk
 from bnjax.search import population as pop
 from bnjax.search.folds import fold_data
 from bnjax.search.overlap import Stopped
-from bnjax.training import TrainConfig, TrainResult, init_trial, train_epochs, vmap_chunk
+from bnjax.training import TrainConfig, TrainResult, init_trial, train_epochs
 
 # Epochs per segment by default (see `segment_lengths`).
 SEGMENT_EPOCHS = 10

@@ -12,9 +12,10 @@ import numpy as np
 
 from bnjax import distributed
 from bnjax.data import Splits
+from bnjax.model import evaluate
 from bnjax.search.folds import ensemble_program
 from bnjax.search.results import Results, rank_key
-from bnjax.training import TrainConfig, TrainResult, evaluate
+from bnjax.training import TrainConfig, TrainResult
 
 
 class Candidate(NamedTuple):
