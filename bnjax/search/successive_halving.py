@@ -216,10 +216,9 @@ def plan_brackets(
   Returns each bracket's buckets (positions in its own table; a bucket it has
   no trial in is empty) and every bucket's chunk size.
   """
-  names = tables[0].keys()
-  whole = {name: np.concatenate([table[name] for table in tables]) for name in names}
+  whole = {name: np.concatenate([table[name] for table in tables]) for name in tables[0]}
   planned = buckets.make_buckets(whole, **bucket_options)
-  ends = np.cumsum([0] + [len(table[next(iter(names))]) for table in tables])
+  ends = np.cumsum([0, *(len(next(iter(table.values()))) for table in tables)])
 
   def bracket_part(bucket, lo, hi):
     rows = bucket.trial_ids
@@ -295,10 +294,12 @@ def hyperband(
   }
   devices = list(devices or distributed.devices())
   data, sharding = chunks.data_on(devices, splits)
-  tables = []
-  for bracket in brackets:
-    n = bracket.rungs[0].trials
-    tables.append(with_defaults(space.sample(sampling_key(seed, bracket.index), n), n))
+  counts = [bracket.rungs[0].trials for bracket in brackets]
+  first_ids = np.cumsum([0, *counts])  # trial ids run on from 0 across the brackets
+  tables = [
+    with_defaults(space.sample(sampling_key(seed, bracket.index), n), n)
+    for bracket, n in zip(brackets, counts, strict=True)
+  ]
   per_bracket, sizes = plan_brackets(
     tables,
     default_chunk_size(splits, devices, chunk_size),
@@ -308,7 +309,7 @@ def hyperband(
     width_ratio=width_ratio,
     input_shape=splits.input_shape,
   )
-  total = sum(bracket.rungs[0].trials for bracket in brackets)
+  total = sum(counts)
   keeper = PopulationStudy(
     space,
     splits,
@@ -320,27 +321,22 @@ def hyperband(
     report=report,
   )
   with keeper, pop.count_lowerings() as lowered:
-    at = keeper.resumed or {'bracket': 0, 'rung': 0, 'next_id': 0}
-    next_id, cohort_count = at['next_id'], 0
+    at = keeper.resumed or {'bracket': 0, 'rung': 0}
+    cohort_count = 0
     for position in range(at['bracket'], 0 if keeper.done else len(brackets)):
       bracket, table = brackets[position], tables[position]
-      n = bracket.rungs[0].trials
-      ids = next_id + np.arange(n)
+      ids = first_ids[position] + np.arange(counts[position])
       keeper.create(table, ids, position)
       cohorts = cohorts_from_buckets(
         table, ids, data, per_bracket[position], sizes, seed=seed, sharding=sharding
       )
       cohort_count += len(cohorts)
-      after = {'next_id': next_id + n}
       first_rung = 0
       if keeper.resumed and position == at['bracket'] and keeper.resumed['buckets']:
         first_rung = at['rung']  # the checkpoint's cohorts, on from where they stopped
         cohorts = keeper.restore(cohorts, sharding)
-      start = {'next_id': next_id}
 
-      def on_rung(
-        index, stopped, going_on, position=position, table=table, ids=ids, after=after, start=start
-      ):
+      def on_rung(index, stopped, going_on, position=position, table=table, ids=ids):
         values = {int(t): {k: to_python(c[i]) for k, c in table.items()} for i, t in enumerate(ids)}
         rows = [
           row_of(r, values[r.trial_id], {'bracket': brackets[position].index}) for r in stopped
@@ -355,12 +351,12 @@ def hyperband(
         if progress:
           progress(len(keeper.store.ranks), total)
         if index == len(brackets[position].rungs) - 1:
-          keeper.save([], {'bracket': position + 1, 'rung': 0, **after})
+          keeper.save([], {'bracket': position + 1, 'rung': 0})
         else:
-          keeper.save(going_on, {'bracket': position, 'rung': index + 1, **start})
+          keeper.save(going_on, {'bracket': position, 'rung': index + 1})
 
-      def on_segment(index, now, position=position, start=start):
-        keeper.save(now, {'bracket': position, 'rung': index, **start}, decision=False)
+      def on_segment(index, now, position=position):
+        keeper.save(now, {'bracket': position, 'rung': index}, decision=False)
 
       successive_halving(
         cohorts,
@@ -373,7 +369,6 @@ def hyperband(
         on_rung=on_rung,
         on_segment=on_segment,
       )
-      next_id = after['next_id']
     keeper.finish(test=test)
     results = keeper.results({})
   results.info.update(
