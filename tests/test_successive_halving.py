@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
+from bnjax.search import buckets
 from bnjax.search import cohorts as co
 from bnjax.search import population as pop
 from bnjax.search import successive_halving as sh
@@ -204,7 +205,7 @@ def test_plan_brackets_gives_every_bracket_the_same_buckets():
     tables, lambda config: CHUNK, epochs=4, num_classes=3, width_ratio=None
   )
   whole = {name: np.concatenate([t[name] for t in tables]) for name in tables[0]}
-  planned = sh.buckets.make_buckets(whole, epochs=4, num_classes=3, width_ratio=None)
+  planned = buckets.make_buckets(whole, epochs=4, num_classes=3, width_ratio=None)
   assert len(planned) == 2  # the two batch sizes
   for table, parts in zip(tables, per_bracket, strict=True):
     assert [part.config for part in parts] == [bucket.config for bucket in planned]
