@@ -831,12 +831,21 @@ def test_cpu_chunks_keep_the_training_state_in_cache(monkeypatch):
   assert sizing.cpu_chunk(mlp(256), 40) == 2
 
 
-def test_cache_bytes_reads_the_largest_cache_or_falls_back(tmp_path):
+def test_cache_bytes_reads_the_largest_data_cache_capped_or_falls_back(tmp_path):
   for index, size in enumerate(['48K', '1024K', '32768K']):
     (tmp_path / f'index{index}').mkdir()
     (tmp_path / f'index{index}' / 'size').write_text(size + '\n')
   assert sizing.cache_bytes(str(tmp_path)) == 32 << 20
   assert sizing.cache_bytes(str(tmp_path / 'missing')) == sizing.DEFAULT_CACHE_BYTES
+  # sysfs's folder also holds a file; an instruction cache is not where the state lives.
+  (tmp_path / 'uevent').write_text('')
+  (tmp_path / 'index2' / 'size').write_text('8192K\n')
+  (tmp_path / 'index1' / 'type').write_text('Instruction\n')
+  (tmp_path / 'index1' / 'size').write_text('16384K\n')
+  assert sizing.cache_bytes(str(tmp_path)) == 8 << 20
+  # A host's whole L3, as a virtual machine sees it, counts as its share at most.
+  (tmp_path / 'index2' / 'size').write_text('491520K\n')
+  assert sizing.cache_bytes(str(tmp_path)) == sizing.CACHE_BYTES_MAX
   (tmp_path / 'index0' / 'size').write_text('unreadable\n')
   assert sizing.cache_bytes(str(tmp_path)) == sizing.DEFAULT_CACHE_BYTES
 

@@ -40,6 +40,12 @@ HOST_MEMORY_BUDGET = 2 << 30
 CPU_CHUNK_MAX = 8
 # The last-level cache where the machine does not say (a common server L3).
 DEFAULT_CACHE_BYTES = 32 << 20
+# The most cache a chunk counts on. A virtual machine sees its host's whole L3
+# but shares it with the host's other cores: an Intel Xeon of this project
+# reports 480 MiB for its 2 cores, yet 3 x 448 runs 11-12% slower per trial
+# at 8 runs than at 4, and 3 x 256 12-14% slower at 16 than at 8
+# (`benchmarks/step_costs.py`), as a 32 MiB cache predicts.
+CACHE_BYTES_MAX = 32 << 20
 # What one compile costs, in multiply-adds of training, so that `bucket_cost`
 # can set it against padding: one of the default search's buckets compiles
 # in about 6 s on the 2-core CPU, which trains at about 47 GMAC/s (its
@@ -107,17 +113,28 @@ def bucket_cost(
 
 
 def cache_bytes(root: str = '/sys/devices/system/cpu/cpu0/cache') -> int:
-  """The CPU's largest cache in bytes (Linux sysfs `root`), or `DEFAULT_CACHE_BYTES`."""
+  """The CPU's largest data cache in bytes (Linux sysfs `root`), at most `CACHE_BYTES_MAX`.
+
+  `DEFAULT_CACHE_BYTES` where sysfs cannot say. Only the `index*` entries
+  are caches (the folder also holds a `uevent` file).
+  """
   best = 0
   try:
-    for index in os.listdir(root):
-      with open(os.path.join(root, index, 'size')) as f:
+    for index in sorted(os.listdir(root)):
+      if not index.startswith('index'):
+        continue
+      path = os.path.join(root, index)
+      if os.path.exists(os.path.join(path, 'type')):
+        with open(os.path.join(path, 'type')) as f:
+          if f.read().strip() == 'Instruction':
+            continue
+      with open(os.path.join(path, 'size')) as f:
         size = f.read().strip().upper()
       scale = {'K': 1 << 10, 'M': 1 << 20}.get(size[-1:], 1)
       best = max(best, int(size.rstrip('KM')) * scale)
   except (OSError, ValueError):
-    pass
-  return best or DEFAULT_CACHE_BYTES
+    best = 0
+  return min(best, CACHE_BYTES_MAX) if best else DEFAULT_CACHE_BYTES
 
 
 def cpu_chunk(config: TrainConfig, in_features: int) -> int:
