@@ -201,6 +201,15 @@ def test_resume_keeps_trials_extends_the_budget_and_checks_the_configuration(spl
     assert '\n' not in str(info.value) and '--output_dir' in str(info.value)
   with pytest.raises(search.LedgerError, match='space='):
     search.run('random', SPEC.replace('0.99', '0.999'), splits, num_trials=N, **options)
+  # Other data under the same name: no flag sets the fingerprint, so the
+  # message names the data, not a `data=...` to rerun with.
+  other = splits._replace(x_train=splits.x_train[::-1].copy())
+  with pytest.raises(search.LedgerError, match='was made on other data') as info:
+    search.run('random', SPEC, other, num_trials=N, **options)
+  assert 'rerun with' not in str(info.value) and '\n' not in str(info.value)
+  # Another data set changes the fingerprint too; the flag's key is named first.
+  with pytest.raises(search.LedgerError, match="dataset='blobs', not 'other'"):
+    search.run('random', SPEC, other._replace(name='other'), num_trials=N, **options)
 
 
 def test_an_extended_study_gives_each_trial_id_the_numbers_of_one_search(splits, tmp_path):

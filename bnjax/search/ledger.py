@@ -54,6 +54,8 @@ METRICS = ('dev_accuracy_std', 'dev_loss', 'best_epoch', 'train_loss')
 BUDGET = ('num_trials', 'rounds', 'top_k', 'chunk_size')
 # Configuration keys that say how this version plans a search, set by no flag.
 PLANS = ('bucket_plan',)
+# Configuration keys derived from the data (`fingerprint`), set by no flag of their own.
+DATA = ('data',)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -158,7 +160,8 @@ def open_study(storage, study_name: str | None, config: dict, *, sampler=None):
 def check_config(stored: dict, wanted: dict, name: str) -> None:
   """Raises a one-line `LedgerError` naming the first setting that differs."""
   wanted = files.json_safe(wanted)
-  for key in sorted(set(stored) | set(wanted)):
+  # Flags first: another --dataset also changes the fingerprint, and the flag is the fix.
+  for key in sorted(set(stored) | set(wanted), key=lambda key: (key in DATA, key)):
     if key not in BUDGET and stored.get(key) != wanted.get(key):
       raise mismatch(name, key, stored.get(key), wanted.get(key))
 
@@ -170,6 +173,12 @@ def mismatch(name: str, key: str, was, now) -> LedgerError:
     return LedgerError(
       f'study {name!r} was planned by another bnjax version ({key}={was}, now {now}) and '
       'cannot be resumed by this one; start another search with a new --output_dir or '
+      '--study_name'
+    )
+  if key in DATA:
+    return LedgerError(
+      f'study {name!r} was made on other data ({was}, now {now}); resume it with the data '
+      'set and split it was made on, or start another search with a new --output_dir or '
       '--study_name'
     )
   return LedgerError(
