@@ -14,7 +14,7 @@ import pytest
 
 from bnjax import search
 from bnjax.data import Splits
-from bnjax.search import buckets, chunks, engine, sizing
+from bnjax.search import buckets, chunks, planning, sizing
 from bnjax.search.checks import SearchError
 from bnjax.search.cohorts import sampling_key
 from bnjax.space import as_space, with_defaults
@@ -75,6 +75,59 @@ def test_the_plan_is_the_cheapest_of_its_kinds_by_brute_force(seed):
   plan = buckets._cheapest_groups(ids, width, depth, cost)
   assert sorted(np.concatenate(plan).tolist()) == ids.tolist()  # every trial exactly once
   assert sum(cost(g) for g in plan) == pytest.approx(brute_force(ids, width, depth, cost))
+
+
+def test_a_round_takes_an_earlier_rounds_program_where_its_compile_is_worth_more():
+  splits = shaped_splits(**MNIST1D)
+  options = dict(
+    select='final',
+    eval_batch_size=1024,
+    width_ratio='cost',
+    devices=jax.devices()[:1],
+    executions=1,
+  )
+  table = lambda *widths: with_defaults(
+    {'hidden_units': list(widths), 'num_layers': [3] * len(widths)}, len(widths)
+  )
+  plan = lambda table, epochs, reuse=(): planning.plan_buckets(
+    table, splits, epochs=epochs, reuse=reuse, **options
+  )
+  # Eight trials: one chunk of 8 runs at 320 units, two of 4 at 352 (`cpu_chunk`).
+  narrow = table(290, 295, 300, 305, 310, 315, 318, 320)
+  (wide,) = plan(table(300, 352), 2)
+  (own,) = plan(narrow, 2)
+  assert own.config.hidden_sizes == (320,) * 3
+  # At 2 epochs the padding from 320 to 352 costs less than a compile:
+  # the round takes the program compiled for the one before.
+  (reused,) = plan(narrow, 2, [wide.config])
+  assert reused.config == wide.config
+  np.testing.assert_array_equal(reused.trial_ids, own.trial_ids)
+  chunk = lambda config: sizing.chunk_runs(config, splits, options['devices'])
+  depths = np.full(8, 3)
+  padded = sizing.bucket_cost(wide.config, depths, splits, chunk(wide.config), compiled=True)
+  assert padded < sizing.bucket_cost(own.config, depths, splits, chunk(own.config))
+  # At 200 epochs the padding costs more than the compile it saves.
+  (wide_200,) = plan(table(300, 352), 200)
+  (kept,) = plan(narrow, 200, [wide_200.config])
+  assert kept.config.hidden_sizes == (320,) * 3
+  # A program that does not hold the trials is never taken: too narrow, too
+  # shallow, or another static setting (batch size).
+  for other in (
+    wide.config._replace(hidden_sizes=(300,) * 3),
+    wide.config._replace(hidden_sizes=(352,) * 2),
+    wide.config._replace(batch_size=64),
+  ):
+    (bucket,) = plan(narrow, 2, [other])
+    assert bucket.config == own.config
+  # Rounds one after the other: each adds the configs it did not reuse.
+  kw = {k: v for k, v in options.items() if k != 'executions'}
+  first = planning.round_configs(table(300, 352), splits, epochs=2, **kw)
+  assert first == (wide.config,)
+  assert planning.round_configs(narrow, splits, reuse=first, epochs=2, **kw) == first
+  assert planning.round_configs(table(400), splits, reuse=first, epochs=2, **kw) == (
+    wide.config,
+    wide.config._replace(hidden_sizes=(400,) * 3),
+  )
 
 
 def test_the_two_extremes_one_bucket_and_one_per_width():
@@ -156,7 +209,16 @@ def test_the_default_search_costs_no_more_than_the_width_ratio_plan(num_trials):
   for seed in range(5):
     table = with_defaults(space.sample(sampling_key(seed, 0), num_trials), num_trials)
     by_cost, by_ratio = (
-      engine._buckets(table, splits, 40, 'final', 1024, ratio, devices=one, executions=1)
+      planning.plan_buckets(
+        table,
+        splits,
+        epochs=40,
+        select='final',
+        eval_batch_size=1024,
+        width_ratio=ratio,
+        devices=one,
+        executions=1,
+      )
       for ratio in ('cost', 1.5)
     )
     ids = np.sort(np.concatenate([b.trial_ids for b in by_cost]))

@@ -33,6 +33,7 @@ from bnjax.search import (
   buckets,
   chunks,
   engine,
+  planning,
   plots,
   random_search,
   rows,
@@ -816,6 +817,23 @@ def test_default_chunks_do_not_depend_on_the_number_of_trials(num_trials):
     assert {chunk.size for chunk in plan if chunk.bucket == index} == {size}
     reals = [chunk.real for chunk in plan if chunk.bucket == index]
     assert reals[:-1] == [size] * (len(reals) - 1) and sum(reals) == len(bucket.trial_ids)
+
+
+def test_a_round_in_an_earlier_rounds_program_compiles_nothing_and_trains_the_same(splits):
+  # eval_batch_size 97: configs no other test compiles, so the counts are this test's.
+  options = dict(epochs=EPOCHS, width_ratio='cost', chunk_size=2, eval_batch_size=97, test=False)
+  # The second round's trials are shallower than the program it takes: their
+  # widths still have one column per layer of it, so it traces nothing new.
+  first = columns(hidden_units=[12, 16], num_layers=[2, 3], batch_size=[32, 32])
+  second = columns(hidden_units=[10, 14], num_layers=[2, 2], batch_size=[32, 32])
+  run_trials(first, splits, **options)
+  reuse = planning.round_configs(first, splits, **planning.plan_options(options))
+  assert [c.hidden_sizes for c in reuse] == [(16, 16, 16)]
+  again = run_trials(second, splits, first_trial_id=2, reuse=reuse, **options)
+  assert again.info['compiles'] == 0
+  alone = run_trials(second, splits, first_trial_id=2, **options)
+  assert alone.info['compiles'] == 1  # padded to its own 14 units: a program of its own
+  assert_close_trials(again, alone, [0, 1])  # padding is masked: the same trials
 
 
 def test_cpu_chunks_keep_the_training_state_in_cache(monkeypatch):

@@ -10,6 +10,7 @@ interpreter starts and compiles), so `pytest -m slow` runs them.
 """
 
 import csv
+import functools
 import json
 import math
 import os
@@ -383,15 +384,19 @@ RUNNER = """
 import sys
 from bnjax import data, files, search
 splits = data.load(sys.argv[1])
-results = search.run('random', sys.argv[2], splits, num_trials=6, seed=1, epochs=2, top_k=2,
+rounds = dict(num_trials=6) if sys.argv[5] == 'random' else dict(num_trials=3, rounds=2, keep=0.34)
+results = search.run(sys.argv[5], sys.argv[2], splits, seed=1, epochs=2, top_k=2,
                      chunk_size=2, segment_epochs=1, output_dir=sys.argv[3], report=print,
-                     concurrent_chunks=int(sys.argv[4]))
+                     concurrent_chunks=int(sys.argv[4]), **rounds)
 results.to_csv(sys.argv[3] + '/results.csv')
 files.write_json(sys.argv[3] + '/best.json', results.winner())
+print('buckets', results.info['buckets'], 'compiles', results.info['compiles'])
 """
 
 
-def run_search(data_file, output_dir, crash_at=None, concurrent_chunks=1):
+def run_search(
+  data_file, output_dir, crash_at=None, concurrent_chunks=1, strategy='random', units='int:8:12'
+):
   env = dict(os.environ)
   env['XLA_FLAGS'] = env.get('XLA_FLAGS', '').replace(
     '--xla_force_host_platform_device_count=4', ''
@@ -405,9 +410,10 @@ def run_search(data_file, output_dir, crash_at=None, concurrent_chunks=1):
       '-c',
       RUNNER,
       str(data_file),
-      SPEC.replace('fixed:12', 'int:8:12'),
+      SPEC.replace('fixed:12', units),
       output_dir,
       str(concurrent_chunks),
+      strategy,
     ],
     cwd=ROOT,
     env=env,
@@ -440,6 +446,37 @@ def uninterrupted(data_file, tmp_path_factory):
   run = run_search(data_file, output_dir)
   assert run.returncode == 0, run.stderr[-3000:]
   return output_dir
+
+
+@pytest.mark.slow
+def test_a_round_that_reused_an_earlier_rounds_program_resumes_to_the_same_numbers(
+  data_file, tmp_path
+):
+  # Coarse to fine, 2 rounds of 3 trials in chunks of 2: round 1 is chunks 2
+  # and 3. Round 0's widest trial has 41 units, round 1's 38: round 1 takes
+  # the program of 41 (one compile for two rounds). Killed in round 1, the
+  # new process replans round 0 from the ledger to know that program (it
+  # compiled nothing yet): chunk 2 goes on from its checkpoint, and every
+  # number equals the uninterrupted run's.
+  c2f = functools.partial(run_search, strategy='coarse_to_fine', units='int:8:64')
+  whole = tmp_path / 'whole'
+  run = c2f(data_file, whole)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert 'buckets 2 compiles 1' in run.stdout, run.stdout
+  with open(whole / 'results.csv', newline='') as f:
+    widest = {}
+    for row in csv.DictReader(f):
+      widest[row['round']] = max(widest.get(row['round'], 0), int(row['hidden_units']))
+  assert widest == {'0': 41, '1': 38}
+  cut = tmp_path / 'cut'
+  killed = c2f(data_file, cut, 'chunk2:segment0')
+  assert killed.returncode == -9, killed.stderr[-3000:]
+  resumed = c2f(data_file, cut)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'goes on from its checkpoint at epoch 1 of 2' in resumed.stdout, resumed.stdout
+  complete_outputs(cut)
+  assert (cut / 'results.csv').read_text() == (whole / 'results.csv').read_text()
+  assert (cut / 'best.json').read_text() == (whole / 'best.json').read_text()
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ import optuna
 
 from bnjax.data import Splits
 from bnjax.search import sizing
+from bnjax.search.rounds import REUSE_ROUNDS
 from bnjax.search.study import Round, run_study
 from bnjax.space import Space, as_space, with_defaults
 from bnjax.training import TrainConfig
@@ -161,7 +162,12 @@ def bayes_search(
     space,
     splits,
     next_round,
-    config={'strategy': 'bayes', 'sampler': name, 'trials_per_round': per_round},
+    config={
+      'strategy': 'bayes',
+      'sampler': name,
+      'trials_per_round': per_round,
+      'bucket_plan': REUSE_ROUNDS,
+    },
     budget=num_trials,
     storage=storage,
     study_name=study_name,

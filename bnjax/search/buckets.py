@@ -20,7 +20,8 @@ cheapest (`_cheapest_groups`, with a `price` of a bucket the caller knows:
 its compile, chunks and padding, `bnjax.search.sizing.bucket_cost`).
 """
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -80,10 +81,16 @@ def layer_widths(table: dict[str, np.ndarray]) -> np.ndarray:
 def traced_hparams(
   table: dict[str, np.ndarray], ids: np.ndarray, max_depth: int
 ) -> dict[str, jax.Array]:
-  """The hyperparameter dict `train` takes for rows `ids`, with a leading trial axis."""
+  """The hyperparameter dict `train` takes for rows `ids`, with a leading trial axis.
+
+  `widths` has `max_depth` columns, the bucket's depth, even where the
+  table's trials are all shallower (a bucket an earlier round compiled).
+  """
+  widths = layer_widths(table)[ids, :max_depth]
+  widths = np.pad(widths, ((0, 0), (0, max_depth - widths.shape[1])), constant_values=1)
   return hparams(
     **{name: np.asarray(table[name])[ids] for name in TRACED},
-    widths=layer_widths(table)[ids, :max_depth],
+    widths=widths,
     depth=depths(table)[ids],
   )
 
@@ -97,17 +104,21 @@ def make_buckets(
   eval_batch_size: int = 1024,
   width_ratio: float | str | None = DEFAULT_WIDTH_RATIO,
   input_shape: tuple[int, ...] = (),
-  price: Callable[[TrainConfig, np.ndarray], float] | None = None,
+  price: Callable[..., float] | None = None,
+  reuse: Sequence[TrainConfig] = (),
 ) -> list[Bucket]:
   """Groups trials by their static values, then by width (and depth).
 
   Padding a 100-unit trial to 300 units costs it 9 times the work, so a
   static group is split wherever the widest trial would exceed `width_ratio`
   times the narrowest (None: never split). `width_ratio='cost'` instead
-  splits an MLP group the way `price(config, depths)` (what a bucket at
-  `config` of trials of these real depths, shallowest first, costs) prices
-  lowest, by width and, where that is cheaper, by depth first; CNN groups
-  then split by `DEFAULT_WIDTH_RATIO`. Each bucket compiles once, and lists
+  splits an MLP group the way `price(config, depths, compiled)` (what a
+  bucket at `config` of trials of these real depths, shallowest first,
+  costs, its compile unless `compiled`) prices lowest, by width and, where
+  that is cheaper, by depth first; CNN groups then split by
+  `DEFAULT_WIDTH_RATIO`. There a bucket may also take one of the `reuse`
+  configs (compiled for an earlier round) that holds its trials, at no
+  compile, where that prices lower than a program of its own. Each bucket compiles once, and lists
   its trials shallowest first. `input_shape` is the data's shape without the
   batch axis (`Splits.input_shape`), which the CNN convolves over; the MLP
   flattens it.
@@ -167,19 +178,39 @@ def make_buckets(
   for key, ids in groups.items():
     ids = np.asarray(ids)
     values = dict(zip(STATIC, key, strict=False))  # the depth of a flatten bucket aside
-    if width_ratio != 'cost':
-      split = _width_groups(ids, trial_width, width_ratio)
-    elif values['model'] == 'cnn':
-      split = _width_groups(ids, trial_width, DEFAULT_WIDTH_RATIO)
+    if width_ratio != 'cost' or values['model'] == 'cnn':
+      ratio = DEFAULT_WIDTH_RATIO if width_ratio == 'cost' else width_ratio
+      planned = [
+        (group, config_of(values, group)) for group in _width_groups(ids, trial_width, ratio)
+      ]
     else:
-      cost = lambda group, values=values: price(
-        config_of(values, group), depth[shallowest_first(group)]
-      )
-      split = _cheapest_groups(ids, trial_width, depth, cost)
-    for group in split:
-      group = shallowest_first(group)
-      buckets.append(Bucket(values, group, config_of(values, group)))
+      priced = functools.partial(_group_price, config_of, values, depth, price, reuse)
+      groups = _cheapest_groups(ids, trial_width, depth, lambda group, p=priced: p(group)[0])
+      planned = [(group, priced(group)[1]) for group in groups]
+    for group, config in planned:
+      buckets.append(Bucket(values, shallowest_first(group), config))
   return buckets
+
+
+def _group_price(config_of, values, depth, price, reuse, group) -> tuple[float, TrainConfig]:
+  """The cheaper of a program of `group`'s own and a compiled one that holds it.
+
+  A `reuse` config holds the group where only its widths differ from its
+  own config's and are at least as wide and deep. Ties keep its own.
+  """
+  own = config_of(values, group)
+  depths = np.sort(depth[group])  # in the bucket's order, shallowest first
+  width, deepest = max(own.hidden_sizes), len(own.hidden_sizes)
+  options = [(price(own, depths, False), own)]
+  for config in reuse:
+    holds = (
+      config._replace(hidden_sizes=own.hidden_sizes) == own
+      and max(config.hidden_sizes) >= width
+      and len(config.hidden_sizes) >= deepest
+    )
+    if holds:
+      options.append((price(config, depths, True), config))
+  return min(options, key=lambda option: option[0])
 
 
 def _cheapest_groups(

@@ -20,8 +20,9 @@ from numpy.typing import ArrayLike
 from bnjax import distributed
 from bnjax.data import Splits
 from bnjax.registry import to_python
-from bnjax.search import buckets, checks, chunks, folds, overlap, rows, segments, sizing
+from bnjax.search import buckets, checks, chunks, folds, overlap, rows, segments
 from bnjax.search.checks import SearchError, check_options
+from bnjax.search.planning import plan_buckets
 from bnjax.search.results import METRIC_COLUMNS, Results
 from bnjax.search.top_k import (
   Candidate,
@@ -59,6 +60,7 @@ def run_trials(
   segment_epochs: int | None = None,
   in_flight: segments.InFlight | None = None,
   concurrent_chunks: int | None = None,
+  reuse: Sequence[TrainConfig] = (),
 ) -> Results:
   """Trains every row of `table` and returns the `Results`.
 
@@ -114,6 +116,10 @@ def run_trials(
       removing its checkpoint) still happens in plan order. Default: 2 on a
       single CPU device, where the second fills the cores the first leaves
       idle, else 1. The numbers do not depend on it.
+    reuse: bucket configs whose programs an earlier round of the same search
+      compiled (`planning.round_configs`): with `width_ratio='cost'` a bucket
+      may take one of them, padded wider, where the compile it saves is
+      worth more than the padding.
   """
   start = time.perf_counter()
   check_options(
@@ -142,16 +148,17 @@ def run_trials(
   folded = folds.make_folds(splits, cv) if cv else None
   fit_splits = folded.splits if cv else splits  # the shapes one run trains on
   runs_per_trial = executions_per_trial * (cv or 1)
-  planned = _buckets(
+  planned = plan_buckets(
     table,
     fit_splits,
-    epochs,
-    select,
-    eval_batch_size,
-    width_ratio,
+    epochs=epochs,
+    select=select,
+    eval_batch_size=eval_batch_size,
+    width_ratio=width_ratio,
     devices=devices,
     executions=runs_per_trial,
     chunk_size=chunk_size,
+    reuse=reuse,
   )
   hps = [buckets.traced_hparams(table, b.trial_ids, len(b.config.hidden_sizes)) for b in planned]
   plan = chunks.plan_chunks(
@@ -265,75 +272,6 @@ def _rows(
     }
     for trial in sorted(summaries)
   ]
-
-
-def check_fits(
-  table: Mapping[str, ArrayLike],
-  splits: Splits,
-  *,
-  epochs: int = 20,
-  executions_per_trial: int = 1,
-  select: str = 'final',
-  devices: Sequence[jax.Device] | None = None,
-  eval_batch_size: int = 1024,
-  width_ratio: float | str | None = 'cost',
-  cv: int | None = None,
-) -> None:
-  """Raises a one-line `SearchError` unless `table` can train on `splits` in memory.
-
-  `run_trials` plans its chunks this way before it compiles anything; a search
-  in rounds calls this on the largest trial its space can draw, before round 0.
-  """
-  runs = executions_per_trial * (cv or 1)
-  table = with_defaults(table, checks.check_table(table, 0, runs))
-  folds.check_cv(cv, splits)
-  splits = folds.make_folds(splits, cv).splits if cv else splits
-  devices = list(devices or distributed.devices())
-  planned = _buckets(
-    table, splits, epochs, select, eval_batch_size, width_ratio, devices=devices, executions=runs
-  )
-  for bucket in planned:
-    sizing.runs_that_fit(bucket.config, splits, devices, executions=runs)
-
-
-def _buckets(
-  table,
-  splits,
-  epochs,
-  select,
-  eval_batch_size,
-  width_ratio,
-  *,
-  devices,
-  executions,
-  chunk_size=None,
-) -> list[buckets.Bucket]:
-  """The checked, defaulted `table`'s buckets: values and batch sizes checked first.
-
-  `width_ratio='cost'` prices buckets by `sizing.bucket_cost` on `devices`.
-  """
-  checks.check_values(table)
-  checks.check_batch_size(table, splits)
-
-  # The plan prices thousands of (config, trials) pairs; a config's chunk
-  # (the cache from sysfs, the devices' memory) is read once.
-  @functools.cache
-  def chunk_of(config: TrainConfig) -> int:
-    return sizing.chunk_runs(config, splits, devices, executions=executions, chunk_size=chunk_size)
-
-  def price(config: TrainConfig, depths: np.ndarray) -> float:
-    return sizing.bucket_cost(config, depths, splits, chunk_of(config), executions=executions)
-
-  return buckets.make_buckets(
-    table,
-    epochs=epochs,
-    num_classes=splits.num_classes,
-    select=select,
-    eval_batch_size=eval_batch_size,
-    width_ratio=width_ratio,
-    input_shape=splits.input_shape,
-    price=price,
-  )
 
 
 def _extra_columns(

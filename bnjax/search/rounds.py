@@ -28,10 +28,17 @@ from bnjax.data import Splits
 from bnjax.search import ledger
 from bnjax.search.candidates import CandidateStore
 from bnjax.search.engine import run_trials
+from bnjax.search.planning import plan_options, round_configs
 from bnjax.search.results import Results
 from bnjax.search.segments import InFlight
 from bnjax.search.top_k import test_top_k
 from bnjax.search.workers import Worker
+from bnjax.training import TrainConfig
+
+# A study's `bucket_plan` where each round may take the programs its earlier
+# rounds compiled (`StudyRun.reusable`); a study planned round by round on its
+# own cannot be resumed with it (`ledger.PLANS`).
+REUSE_ROUNDS = 'reuse_earlier_rounds'
 
 
 class Round(NamedTuple):
@@ -56,6 +63,8 @@ class StudyRun:
     self.chunks_claimed = self.chunks_run = self.chunks_before = 0
     self.done = 0
     self.to_do = 0
+    # Per round from 0: the bucket configs it and the rounds before it planned.
+    self.planned: list[tuple[TrainConfig, ...]] = []
 
   def create(self, step: Round, round_index: int) -> list[int]:
     """Adds the round's trials; returns the numbers of those asked of the sampler."""
@@ -95,11 +104,32 @@ class StudyRun:
       if dist.kind == '1mlog'
     }
 
+  def _table(self, trials: Sequence[FrozenTrial]) -> dict[str, np.ndarray]:
+    values = [ledger.values(self.space, t) for t in trials]
+    return {name: np.asarray([v[name] for v in values]) for name in self.space}
+
+  def reusable(self, round_index: int) -> tuple[TrainConfig, ...]:
+    """The bucket configs that the study's rounds before `round_index` planned.
+
+    Replanned from the ledger, round after round, each with the configs
+    before it (`planning.round_configs`), not read off what this process
+    compiled: a study resumed in another process plans a round as the
+    uninterrupted one did, and so trains it to the same numbers.
+    """
+    trials = ledger.ours(self.study.get_trials(deepcopy=False))
+    while len(self.planned) < round_index:
+      earlier = self.planned[-1] if self.planned else ()
+      made = [t for t in trials if t.user_attrs[ledger.ROUND] == len(self.planned)]
+      if made:
+        options = plan_options(self.engine)
+        earlier = round_configs(self._table(made), self.splits, reuse=earlier, **options)
+      self.planned.append(earlier)
+    return self.planned[round_index - 1] if round_index else ()
+
   def train(self, trials: Sequence[FrozenTrial]) -> None:
     """Trains a round's trials that are free, planned as the whole round."""
     numbers = [t.number for t in trials]
-    values = [ledger.values(self.space, t) for t in trials]
-    table = {name: np.asarray([v[name] for v in values]) for name in self.space}
+    table = self._table(trials)
     held: set[int] = set()
     self.chunks_before = self.chunks_claimed
 
@@ -142,6 +172,7 @@ class StudyRun:
       on_chunk=on_chunk,
       in_flight=self.in_flight,
       test=False,
+      reuse=self.reusable(trials[0].user_attrs[ledger.ROUND]),
       **self.engine,
     )
     for key in ('buckets', 'compiles'):
@@ -159,8 +190,7 @@ class StudyRun:
     if not numbers:
       return []
     trials = [self.worker.storage.get_trial(self.worker.trial_id(n)) for n in numbers]
-    values = [ledger.values(self.space, t) for t in trials]
-    table = {name: np.asarray([v[name] for v in values]) for name in self.space}
+    table = self._table(trials)
     # Process 0 tests alone (`run_study`), so it retrains on its own devices.
     options = {
       **self.engine,

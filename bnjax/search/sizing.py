@@ -88,16 +88,23 @@ def num_params(config: TrainConfig, in_features: int) -> int:
 
 
 def bucket_cost(
-  config: TrainConfig, depths: np.ndarray, splits: Splits, chunk: int, *, executions: int = 1
+  config: TrainConfig,
+  depths: np.ndarray,
+  splits: Splits,
+  chunk: int,
+  *,
+  executions: int = 1,
+  compiled: bool = False,
 ) -> float:
   """What a bucket of MLP trials of real `depths` at `config` costs, in multiply-adds.
 
-  Its compile (`COMPILE_MACS`), plus every run its chunks of `chunk` runs
-  (its `chunk_runs`) hold, the filler of the last one included, at the
-  bucket's widest and at the chunk's deepest (a chunk skips the layers none
-  of its runs has, `model.vmap_chunk`; `depths` in the bucket's order,
-  shallowest first): a forward and the backward's two matmuls per training
-  example, a forward per dev example, every epoch.
+  Its compile (`COMPILE_MACS`; none where the search `compiled` it already),
+  plus every run its chunks of `chunk` runs (its `chunk_runs`) hold, the
+  filler of the last one included, at the bucket's widest and at the chunk's
+  deepest (a chunk skips the layers none of its runs has, `model.vmap_chunk`;
+  `depths` in the bucket's order, shallowest first): a forward and the
+  backward's two matmuls per training example, a forward per dev example,
+  every epoch.
   `buckets.make_buckets(width_ratio='cost')` splits by it. The matmuls stand
   for the whole step: BN, dropout and the optimizer grow with the same
   widths (`benchmarks/step_costs.py`).
@@ -109,7 +116,7 @@ def bucket_cost(
   chunk_depths, counts = np.unique(deepest, return_counts=True)
   runs_params = sum(int(n) * chunk * at(int(d)) for d, n in zip(chunk_depths, counts, strict=True))
   examples = config.epochs * (3 * len(splits.y_train) + len(splits.y_dev))
-  return COMPILE_MACS + examples * runs_params
+  return (0.0 if compiled else COMPILE_MACS) + examples * runs_params
 
 
 def cache_bytes(root: str = '/sys/devices/system/cpu/cpu0/cache') -> int:

@@ -19,8 +19,10 @@ from bnjax.data import Splits
 from bnjax.search import bayes, ledger, pbt, successive_halving
 from bnjax.search.checks import check_options
 from bnjax.search.cohorts import sampling_key
-from bnjax.search.engine import check_fits, run_trials
+from bnjax.search.engine import run_trials
+from bnjax.search.planning import check_fits, plan_options, round_configs
 from bnjax.search.results import Results, concatenate
+from bnjax.search.rounds import REUSE_ROUNDS
 from bnjax.search.strategy_options import (
   GRID_POINTS,
   PBT_EPOCHS,
@@ -138,10 +140,11 @@ def coarse_to_fine(
       'keep': keep,
       'shrink': shrink,
       'extra_columns': ['round'],
+      'bucket_plan': REUSE_ROUNDS,
     }
     options = dict(engine_options, top_k=top_k, test=test)
     return _study(space, splits, next_round, config, rounds * num_trials, seed, options)
-  parts = []
+  parts, reuse = [], ()
   for round_index in range(rounds):
     table = space.sample(sampling_key(seed, round_index), num_trials)
     parts.append(
@@ -154,9 +157,12 @@ def coarse_to_fine(
         extra_columns={'round': np.full(num_trials, round_index)},
         top_k=top_k,
         test=False,
+        reuse=reuse,
         **engine_options,
       )
     )
+    # The next round may take this one's programs (as a study's rounds do, `StudyRun`).
+    reuse = round_configs(table, splits, reuse=reuse, **plan_options(engine_options))
     results = concatenate(parts)  # its space is round 0's: the one searched
     space = _refine(space, results.rows, keep, shrink)
   return test_top_k(results, splits, top_k) if test else results

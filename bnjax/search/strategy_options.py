@@ -21,6 +21,7 @@ from bnjax.search.checks import (
   check_options,
   check_runs,
 )
+from bnjax.search.planning import plan_options
 from bnjax.space import Space
 
 # The launcher's default space: the notes' example (learning rate 10**r,
@@ -237,10 +238,8 @@ def largest_trial(space: Space) -> dict[str, list]:
 
 
 def memory_options(options: dict) -> dict:
-  """The options that `engine.check_fits` takes."""
-  names = ('epochs', 'executions_per_trial', 'devices', 'eval_batch_size', 'select', 'width_ratio')
-  names += ('cv',)
-  return {name: options[name] for name in names if name in options}
+  """The options that `planning.check_fits` takes: a plan's, the chunk size aside."""
+  return {name: value for name, value in plan_options(options).items() if name != 'chunk_size'}
 
 
 def through_study(options: dict) -> bool:

@@ -1,0 +1,162 @@
+"""A search's buckets, planned before anything compiles, and whether they fit memory.
+
+`plan_buckets` is the one place a table becomes buckets (`buckets.make_buckets`
+priced by `sizing.bucket_cost` on the search's devices): `run_trials` trains
+its plan, `check_fits` checks it before a study opens, and a study replans its
+earlier rounds to know which programs a later round can reuse (`reuse`).
+"""
+
+import functools
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+from numpy.typing import ArrayLike
+
+from bnjax import distributed
+from bnjax.data import Splits
+from bnjax.search import buckets, checks, folds, sizing
+from bnjax.space import with_defaults
+from bnjax.training import TrainConfig
+
+# The `run_trials` options a plan reads (`round_configs`' keyword arguments).
+PLAN_OPTIONS = (
+  'epochs',
+  'executions_per_trial',
+  'select',
+  'devices',
+  'eval_batch_size',
+  'width_ratio',
+  'chunk_size',
+  'cv',
+)
+
+
+def plan_options(options: dict) -> dict:
+  """Those of a search's `options` that its plan reads (`PLAN_OPTIONS`)."""
+  return {name: options[name] for name in PLAN_OPTIONS if name in options}
+
+
+def plan_buckets(
+  table: Mapping[str, ArrayLike],
+  splits: Splits,
+  *,
+  epochs: int,
+  select: str,
+  eval_batch_size: int,
+  width_ratio: float | str | None,
+  devices: Sequence[jax.Device],
+  executions: int,
+  chunk_size: int | None = None,
+  reuse: Sequence[TrainConfig] = (),
+) -> list[buckets.Bucket]:
+  """The defaulted `table`'s buckets: values and batch sizes checked first.
+
+  `width_ratio='cost'` prices buckets by `sizing.bucket_cost` on `devices`,
+  counting no compile for a bucket that takes one of the `reuse` configs
+  (programs compiled for an earlier round of the same search).
+  """
+  checks.check_values(table)
+  checks.check_batch_size(table, splits)
+
+  # The plan prices thousands of (config, trials) pairs; a config's chunk
+  # (the cache from sysfs, the devices' memory) is read once.
+  @functools.cache
+  def chunk_of(config: TrainConfig) -> int:
+    return sizing.chunk_runs(config, splits, devices, executions=executions, chunk_size=chunk_size)
+
+  def price(config: TrainConfig, depths: np.ndarray, compiled: bool = False) -> float:
+    return sizing.bucket_cost(
+      config, depths, splits, chunk_of(config), executions=executions, compiled=compiled
+    )
+
+  return buckets.make_buckets(
+    table,
+    epochs=epochs,
+    num_classes=splits.num_classes,
+    select=select,
+    eval_batch_size=eval_batch_size,
+    width_ratio=width_ratio,
+    input_shape=splits.input_shape,
+    price=price,
+    reuse=reuse,
+  )
+
+
+def _inputs(table, splits, executions_per_trial, cv, devices):
+  """A plan's inputs: the defaulted table, the splits one run trains on, devices, runs."""
+  runs = executions_per_trial * (cv or 1)
+  table = with_defaults(table, checks.check_table(table, 0, runs))
+  folds.check_cv(cv, splits)
+  splits = folds.make_folds(splits, cv).splits if cv else splits
+  return table, splits, list(devices or distributed.devices()), runs
+
+
+def check_fits(
+  table: Mapping[str, ArrayLike],
+  splits: Splits,
+  *,
+  epochs: int = 20,
+  executions_per_trial: int = 1,
+  select: str = 'final',
+  devices: Sequence[jax.Device] | None = None,
+  eval_batch_size: int = 1024,
+  width_ratio: float | str | None = 'cost',
+  cv: int | None = None,
+) -> None:
+  """Raises a one-line `SearchError` unless `table` can train on `splits` in memory.
+
+  `run_trials` plans its chunks this way before it compiles anything; a search
+  in rounds calls this on the largest trial its space can draw, before round 0.
+  """
+  table, splits, devices, runs = _inputs(table, splits, executions_per_trial, cv, devices)
+  planned = plan_buckets(
+    table,
+    splits,
+    epochs=epochs,
+    select=select,
+    eval_batch_size=eval_batch_size,
+    width_ratio=width_ratio,
+    devices=devices,
+    executions=runs,
+  )
+  for bucket in planned:
+    sizing.runs_that_fit(bucket.config, splits, devices, executions=runs)
+
+
+def round_configs(
+  table: Mapping[str, ArrayLike],
+  splits: Splits,
+  *,
+  reuse: Sequence[TrainConfig] = (),
+  epochs: int = 20,
+  executions_per_trial: int = 1,
+  select: str = 'final',
+  devices: Sequence[jax.Device] | None = None,
+  eval_batch_size: int = 1024,
+  width_ratio: float | str | None = 'cost',
+  chunk_size: int | None = None,
+  cv: int | None = None,
+) -> tuple[TrainConfig, ...]:
+  """`reuse` and the configs a round of `table` adds to them: what the next round may reuse.
+
+  The round is planned as `run_trials(table, ..., reuse=reuse)` plans it, so a
+  study that replans its rounds one after the other from its ledger (after a
+  crash, in another process) gets the configs the uninterrupted run planned,
+  whatever this process happens to have compiled.
+  """
+  table, splits, devices, runs = _inputs(table, splits, executions_per_trial, cv, devices)
+  planned = plan_buckets(
+    table,
+    splits,
+    epochs=epochs,
+    select=select,
+    eval_batch_size=eval_batch_size,
+    width_ratio=width_ratio,
+    devices=devices,
+    executions=runs,
+    chunk_size=chunk_size,
+    reuse=reuse,
+  )
+  added = [bucket.config for bucket in planned if bucket.config not in reuse]
+  return (*reuse, *dict.fromkeys(added))
