@@ -90,8 +90,8 @@ WIDTH_RATIO = flags.DEFINE_string(
   None,
   "How trials of one static setting split into buckets (compiled programs): 'cost' (the split "
   'that prices compiles, chunk filler and padding lowest; the default where the strategy takes '
-  "it), a number (no trial padded wider than that many times its width; hyperband's default "
-  "1.5) or 'none' (one bucket).",
+  'it: random, grid, coarse_to_fine, bayes, hyperband), a number (no trial padded wider than '
+  "that many times its width) or 'none' (one bucket).",
 )
 SEGMENT_EPOCHS = flags.DEFINE_integer(
   'segment_epochs',

@@ -15,6 +15,7 @@ import pytest
 from bnjax import search
 from bnjax.data import Splits
 from bnjax.search import buckets, chunks, planning, sizing
+from bnjax.search import successive_halving as sh
 from bnjax.search.checks import SearchError
 from bnjax.search.cohorts import sampling_key
 from bnjax.space import as_space, with_defaults
@@ -232,13 +233,59 @@ def test_the_default_search_costs_no_more_than_the_width_ratio_plan(num_trials):
   assert cheaper >= 3  # it is a real gain on most draws, not a tie
 
 
-def test_cost_needs_a_price_and_hyperband_refuses_it():
+def test_cost_needs_a_price():
   table = with_defaults({'hidden_units': [8, 16], 'num_layers': [1, 1]}, 2)
   with pytest.raises(SearchError, match="width_ratio='cost' needs a price"):
     buckets.make_buckets(table, epochs=1, num_classes=3, width_ratio='cost')
-  splits = shaped_splits(n_train=256, n_dev=16, features=4, classes=3)
-  with pytest.raises(SearchError, match="not 'cost'"):
-    search.run('hyperband', as_space('hidden_units=int:8:16'), splits, width_ratio='cost')
+  with pytest.raises(SearchError, match='from splits and mean_epochs'):
+    planning.plan_brackets([table], lambda config: 4, epochs=1, num_classes=3, width_ratio='cost')
+
+
+def test_a_hyperband_trial_is_priced_at_the_epochs_its_bracket_trains_on_average():
+  # (1, 9, 3): 9 trials x 1 epoch, 3 go on to 3, 1 to 9; then 5 x 3, 1 to 9; then 3 x 9.
+  brackets = sh.hyperband_brackets(1, 9, 3)
+  means = [sh.mean_epochs(bracket) for bracket in brackets]
+  assert means == pytest.approx([(9 * 1 + 3 * 2 + 1 * 6) / 9, (5 * 3 + 1 * 6) / 5, 9])
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_hyperbands_cost_plan_costs_no_more_than_the_width_ratio_plan(seed):
+  """Priced as `plan_brackets` prices (compile, then each bracket at its mean epochs)."""
+  splits = shaped_splits(**MNIST1D)
+  one = jax.devices()[:1]
+  brackets = sh.hyperband_brackets(1, 27, 3)  # 27 + 12 + 6 + 4 trials of the default space
+  means = [sh.mean_epochs(bracket) for bracket in brackets]
+  space = as_space(search.DEFAULT_SPACE)
+  tables = [
+    with_defaults(space.sample(sampling_key(seed, b.index), b.rungs[0].trials), b.rungs[0].trials)
+    for b in brackets
+  ]
+  chunk = lambda config: sizing.chunk_runs(config, splits, one)
+
+  def price(per_bracket, sizes):
+    total = 0.0
+    for index, size in enumerate(sizes):
+      parts = [(table, bracket[index]) for table, bracket in zip(tables, per_bracket, strict=True)]
+      total += sizing.COMPILE_MACS
+      for (table, part), epochs in zip(parts, means, strict=True):
+        if len(part.trial_ids):
+          depths = buckets.depths(table)[part.trial_ids]
+          total += sizing.bucket_cost(
+            part.config, depths, splits, size, compiled=True, epochs=epochs
+          )
+    return total
+
+  by = {
+    ratio: planning.plan_brackets(
+      tables, chunk, splits=splits, mean_epochs=means, epochs=27, num_classes=10, width_ratio=ratio
+    )
+    for ratio in ('cost', 1.5)
+  }
+  per_bracket, _ = by['cost']
+  for table, parts in zip(tables, per_bracket, strict=True):  # every trial in one bucket
+    rows = np.sort(np.concatenate([part.trial_ids for part in parts]))
+    np.testing.assert_array_equal(rows, np.arange(len(table['hidden_units'])))
+  assert price(*by['cost']) <= price(*by[1.5])
 
 
 def test_cnn_groups_split_by_the_default_ratio_under_cost():
@@ -246,7 +293,7 @@ def test_cnn_groups_split_by_the_default_ratio_under_cost():
   n = 4
   table = with_defaults({'model': ['cnn'] * n, 'channels': [4, 5, 9, 16], 'num_blocks': [1] * n}, n)
 
-  def no_price(config, depths):
+  def no_price(config, ids, compiled):
     raise AssertionError('a CNN bucket was priced')
 
   by_cost = buckets.make_buckets(

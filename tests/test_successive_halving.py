@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from bnjax.search import buckets
+from bnjax.search import buckets, planning
 from bnjax.search import cohorts as co
 from bnjax.search import population as pop
 from bnjax.search import successive_halving as sh
@@ -201,7 +201,7 @@ def test_plan_brackets_gives_every_bracket_the_same_buckets():
   tables = [
     with_defaults(SPACE.sample(jax.random.key(s), n), n) for s, n in ((0, 9), (1, 5), (2, 3))
   ]
-  per_bracket, sizes = sh.plan_brackets(
+  per_bracket, sizes = planning.plan_brackets(
     tables, lambda config: CHUNK, epochs=4, num_classes=3, width_ratio=None
   )
   whole = {name: np.concatenate([t[name] for t in tables]) for name in tables[0]}

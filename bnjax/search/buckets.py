@@ -112,9 +112,9 @@ def make_buckets(
   Padding a 100-unit trial to 300 units costs it 9 times the work, so a
   static group is split wherever the widest trial would exceed `width_ratio`
   times the narrowest (None: never split). `width_ratio='cost'` instead
-  splits an MLP group the way `price(config, depths, compiled)` (what a
-  bucket at `config` of trials of these real depths, shallowest first,
-  costs, its compile unless `compiled`) prices lowest, by width and, where
+  splits an MLP group the way `price(config, ids, compiled)` (what a bucket
+  at `config` of the trials at rows `ids`, shallowest first, costs, its
+  compile unless `compiled`) prices lowest, by width and, where
   that is cheaper, by depth first; CNN groups then split by
   `DEFAULT_WIDTH_RATIO`. There a bucket may also take one of the `reuse`
   configs (compiled for an earlier round) that holds its trials, at no
@@ -184,7 +184,8 @@ def make_buckets(
         (group, config_of(values, group)) for group in _width_groups(ids, trial_width, ratio)
       ]
     else:
-      priced = functools.partial(_group_price, config_of, values, depth, price, reuse)
+      own = functools.partial(config_of, values)
+      priced = functools.partial(_group_price, own, depth, price, reuse)
       groups = _cheapest_groups(ids, trial_width, depth, lambda group, p=priced: p(group)[0])
       planned = [(group, priced(group)[1]) for group in groups]
     for group, config in planned:
@@ -192,16 +193,16 @@ def make_buckets(
   return buckets
 
 
-def _group_price(config_of, values, depth, price, reuse, group) -> tuple[float, TrainConfig]:
+def _group_price(own_config, depth, price, reuse, group) -> tuple[float, TrainConfig]:
   """The cheaper of a program of `group`'s own and a compiled one that holds it.
 
   A `reuse` config holds the group where only its widths differ from its
   own config's and are at least as wide and deep. Ties keep its own.
   """
-  own = config_of(values, group)
-  depths = np.sort(depth[group])  # in the bucket's order, shallowest first
+  own = own_config(group)
+  ids = group[np.argsort(depth[group], kind='stable')]  # the bucket's order, shallowest first
   width, deepest = max(own.hidden_sizes), len(own.hidden_sizes)
-  options = [(price(own, depths, False), own)]
+  options = [(price(own, ids, False), own)]
   for config in reuse:
     holds = (
       config._replace(hidden_sizes=own.hidden_sizes) == own
@@ -209,7 +210,7 @@ def _group_price(config_of, values, depth, price, reuse, group) -> tuple[float, 
       and len(config.hidden_sizes) >= deepest
     )
     if holds:
-      options.append((price(config, depths, True), config))
+      options.append((price(config, ids, True), config))
   return min(options, key=lambda option: option[0])
 
 

@@ -1,13 +1,15 @@
 """A search's buckets, planned before anything compiles, and whether they fit memory.
 
-`plan_buckets` is the one place a table becomes buckets (`buckets.make_buckets`
+`plan_buckets` is where a table becomes buckets (`buckets.make_buckets`
 priced by `sizing.bucket_cost` on the search's devices): `run_trials` trains
 its plan, `check_fits` checks it before a study opens, and a study replans its
 earlier rounds to know which programs a later round can reuse (`reuse`).
+`plan_brackets` plans Hyperband's brackets together, priced the same way.
 """
 
 import functools
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -16,6 +18,7 @@ from numpy.typing import ArrayLike
 from bnjax import distributed
 from bnjax.data import Splits
 from bnjax.search import buckets, checks, folds, sizing
+from bnjax.search.checks import SearchError
 from bnjax.space import with_defaults
 from bnjax.training import TrainConfig
 
@@ -65,9 +68,11 @@ def plan_buckets(
   def chunk_of(config: TrainConfig) -> int:
     return sizing.chunk_runs(config, splits, devices, executions=executions, chunk_size=chunk_size)
 
-  def price(config: TrainConfig, depths: np.ndarray, compiled: bool = False) -> float:
+  depth = buckets.depths(table)
+
+  def price(config: TrainConfig, ids: np.ndarray, compiled: bool) -> float:
     return sizing.bucket_cost(
-      config, depths, splits, chunk_of(config), executions=executions, compiled=compiled
+      config, depth[ids], splits, chunk_of(config), executions=executions, compiled=compiled
     )
 
   return buckets.make_buckets(
@@ -160,3 +165,60 @@ def round_configs(
   )
   added = [bucket.config for bucket in planned if bucket.config not in reuse]
   return (*reuse, *dict.fromkeys(added))
+
+
+def plan_brackets(
+  tables: Sequence[dict[str, np.ndarray]],
+  chunk_size: Callable[[TrainConfig], int],
+  *,
+  splits: Splits | None = None,
+  mean_epochs: Sequence[float] | None = None,
+  **bucket_options,
+) -> tuple[list[list[buckets.Bucket]], list[int]]:
+  """Every Hyperband bracket's trials bucketed at once, so that the brackets share programs.
+
+  Bucketed bracket by bracket, each bracket would pad to its own widths and
+  chunk its buckets by its own counts, and compile an init and a segment
+  program for each (5 buckets and 10 programs for the 17 trials of
+  `max_epochs=9`). Planned over every bracket's table together, a bucket's
+  config and chunk size hold for every bracket, and a program compiles once
+  per bucket. A bucket's chunk size is `chunk_size(config)`, no more than
+  the most trials one bracket puts in it: a bracket with fewer trains
+  fillers beside them, which costs less than another compile at these sizes.
+
+  `width_ratio='cost'` prices a bucket as one compile plus, per bracket, its
+  trials in that bracket's chunks at the epochs a trial of the bracket trains
+  on average (`mean_epochs`, one per table; `sizing.bucket_cost` on
+  `splits`).
+
+  Returns each bracket's buckets (positions in its own table; a bucket it has
+  no trial in is empty) and every bucket's chunk size.
+  """
+  whole = {name: np.concatenate([table[name] for table in tables]) for name in tables[0]}
+  counts = [len(next(iter(table.values()))) for table in tables]
+  bracket_of = np.repeat(np.arange(len(tables)), counts)
+  depth = buckets.depths(whole)
+
+  def price(config: TrainConfig, ids: np.ndarray, compiled: bool) -> float:
+    chunk = min(chunk_size(config), int(np.bincount(bracket_of[ids]).max()))
+    cost = 0.0 if compiled else sizing.COMPILE_MACS
+    for bracket, epochs in enumerate(mean_epochs):
+      mine = ids[bracket_of[ids] == bracket]
+      if len(mine):
+        cost += sizing.bucket_cost(config, depth[mine], splits, chunk, compiled=True, epochs=epochs)
+    return cost
+
+  cost_plan = bucket_options.get('width_ratio') == 'cost'
+  if cost_plan and (splits is None or mean_epochs is None):
+    raise SearchError("width_ratio='cost' plans brackets from splits and mean_epochs; pass both.")
+  planned = buckets.make_buckets(whole, price=price if cost_plan else None, **bucket_options)
+  ends = np.cumsum([0, *counts])
+
+  def bracket_part(bucket, lo, hi):
+    rows = bucket.trial_ids
+    return bucket._replace(trial_ids=rows[(rows >= lo) & (rows < hi)] - lo)
+
+  per_bracket = [[bracket_part(b, lo, hi) for b in planned] for lo, hi in itertools.pairwise(ends)]
+  most = [max(len(part[i].trial_ids) for part in per_bracket) for i in range(len(planned))]
+  sizes = [min(chunk_size(b.config), n) for b, n in zip(planned, most, strict=True)]
+  return per_bracket, sizes

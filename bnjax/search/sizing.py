@@ -95,6 +95,7 @@ def bucket_cost(
   *,
   executions: int = 1,
   compiled: bool = False,
+  epochs: float | None = None,
 ) -> float:
   """What a bucket of MLP trials of real `depths` at `config` costs, in multiply-adds.
 
@@ -104,7 +105,8 @@ def bucket_cost(
   deepest (a chunk skips the layers none of its runs has, `model.vmap_chunk`;
   `depths` in the bucket's order, shallowest first): a forward and the
   backward's two matmuls per training example, a forward per dev example,
-  every epoch.
+  every epoch: `config.epochs` of them, or `epochs` (what a run trains on
+  average where runs stop early, as Hyperband's do).
   `buckets.make_buckets(width_ratio='cost')` splits by it. The matmuls stand
   for the whole step: BN, dropout and the optimizer grow with the same
   widths (`benchmarks/step_costs.py`).
@@ -115,7 +117,9 @@ def bucket_cost(
   at = lambda depth: num_params(config._replace(hidden_sizes=(width,) * depth), splits.num_features)
   chunk_depths, counts = np.unique(deepest, return_counts=True)
   runs_params = sum(int(n) * chunk * at(int(d)) for d, n in zip(chunk_depths, counts, strict=True))
-  examples = config.epochs * (3 * len(splits.y_train) + len(splits.y_dev))
+  examples = (config.epochs if epochs is None else epochs) * (
+    3 * len(splits.y_train) + len(splits.y_dev)
+  )
   return (0.0 if compiled else COMPILE_MACS) + examples * runs_params
 
 

@@ -27,7 +27,6 @@ its epochs in a chunk of that size.
 """
 
 import functools
-import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ import numpy as np
 from bnjax import distributed
 from bnjax.data import Splits
 from bnjax.registry import to_python
-from bnjax.search import buckets, chunks
+from bnjax.search import chunks
 from bnjax.search import population as pop
 from bnjax.search.checks import SearchError, check_count, check_options
 from bnjax.search.cohorts import (
@@ -55,10 +54,11 @@ from bnjax.search.cohorts import (
   sampling_key,
   train_to,
 )
+from bnjax.search.planning import plan_brackets
 from bnjax.search.population_study import PopulationStudy
 from bnjax.search.results import Results
 from bnjax.space import as_space, with_defaults
-from bnjax.training import TrainConfig, TrainData
+from bnjax.training import TrainData
 
 
 class Rung(NamedTuple):
@@ -197,37 +197,14 @@ def successive_halving(
   return cohorts, sorted(out, key=lambda record: record.trial_id)
 
 
-def plan_brackets(
-  tables: Sequence[dict[str, np.ndarray]],
-  chunk_size: Callable[[TrainConfig], int],
-  **bucket_options,
-) -> tuple[list[list[buckets.Bucket]], list[int]]:
-  """Every bracket's trials bucketed at once, so that the brackets share programs.
-
-  Bucketed bracket by bracket, each bracket would pad to its own widths and
-  chunk its buckets by its own counts, and compile an init and a segment
-  program for each (5 buckets and 10 programs for the 17 trials of
-  `max_epochs=9`). Planned over every bracket's table together, a bucket's
-  config and chunk size hold for every bracket, and a program compiles once
-  per bucket. A bucket's chunk size is `chunk_size(config)`, no more than
-  the most trials one bracket puts in it: a bracket with fewer trains
-  fillers beside them, which costs less than another compile at these sizes.
-
-  Returns each bracket's buckets (positions in its own table; a bucket it has
-  no trial in is empty) and every bucket's chunk size.
-  """
-  whole = {name: np.concatenate([table[name] for table in tables]) for name in tables[0]}
-  planned = buckets.make_buckets(whole, **bucket_options)
-  ends = np.cumsum([0, *(len(next(iter(table.values()))) for table in tables)])
-
-  def bracket_part(bucket, lo, hi):
-    rows = bucket.trial_ids
-    return bucket._replace(trial_ids=rows[(rows >= lo) & (rows < hi)] - lo)
-
-  per_bracket = [[bracket_part(b, lo, hi) for b in planned] for lo, hi in itertools.pairwise(ends)]
-  most = [max(len(part[i].trial_ids) for part in per_bracket) for i in range(len(planned))]
-  sizes = [min(chunk_size(b.config), n) for b, n in zip(planned, most, strict=True)]
-  return per_bracket, sizes
+def mean_epochs(bracket: Bracket) -> float:
+  """The epochs a trial of `bracket` trains on average: every rung's survivors go on."""
+  first = bracket.rungs[0].trials
+  trained, before = 0, 0
+  for rung in bracket.rungs:
+    trained += rung.trials * (rung.epochs - before)
+    before = rung.epochs
+  return trained / first
 
 
 def hyperband(
@@ -243,7 +220,7 @@ def hyperband(
   chunk_size: int | None = None,
   devices: Sequence[jax.Device] | None = None,
   eval_batch_size: int = 1024,
-  width_ratio: float | None = 1.5,
+  width_ratio: float | str | None = 'cost',
   output_dir: str | None = None,
   storage: str | None = None,
   study_name: str | None = None,
@@ -276,8 +253,6 @@ def hyperband(
   segment = segment_length(brackets)
   check_options(seed=seed, top_k=top_k, test=test, chunk_size=chunk_size, devices=devices)
   check_options(eval_batch_size=eval_batch_size, width_ratio=width_ratio)
-  if width_ratio == 'cost':  # its cohorts are planned without run_trials' price (bucket_cost)
-    raise SearchError("hyperband splits buckets by a width_ratio number or None, not 'cost'.")
   config = {
     'strategy': 'hyperband',
     'min_epochs': min_epochs,
@@ -303,6 +278,8 @@ def hyperband(
   per_bracket, sizes = plan_brackets(
     tables,
     default_chunk_size(splits, devices, chunk_size),
+    splits=splits,
+    mean_epochs=[mean_epochs(bracket) for bracket in brackets],
     epochs=max_epochs,
     num_classes=splits.num_classes,
     eval_batch_size=eval_batch_size,
