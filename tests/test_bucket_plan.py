@@ -264,12 +264,13 @@ def test_hyperbands_cost_plan_costs_no_more_than_the_width_ratio_plan(seed):
 
   def price(per_bracket, sizes):
     total = 0.0
-    for index, size in enumerate(sizes):
+    for index in range(len(sizes)):
       parts = [(table, bracket[index]) for table, bracket in zip(tables, per_bracket, strict=True)]
       total += sizing.COMPILE_MACS
       for (table, part), epochs in zip(parts, means, strict=True):
         if len(part.trial_ids):
           depths = buckets.depths(table)[part.trial_ids]
+          size = chunk(part.config)  # the bucket's own chunk, as run_trials prices
           total += sizing.bucket_cost(
             part.config, depths, splits, size, compiled=True, epochs=epochs
           )
@@ -286,6 +287,33 @@ def test_hyperbands_cost_plan_costs_no_more_than_the_width_ratio_plan(seed):
     rows = np.sort(np.concatenate([part.trial_ids for part in parts]))
     np.testing.assert_array_equal(rows, np.arange(len(table['hidden_units'])))
   assert price(*by['cost']) <= price(*by[1.5])
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_hyperband_splits_off_no_bucket_for_its_smaller_chunks(seed):
+  # A bucket of a few wide trials gets chunks as small as its largest bracket
+  # share; priced at those, 3 trials of 447-448 units at max_epochs=81 were
+  # split off in chunks of 1 (which run each trial slower: 226 and 239 s of
+  # search against 214 s). Priced at the bucket's own chunk, none is.
+  splits = shaped_splits(**MNIST1D)
+  one = jax.devices()[:1]
+  brackets = sh.hyperband_brackets(1, 81, 3)
+  space = as_space(search.DEFAULT_SPACE)
+  tables = [
+    with_defaults(space.sample(sampling_key(seed, b.index), b.rungs[0].trials), b.rungs[0].trials)
+    for b in brackets
+  ]
+  chunk = lambda config: sizing.chunk_runs(config, splits, one)
+  per_bracket, sizes = planning.plan_brackets(
+    tables,
+    chunk,
+    splits=splits,
+    mean_epochs=[sh.mean_epochs(b) for b in brackets],
+    epochs=81,
+    num_classes=10,
+    width_ratio='cost',
+  )
+  assert sizes == [chunk(bucket.config) for bucket in per_bracket[0]]
 
 
 def test_cnn_groups_split_by_the_default_ratio_under_cost():

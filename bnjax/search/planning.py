@@ -187,9 +187,9 @@ def plan_brackets(
   fillers beside them, which costs less than another compile at these sizes.
 
   `width_ratio='cost'` prices a bucket as one compile plus, per bracket, its
-  trials in that bracket's chunks at the epochs a trial of the bracket trains
-  on average (`mean_epochs`, one per table; `sizing.bucket_cost` on
-  `splits`).
+  trials there in chunks of `chunk_size(config)` at the epochs a trial of
+  the bracket trains on average (`mean_epochs`, one per table;
+  `sizing.bucket_cost` on `splits`).
 
   Returns each bracket's buckets (positions in its own table; a bucket it has
   no trial in is empty) and every bucket's chunk size.
@@ -200,7 +200,10 @@ def plan_brackets(
   depth = buckets.depths(whole)
 
   def price(config: TrainConfig, ids: np.ndarray, compiled: bool) -> float:
-    chunk = min(chunk_size(config), int(np.bincount(bracket_of[ids]).max()))
+    # At the bucket's own chunk size, as `run_trials` prices: a bucket of a
+    # few trials gets smaller chunks (below), which pad less but run each
+    # trial slower (vmap over fewer), which this price does not know.
+    chunk = chunk_size(config)
     cost = 0.0 if compiled else sizing.COMPILE_MACS
     for bracket, epochs in enumerate(mean_epochs):
       mine = ids[bracket_of[ids] == bracket]
