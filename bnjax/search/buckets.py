@@ -20,7 +20,6 @@ cheapest (`_cheapest_groups`, with a `price` of a bucket the caller knows:
 its compile, chunks and padding, `bnjax.search.sizing.bucket_cost`).
 """
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -184,23 +183,26 @@ def make_buckets(
         (group, config_of(values, group)) for group in _width_groups(ids, trial_width, ratio)
       ]
     else:
-      own = functools.partial(config_of, values)
-      priced = functools.partial(_group_price, own, depth, price, reuse)
-      groups = _cheapest_groups(ids, trial_width, depth, lambda group, p=priced: p(group)[0])
+
+      def priced(group, values=values):
+        return _group_price(config_of(values, group), shallowest_first(group), price, reuse)
+
+      groups = _cheapest_groups(ids, trial_width, depth, lambda group: priced(group)[0])
       planned = [(group, priced(group)[1]) for group in groups]
     for group, config in planned:
       buckets.append(Bucket(values, shallowest_first(group), config))
   return buckets
 
 
-def _group_price(own_config, depth, price, reuse, group) -> tuple[float, TrainConfig]:
-  """The cheaper of a program of `group`'s own and a compiled one that holds it.
+def _group_price(
+  own: TrainConfig, ids: np.ndarray, price: Callable[..., float], reuse: Sequence[TrainConfig]
+) -> tuple[float, TrainConfig]:
+  """The cheaper of a program of its own (`own`) and a compiled one for the trials `ids`.
 
-  A `reuse` config holds the group where only its widths differ from its
-  own config's and are at least as wide and deep. Ties keep its own.
+  `ids` in the bucket's order. A `reuse` config holds them where only its
+  widths differ from `own`'s and are at least as wide and deep. Ties keep
+  `own`.
   """
-  own = own_config(group)
-  ids = group[np.argsort(depth[group], kind='stable')]  # the bucket's order, shallowest first
   width, deepest = max(own.hidden_sizes), len(own.hidden_sizes)
   options = [(price(own, ids, False), own)]
   for config in reuse:

@@ -88,13 +88,20 @@ def plan_buckets(
   )
 
 
-def _inputs(table, splits, executions_per_trial, cv, devices):
-  """A plan's inputs: the defaulted table, the splits one run trains on, devices, runs."""
+def _plan(
+  table, splits, *, executions_per_trial, cv, devices, **options
+) -> tuple[list[buckets.Bucket], Splits, list, int]:
+  """`plan_buckets` of the defaulted `table` on the splits one run trains on.
+
+  Returns the buckets, those splits, the devices and the runs per trial.
+  """
   runs = executions_per_trial * (cv or 1)
   table = with_defaults(table, checks.check_table(table, 0, runs))
   folds.check_cv(cv, splits)
   splits = folds.make_folds(splits, cv).splits if cv else splits
-  return table, splits, list(devices or distributed.devices()), runs
+  devices = list(devices or distributed.devices())
+  planned = plan_buckets(table, splits, devices=devices, executions=runs, **options)
+  return planned, splits, devices, runs
 
 
 def check_fits(
@@ -114,16 +121,16 @@ def check_fits(
   `run_trials` plans its chunks this way before it compiles anything; a search
   in rounds calls this on the largest trial its space can draw, before round 0.
   """
-  table, splits, devices, runs = _inputs(table, splits, executions_per_trial, cv, devices)
-  planned = plan_buckets(
+  planned, splits, devices, runs = _plan(
     table,
     splits,
+    executions_per_trial=executions_per_trial,
+    cv=cv,
+    devices=devices,
     epochs=epochs,
     select=select,
     eval_batch_size=eval_batch_size,
     width_ratio=width_ratio,
-    devices=devices,
-    executions=runs,
   )
   for bucket in planned:
     sizing.runs_that_fit(bucket.config, splits, devices, executions=runs)
@@ -150,16 +157,16 @@ def round_configs(
   crash, in another process) gets the configs the uninterrupted run planned,
   whatever this process happens to have compiled.
   """
-  table, splits, devices, runs = _inputs(table, splits, executions_per_trial, cv, devices)
-  planned = plan_buckets(
+  planned, *_ = _plan(
     table,
     splits,
+    executions_per_trial=executions_per_trial,
+    cv=cv,
+    devices=devices,
     epochs=epochs,
     select=select,
     eval_batch_size=eval_batch_size,
     width_ratio=width_ratio,
-    devices=devices,
-    executions=runs,
     chunk_size=chunk_size,
     reuse=reuse,
   )
@@ -198,6 +205,7 @@ def plan_brackets(
   counts = [len(next(iter(table.values()))) for table in tables]
   bracket_of = np.repeat(np.arange(len(tables)), counts)
   depth = buckets.depths(whole)
+  chunk_size = functools.cache(chunk_size)  # read once per config, as in `plan_buckets`
 
   def price(config: TrainConfig, ids: np.ndarray, compiled: bool) -> float:
     # At the bucket's own chunk size, as `run_trials` prices: a bucket of a

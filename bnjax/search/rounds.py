@@ -116,10 +116,12 @@ class StudyRun:
     compiled: a study resumed in another process plans a round as the
     uninterrupted one did, and so trains it to the same numbers.
     """
-    trials = ledger.ours(self.study.get_trials(deepcopy=False))
-    while len(self.planned) < round_index:
+    # The ledger is read only where a round is still to be replanned.
+    to_plan = len(self.planned) < round_index
+    trials = ledger.ours(self.study.get_trials(deepcopy=False)) if to_plan else []
+    for made_in in range(len(self.planned), round_index):
       earlier = self.planned[-1] if self.planned else ()
-      made = [t for t in trials if t.user_attrs[ledger.ROUND] == len(self.planned)]
+      made = [t for t in trials if t.user_attrs[ledger.ROUND] == made_in]
       if made:
         options = plan_options(self.engine)
         earlier = round_configs(self._table(made), self.splits, reuse=earlier, **options)
