@@ -333,3 +333,18 @@ def test_bfloat16_matmuls_track_float32(data):
   assert acc['bfloat16'] >= acc['float32'] - 3 * ONE_DEV_EXAMPLE, acc
   with pytest.raises(ValueError, match='matmul_dtype'):
     bnjax.make_train(CONFIG._replace(matmul_dtype='float16'))(hp, jax.random.key(0), data)
+
+
+@pytest.mark.parametrize('rows', [1, 7, 12])
+def test_bfloat16_matmul_gradients_round_their_inputs_too(rows):
+  """Both backward matmuls: bfloat16-rounded inputs (the incoming gradient too), float32 sums."""
+  a = jax.random.normal(jax.random.key(0), (2, rows, 5))  # [trials, rows, in]
+  w = jax.random.normal(jax.random.key(1), (2, 5, 3))
+  c = jax.random.normal(jax.random.key(2), (2, rows, 3))  # d loss / d out, exactly
+  loss = lambda a, w, c: jnp.sum(bnjax.nn.mlp.matmul(a, w, 'bfloat16') * c)
+  da, dw = jax.jit(jax.vmap(jax.grad(loss, (0, 1))))(a, w, c)
+  rounded = lambda v: np.asarray(jnp.asarray(v, jnp.bfloat16).astype(jnp.float32)).astype(np.float64)
+  a64, w64, g = rounded(a), rounded(w), rounded(c)
+  assert da.dtype == dw.dtype == jnp.float32
+  np.testing.assert_allclose(da, g @ np.swapaxes(w64, 1, 2), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dw, np.swapaxes(a64, 1, 2) @ g, rtol=1e-5, atol=1e-5)
