@@ -15,8 +15,9 @@ Roles:
 
 ``model`` picks the network. Some names apply to one model only
 (`Hyperparameter.model`): ``hidden_units`` and ``num_layers`` to the MLP,
-``channels``, ``num_blocks``, ``kernel_size``, ``pool`` and ``head`` to the
-CNN; the other model ignores them (and buckets do not split on them).
+``matmul_dtype`` to the MLP, ``channels``, ``num_blocks``, ``kernel_size``,
+``pool`` and ``head`` to the CNN; the other model ignores them (and buckets
+do not split on them).
 
 =============  ======  ============  =======================================  ========
 name           kind    role          allowed                                  default
@@ -40,6 +41,7 @@ batch_size     int     static        [1, inf)                                 12
 model          choice  static        mlp, cnn                                 mlp
 hidden_units   int     architecture  [1, inf)  (mlp)                          256
 num_layers     int     architecture  [1, inf)  (mlp)                          3
+matmul_dtype   choice  static        float32, bfloat16  (mlp: matmul inputs)  float32
 channels       int     architecture  [1, inf)  (cnn: per block)               32
 num_blocks     int     architecture  [1, inf)  (cnn)                          3
 kernel_size    int     static        [1, inf)  (cnn: taps per spatial axis)   3
@@ -179,6 +181,13 @@ _ENTRIES = (
   _choice('model', 'static', ('mlp', 'cnn'), 'The network: an MLP, or conv blocks and a head.'),
   _count('hidden_units', 'architecture', 256, 'mlp: units per hidden layer.', 'mlp'),
   _count('num_layers', 'architecture', 3, 'mlp: hidden layers.', 'mlp'),
+  _choice(
+    'matmul_dtype',
+    'static',
+    ('float32', 'bfloat16'),
+    'mlp: matmul inputs; bfloat16 rounds them (forward and backward) and sums in float32.',
+    'mlp',
+  ),
   _count('channels', 'architecture', 32, 'cnn: channels of every conv block.', 'cnn'),
   _count('num_blocks', 'architecture', 3, 'cnn: conv blocks (conv -> BN -> g -> pool).', 'cnn'),
   _count('kernel_size', 'static', 3, 'cnn: kernel taps along each spatial axis.', 'cnn'),

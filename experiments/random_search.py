@@ -50,7 +50,7 @@ if __package__ in (None, ''):  # Run as a script: make `experiments` importable.
 import jax
 from absl import flags
 
-from bnjax import distributed, search
+from bnjax import distributed, registry, search
 from bnjax.space import Space, SpaceError
 from experiments import common
 
@@ -63,8 +63,10 @@ SPACE = flags.DEFINE_string(
   '(bnjax.space.DEFAULTS). Default: the MLP space, or with --model=cnn bnjax.search.'
   'DEFAULT_CNN_SPACE.',
 )
-# --model: the registry's entry; it picks the default space, or fixes `model` in --space.
-MODEL = common.define_hyperparameter_flags(('model',))['model']
+# Registry entries that fix a name in --space: --model also picks the default
+# space; --matmul_dtype=bfloat16 is the fast choice on CPUs with AMX.
+FIXING = common.define_hyperparameter_flags(('model', 'matmul_dtype'))
+MODEL = FIXING['model']
 STRATEGY = flags.DEFINE_enum('strategy', 'random', search.STRATEGIES, 'How trials are chosen.')
 NUM_TRIALS = flags.DEFINE_integer('num_trials', 24, 'Trials (per round for coarse_to_fine).')
 EPOCHS = flags.DEFINE_integer('epochs', 40, 'Epochs per trial.')
@@ -177,15 +179,20 @@ class ProgressBar:
 
 
 def space_of_flags() -> Space:
-  """--space, or the default space of --model; --model fixes `model` in a --space without it."""
+  """--space, or the default space of --model, with the names --model and --matmul_dtype fix."""
+  fixed = {name: holder.value for name, holder in FIXING.items() if flags.FLAGS[name].present}
   if not flags.FLAGS['space'].present:
-    return search.as_space(search.DEFAULT_CNN_SPACE if MODEL.value == 'cnn' else SPACE.value)
-  space = search.as_space(SPACE.value)
-  if not flags.FLAGS['model'].present:
-    return space
-  if 'model' in space:
-    raise SpaceError('--space names model and so does --model: name it in one of them')
-  return Space({'model': MODEL.value, **space})
+    space = search.as_space(search.DEFAULT_CNN_SPACE if MODEL.value == 'cnn' else SPACE.value)
+    fixed.pop('model', None)  # it picked the space
+  else:
+    space = search.as_space(SPACE.value)
+  model = space.get('model')
+  for name in fixed:
+    if name in space:
+      raise SpaceError(f'--space names {name} and so does --{name}: name it in one of them')
+    if model is not None and model.kind == 'fixed' and not registry.used_by(name, model.value):
+      raise SpaceError(f'--{name} does not apply to model={model.value}: drop it')
+  return Space({**fixed, **space}) if fixed else space
 
 
 def width_ratio_of_flag(value: str) -> float | str | None:

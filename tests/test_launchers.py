@@ -123,6 +123,34 @@ def test_random_search_smoke(tmp_path):
   assert any((tmp_path / 'cache').iterdir())
 
 
+def test_random_search_matmul_dtype_flag_fixes_it_in_the_space(tmp_path):
+  run = launch(
+    'random_search.py',
+    '--dataset=digits',
+    '--matmul_dtype=bfloat16',
+    '--num_trials=2',
+    '--epochs=1',
+    f'--output_dir={tmp_path / "run"}',
+    '--nocompile_cache',
+    timeout=300,
+  )
+  assert succeeded(run)
+  assert 'matmul_dtype=fixed:bfloat16' in run.stdout
+  rows = list(csv.DictReader(open(tmp_path / 'run' / 'results.csv', newline='')))
+  assert [row['matmul_dtype'] for row in rows] == ['bfloat16'] * 2
+  # Refused before any compute, one line each: a CNN has no MLP matmuls, and a name twice.
+  for flags, message in (
+    (('--model=cnn',), '--matmul_dtype does not apply to model=cnn: drop it'),
+    (('--space=matmul_dtype=fixed:float32',), '--space names matmul_dtype and so does'),
+  ):
+    out = tmp_path / flags[0][2:7]
+    run = launch(
+      'random_search.py', '--matmul_dtype=bfloat16', *flags, f'--output_dir={out}', timeout=120
+    )
+    assert run.returncode != 0 and message in run.stdout + run.stderr, run.stderr[-2000:]
+    assert not out.exists() or not any(out.iterdir())
+
+
 def make_beans(root: pathlib.Path, size: int = 10) -> pathlib.Path:
   """A synthetic folder in the layout of the README's beans export: split/class/*.png."""
   from PIL import Image

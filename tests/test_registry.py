@@ -33,6 +33,7 @@ def test_static_names_are_exactly_what_makes_buckets():
     'batch_norm',
     'bn_placement',
     'model',
+    'matmul_dtype',
     'kernel_size',
     'pool',
     'head',
@@ -41,8 +42,8 @@ def test_static_names_are_exactly_what_makes_buckets():
 
 
 def test_every_model_field_of_train_config_is_a_static_name():
-  # The CNN's static settings travel in TrainConfig under their registry names.
-  for name in ('model', 'kernel_size', 'pool', 'head'):
+  # The static settings of one model travel in TrainConfig under their registry names.
+  for name in ('model', 'matmul_dtype', 'kernel_size', 'pool', 'head'):
     assert name in bnjax.TrainConfig._fields, name
   models = {entry.model for entry in registry.REGISTRY.values()}
   assert models == {None, *registry.choices('model')}

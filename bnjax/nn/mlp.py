@@ -28,7 +28,7 @@ ACTIVATIONS = {'relu': jax.nn.relu, 'tanh': jnp.tanh, 'sigmoid': jax.nn.sigmoid}
 INIT_GAINS = {'he': 2.0, 'xavier': 1.0}
 PLACEMENTS = registry.choices('bn_placement')
 # Matmul input precision; products are summed in float32 either way.
-MATMUL_DTYPES = ('float32', 'bfloat16')
+MATMUL_DTYPES = registry.choices('matmul_dtype')
 # The output layer's key must not depend on how deep the network is padded.
 OUTPUT_LAYER_STREAM = 2**31 - 1
 

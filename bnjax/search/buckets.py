@@ -160,6 +160,7 @@ def make_buckets(
       eval_batch_size=eval_batch_size,
       select=select,
       dropout=bool(np.any(keep_prob[group] < 1)),
+      matmul_dtype=values['matmul_dtype'],
       model=values['model'],
       input_shape=tuple(int(d) for d in input_shape),
       kernel_size=int(values['kernel_size']),
