@@ -97,14 +97,24 @@ def peer_search(seed: int, num_trials: int, epochs: int, torch_threads: int) -> 
 def compare(
   seeds: list[int], num_trials: int, epochs: int, *, torch_threads: int = 0, report=print
 ) -> dict:
-  """Per seed, side by side: bnjax's first run, its rerun (cache warm), the peer."""
-  runs = {'bnjax_cold': [], 'bnjax_warm': [], 'optuna_torch': []}
+  """Per seed, side by side: bnjax's first run, its rerun (cache warm), the peer.
+
+  A fourth row is bnjax's first run with bfloat16 matmuls (`--matmul_dtype`,
+  its own cache): what the option buys in time, and what it costs in the
+  winner's accuracy, on the same seeds.
+  """
+  runs = {'bnjax_cold': [], 'bnjax_warm': [], 'bnjax_bfloat16_cold': [], 'optuna_torch': []}
+  bfloat16 = ('--matmul_dtype=bfloat16',)
   with tempfile.TemporaryDirectory(prefix='bnjax-bench-') as work:
     for seed in seeds:
-      cache = os.path.join(work, f'cache-{seed}')
-      for name in ('bnjax_cold', 'bnjax_warm'):
+      for name, cache, flags in (
+        ('bnjax_cold', f'cache-{seed}', ()),
+        ('bnjax_warm', f'cache-{seed}', ()),
+        ('bnjax_bfloat16_cold', f'cache-bfloat16-{seed}', bfloat16),
+      ):
         output_dir = os.path.join(work, f'{name}-{seed}')
-        runs[name].append(bnjax_search(seed, num_trials, epochs, cache, output_dir))
+        cache_dir = os.path.join(work, cache)
+        runs[name].append(bnjax_search(seed, num_trials, epochs, cache_dir, output_dir, flags))
       runs['optuna_torch'].append(peer_search(seed, num_trials, epochs, torch_threads))
       times = ', '.join(f'{name} {rows[-1]["seconds"]:.1f} s' for name, rows in runs.items())
       report(f'  seed {seed}: {times}, load {timing.load_average():.1f}')

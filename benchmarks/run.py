@@ -186,6 +186,7 @@ def end_to_end_section(quick: bool) -> dict:
     'speedup': {
       'first run (compiles)': peer / runs['bnjax_cold']['median'],
       'rerun (compile cache warm)': peer / runs['bnjax_warm']['median'],
+      'first run, bfloat16 matmuls': peer / runs['bnjax_bfloat16_cold']['median'],
     },
   }
 
