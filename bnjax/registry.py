@@ -14,7 +14,7 @@ Roles:
   but also used to split buckets by width.
 
 ``model`` picks the network. Some names apply to one model only
-(`Hyperparameter.model`): ``hidden_units`` and ``num_layers`` to the MLP,
+(`Hyperparameter.model`): ``hidden_units``, ``num_layers`` and
 ``matmul_dtype`` to the MLP, ``channels``, ``num_blocks``, ``kernel_size``,
 ``pool`` and ``head`` to the CNN; the other model ignores them (and buckets
 do not split on them).
