@@ -343,7 +343,7 @@ def test_bfloat16_matmul_gradients_round_their_inputs_too(rows):
   c = jax.random.normal(jax.random.key(2), (2, rows, 3))  # d loss / d out, exactly
   loss = lambda a, w, c: jnp.sum(bnjax.nn.mlp.matmul(a, w, 'bfloat16') * c)
   da, dw = jax.jit(jax.vmap(jax.grad(loss, (0, 1))))(a, w, c)
-  rounded = lambda v: np.asarray(jnp.asarray(v, jnp.bfloat16).astype(jnp.float32)).astype(np.float64)
+  rounded = lambda v: np.asarray(jnp.asarray(v, jnp.bfloat16), np.float64)
   a64, w64, g = rounded(a), rounded(w), rounded(c)
   assert da.dtype == dw.dtype == jnp.float32
   np.testing.assert_allclose(da, g @ np.swapaxes(w64, 1, 2), rtol=1e-5, atol=1e-5)
