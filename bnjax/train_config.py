@@ -11,7 +11,7 @@ from typing import NamedTuple
 import jax
 
 from bnjax import registry
-from bnjax.nn.mlp import MATMUL_DTYPES
+from bnjax.nn.precision import MATMUL_DTYPES
 
 
 class TrainConfig(NamedTuple):

@@ -321,7 +321,7 @@ def test_bfloat16_matmuls_track_float32(data):
   w = params['layers'][0]['w']
   rounded = lambda a: np.asarray(jnp.asarray(a, jnp.bfloat16).astype(jnp.float32))
   np.testing.assert_allclose(
-    bnjax.nn.mlp.matmul(x, w, 'bfloat16'), rounded(x) @ rounded(w), rtol=1e-5, atol=1e-6
+    bnjax.nn.precision.matmul(x, w, 'bfloat16'), rounded(x) @ rounded(w), rtol=1e-5, atol=1e-6
   )
   results = {
     dtype: jax.jit(bnjax.make_train(CONFIG._replace(epochs=6, matmul_dtype=dtype)))(
@@ -341,7 +341,7 @@ def test_bfloat16_matmul_gradients_round_their_inputs_too(rows):
   a = jax.random.normal(jax.random.key(0), (2, rows, 5))  # [trials, rows, in]
   w = jax.random.normal(jax.random.key(1), (2, 5, 3))
   c = jax.random.normal(jax.random.key(2), (2, rows, 3))  # d loss / d out, exactly
-  loss = lambda a, w, c: jnp.sum(bnjax.nn.mlp.matmul(a, w, 'bfloat16') * c)
+  loss = lambda a, w, c: jnp.sum(bnjax.nn.precision.matmul(a, w, 'bfloat16') * c)
   da, dw = jax.jit(jax.vmap(jax.grad(loss, (0, 1))))(a, w, c)
   rounded = lambda v: np.asarray(jnp.asarray(v, jnp.bfloat16), np.float64)
   a64, w64, g = rounded(a), rounded(w), rounded(c)

@@ -13,7 +13,6 @@ width. A masked network computes what the unpadded one with the same weights
 computes; `tests/test_masking.py` proves it.
 """
 
-import functools
 from typing import Any
 
 import jax
@@ -22,13 +21,12 @@ from jax import lax
 
 from bnjax import registry
 from bnjax.nn import normalization, stable_random
+from bnjax.nn.precision import matmul
 
 ACTIVATIONS = {'relu': jax.nn.relu, 'tanh': jnp.tanh, 'sigmoid': jax.nn.sigmoid}
 # Weight variance is gain / fan_in: He for ReLU, the notes' Xavier for tanh.
 INIT_GAINS = {'he': 2.0, 'xavier': 1.0}
 PLACEMENTS = registry.choices('bn_placement')
-# Matmul input precision; products are summed in float32 either way.
-MATMUL_DTYPES = registry.choices('matmul_dtype')
 # The output layer's key must not depend on how deep the network is padded.
 OUTPUT_LAYER_STREAM = 2**31 - 1
 
@@ -193,65 +191,6 @@ def normalize_and_activate(
   if active is not None:
     new_state = jax.tree.map(lambda new, old: jnp.where(active, new, old), new_state, layer_state)
   return h, new_state
-
-
-def matmul(a: jax.Array, w: jax.Array, dtype: str = 'float32') -> jax.Array:
-  """`a @ w`; with `dtype='bfloat16'` both inputs are rounded to bfloat16 and summed in float32.
-
-  With bfloat16 the backward pass's two matmuls round their inputs too (the
-  incoming gradient and the saved, rounded `a` and `w`) and sum in float32,
-  so that all three matmuls of a layer's step run as bfloat16 dots. JAX's own
-  transpose would multiply the float32 gradient by the bfloat16 operand: a
-  mixed dot that XLA:CPU runs at float32 speed or slower.
-  """
-  if dtype == 'float32':
-    return a @ w
-  if dtype not in MATMUL_DTYPES:
-    raise ValueError(f'matmul_dtype must be one of {MATMUL_DTYPES}; got {dtype!r}.')
-  return _bfloat16_matmul(a, w, a.dtype, w.dtype)
-
-
-def _dot32(a: jax.Array, b: jax.Array, dims: tuple) -> jax.Array:
-  return lax.dot_general(a, b, (dims, ((), ())), preferred_element_type=jnp.float32)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _bfloat16_matmul(a: jax.Array, w: jax.Array, a_dtype, w_dtype) -> jax.Array:
-  del a_dtype, w_dtype  # the gradients' dtypes
-  return _dot32(a.astype(jnp.bfloat16), w.astype(jnp.bfloat16), ((a.ndim - 1,), (0,)))
-
-
-def _transposed_copy(x: jax.Array) -> jax.Array:
-  """`x.T` [cols, rows] laid out with the rows minor in memory, not a strided view of `x`.
-
-  The weight gradient `a.T @ g` contracts over the rows. XLA:CPU (jaxlib
-  0.10) gives a bfloat16 dot to its fast kernel (about 3x float32 on AMX) only
-  when the contracted axis of the left operand is minor; otherwise it
-  computes the dot in float32. A plain transpose is a relabelling of `x`'s
-  layout, so the dot would still read the rows as the major axis. Joining two
-  halves makes XLA write a new array in the default layout; same values.
-  """
-  t = x.T
-  half = t.shape[1] // 2
-  return jnp.concatenate([t[:, :half], t[:, half:]], axis=1)
-
-
-def _bfloat16_matmul_fwd(a, w, a_dtype, w_dtype):
-  del a_dtype, w_dtype
-  a16, w16 = a.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
-  a16_t = _transposed_copy(a16.reshape(-1, a.shape[-1]))
-  return _dot32(a16, w16, ((a.ndim - 1,), (0,))), (a16_t, w16)
-
-
-def _bfloat16_matmul_bwd(a_dtype, w_dtype, residuals, g):
-  a16_t, w16 = residuals
-  g16 = g.astype(jnp.bfloat16)
-  da = _dot32(g16, w16, ((g.ndim - 1,), (1,)))  # g @ w.T, a's shape
-  dw = _dot32(a16_t, g16.reshape(-1, g.shape[-1]), ((1,), (0,)))  # a.T @ g over all rows
-  return da.astype(a_dtype), dw.astype(w_dtype)
-
-
-_bfloat16_matmul.defvjp(_bfloat16_matmul_fwd, _bfloat16_matmul_bwd)
 
 
 def dropout(key: jax.Array, x: jax.Array, keep_prob: jax.typing.ArrayLike) -> jax.Array:
