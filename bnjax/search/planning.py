@@ -89,22 +89,6 @@ def plan_buckets(
 
 
 def _plan(
-  table, splits, *, executions_per_trial, cv, devices, **options
-) -> tuple[list[buckets.Bucket], Splits, list, int]:
-  """`plan_buckets` of the defaulted `table` on the splits one run trains on.
-
-  Returns the buckets, those splits, the devices and the runs per trial.
-  """
-  runs = executions_per_trial * (cv or 1)
-  table = with_defaults(table, checks.check_table(table, 0, runs))
-  folds.check_cv(cv, splits)
-  splits = folds.make_folds(splits, cv).splits if cv else splits
-  devices = list(devices or distributed.devices())
-  planned = plan_buckets(table, splits, devices=devices, executions=runs, **options)
-  return planned, splits, devices, runs
-
-
-def check_fits(
   table: Mapping[str, ArrayLike],
   splits: Splits,
   *,
@@ -114,24 +98,45 @@ def check_fits(
   devices: Sequence[jax.Device] | None = None,
   eval_batch_size: int = 1024,
   width_ratio: float | str | None = 'cost',
+  chunk_size: int | None = None,
   cv: int | None = None,
-) -> None:
-  """Raises a one-line `SearchError` unless `table` can train on `splits` in memory.
+  reuse: Sequence[TrainConfig] = (),
+) -> tuple[list[buckets.Bucket], Splits, list, int]:
+  """`plan_buckets` of the defaulted `table` on the splits one run trains on.
 
-  `run_trials` plans its chunks this way before it compiles anything; a search
-  in rounds calls this on the largest trial its space can draw, before round 0.
+  The options are `run_trials`' of the same names, with its defaults (one
+  place for both `check_fits` and `round_configs`). Returns the buckets,
+  those splits, the devices and the runs per trial.
   """
-  planned, splits, devices, runs = _plan(
+  runs = executions_per_trial * (cv or 1)
+  table = with_defaults(table, checks.check_table(table, 0, runs))
+  folds.check_cv(cv, splits)
+  splits = folds.make_folds(splits, cv).splits if cv else splits
+  devices = list(devices or distributed.devices())
+  planned = plan_buckets(
     table,
     splits,
-    executions_per_trial=executions_per_trial,
-    cv=cv,
-    devices=devices,
     epochs=epochs,
     select=select,
     eval_batch_size=eval_batch_size,
     width_ratio=width_ratio,
+    devices=devices,
+    executions=runs,
+    chunk_size=chunk_size,
+    reuse=reuse,
   )
+  return planned, splits, devices, runs
+
+
+def check_fits(table: Mapping[str, ArrayLike], splits: Splits, **options) -> None:
+  """Raises a one-line `SearchError` unless `table` can train on `splits` in memory.
+
+  `options`: `run_trials`' plan options (`PLAN_OPTIONS`), as `_plan` takes
+  them. `run_trials` plans its chunks this way before it compiles anything;
+  a search in rounds calls this on the largest trial its space can draw,
+  before round 0.
+  """
+  planned, splits, devices, runs = _plan(table, splits, **options)
   for bucket in planned:
     sizing.runs_that_fit(bucket.config, splits, devices, executions=runs)
 
@@ -141,35 +146,17 @@ def round_configs(
   splits: Splits,
   *,
   reuse: Sequence[TrainConfig] = (),
-  epochs: int = 20,
-  executions_per_trial: int = 1,
-  select: str = 'final',
-  devices: Sequence[jax.Device] | None = None,
-  eval_batch_size: int = 1024,
-  width_ratio: float | str | None = 'cost',
-  chunk_size: int | None = None,
-  cv: int | None = None,
+  **options,
 ) -> tuple[TrainConfig, ...]:
   """`reuse` and the configs a round of `table` adds to them: what the next round may reuse.
 
-  The round is planned as `run_trials(table, ..., reuse=reuse)` plans it, so a
-  study that replans its rounds one after the other from its ledger (after a
-  crash, in another process) gets the configs the uninterrupted run planned,
-  whatever this process happens to have compiled.
+  `options`: `run_trials`' plan options (`PLAN_OPTIONS`). The round is
+  planned as `run_trials(table, ..., reuse=reuse)` plans it, so a study that
+  replans its rounds one after the other from its ledger (after a crash, in
+  another process) gets the configs the uninterrupted run planned, whatever
+  this process happens to have compiled.
   """
-  planned, *_ = _plan(
-    table,
-    splits,
-    executions_per_trial=executions_per_trial,
-    cv=cv,
-    devices=devices,
-    epochs=epochs,
-    select=select,
-    eval_batch_size=eval_batch_size,
-    width_ratio=width_ratio,
-    chunk_size=chunk_size,
-    reuse=reuse,
-  )
+  planned, *_ = _plan(table, splits, reuse=reuse, **options)
   added = [bucket.config for bucket in planned if bucket.config not in reuse]
   return (*reuse, *dict.fromkeys(added))
 

@@ -238,7 +238,11 @@ def largest_trial(space: Space) -> dict[str, list]:
 
 
 def memory_options(options: dict) -> dict:
-  """The options that `planning.check_fits` takes: a plan's, the chunk size aside."""
+  """The options a search gives `planning.check_fits`: a plan's, the chunk size aside.
+
+  The fit check plans at the chunks the devices pick, as it always has;
+  `run_trials` plans at `chunk_size` where one is given.
+  """
   return {name: value for name, value in plan_options(options).items() if name != 'chunk_size'}
 
 
