@@ -11,7 +11,6 @@ from typing import NamedTuple
 import jax
 
 from bnjax import registry
-from bnjax.nn.precision import MATMUL_DTYPES
 
 
 class TrainConfig(NamedTuple):
@@ -75,8 +74,7 @@ def check_config(config: TrainConfig, data: TrainData) -> None:
       "eval_every > 1 leaves dev curves NaN between evaluations: use select='final' "
       "(select='best' needs every epoch's dev accuracy)."
     )
-  if config.matmul_dtype not in MATMUL_DTYPES:
-    raise ValueError(f'matmul_dtype must be one of {MATMUL_DTYPES}; got {config.matmul_dtype!r}.')
+  registry.check('matmul_dtype', config.matmul_dtype)
   registry.check('model', config.model)
   if config.model == 'cnn' and config.matmul_dtype != 'float32':
     raise ValueError("matmul_dtype applies to the MLP only; use 'float32' with model='cnn'.")

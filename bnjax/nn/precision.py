@@ -15,9 +15,6 @@ from jax import lax
 
 from bnjax import registry
 
-# Matmul input precision; products are summed in float32 either way.
-MATMUL_DTYPES = registry.choices('matmul_dtype')
-
 
 def matmul(a: jax.Array, w: jax.Array, dtype: str = 'float32') -> jax.Array:
   """`a @ w`; with `dtype='bfloat16'` both inputs are rounded to bfloat16 and summed in float32.
@@ -28,10 +25,8 @@ def matmul(a: jax.Array, w: jax.Array, dtype: str = 'float32') -> jax.Array:
   transpose would multiply the float32 gradient by the bfloat16 operand: a
   mixed dot that XLA:CPU runs at float32 speed or slower.
   """
-  if dtype == 'float32':
+  if registry.check('matmul_dtype', dtype) == 'float32':
     return a @ w
-  if dtype not in MATMUL_DTYPES:
-    raise ValueError(f'matmul_dtype must be one of {MATMUL_DTYPES}; got {dtype!r}.')
   return _bfloat16_matmul(a, w, a.dtype, w.dtype)
 
 
