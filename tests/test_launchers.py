@@ -136,7 +136,8 @@ def test_random_search_matmul_dtype_flag_fixes_it_in_the_space(tmp_path):
   )
   assert succeeded(run)
   assert 'matmul_dtype=fixed:bfloat16' in run.stdout
-  rows = list(csv.DictReader(open(tmp_path / 'run' / 'results.csv', newline='')))
+  with open(tmp_path / 'run' / 'results.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
   assert [row['matmul_dtype'] for row in rows] == ['bfloat16'] * 2
   # Refused before any compute, one line each: a CNN has no MLP matmuls, and a name twice.
   for flags, message in (
