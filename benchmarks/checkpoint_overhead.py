@@ -75,12 +75,12 @@ def one_chunk(splits, directory: str) -> None:
   programs = segments.programs(bucket.config, sharding)
   population = programs.init(hp, keys, data, None)
   epochs = SEGMENT_EPOCHS.value
-  population, metrics = programs.segment(hp, population, data, None, epochs)  # compiles
+  population, metrics, _ = programs.segment(hp, population, data, None, epochs, False)  # compiles
   jax.block_until_ready(population)
 
   def segment():  # each timed segment goes on from the last, as in a search
     nonlocal population, metrics
-    population, metrics = programs.segment(hp, population, data, None, epochs)
+    population, metrics, _ = programs.segment(hp, population, data, None, epochs, False)
     jax.block_until_ready((population, metrics))
 
   trained = timing.repeat(segment, REPEATS.value)

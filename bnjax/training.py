@@ -11,6 +11,7 @@ and their check live in `bnjax.train_config`; the network, with `predict`
 and `evaluate`, in `bnjax.model` (both re-exported here).
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -96,6 +97,8 @@ def train_step(
   y: jax.Array,
   key: jax.Array,
   steps_per_epoch: int,
+  *,
+  checked: bool = True,
 ) -> tuple[TrialState, jax.Array]:
   """One mini-batch update; returns the new trial state and the batch loss.
 
@@ -105,6 +108,10 @@ def train_step(
   that a finite loss and gradient produced). A diverged trial keeps its last
   finite state: its parameters, BN statistics and optimizer state stop
   changing, and `diverged_step` is the step that failed.
+
+  `checked=False` (static) leaves that check out and keeps every update: for
+  a trial that has not diverged, when the caller proves afterwards that every
+  step was finite (`steps_were_finite`) or else runs the steps again checked.
 
   `config` and `steps_per_epoch` are static (under `jax.jit`,
   `static_argnums=(0, 6)`): they fix shapes and the program. Everything else
@@ -130,6 +137,9 @@ def train_step(
     grads, trial.opt_state, trial.params
   )
   new_params = jax.tree.map(jnp.add, trial.params, updates)
+  if not checked:
+    new = dict(params=new_params, model_state=new_model_state, opt_state=new_opt_state)
+    return trial._replace(**new, step=trial.step + 1), loss
   # Every leaf of what the step produces, not only the loss and gradients:
   # otherwise the update that overflows the weights would be kept.
   finite = divergence.all_finite((loss, grads, new_params, new_model_state, new_opt_state))
@@ -151,6 +161,8 @@ def train_epoch(
   trial: TrialState,
   data: TrainData,
   evaluate_dev: bool | jax.Array = True,
+  *,
+  checked: bool = True,
 ) -> tuple[TrialState, dict]:
   """One pass over a fresh permutation of the training split, then dev metrics.
 
@@ -159,7 +171,8 @@ def train_epoch(
   before it were run (one scan, or one call each). `evaluate_dev` False
   (a Python bool, or a boolean without a trial axis: under `vmap` the
   evaluation is then skipped, not computed and discarded) leaves the dev
-  metrics NaN; training does not depend on it.
+  metrics NaN; training does not depend on it. `checked`: as `train_step`
+  takes it.
   """
   n_train = data.x_train.shape[0]
   steps = steps_per_epoch(config, data)
@@ -178,6 +191,7 @@ def train_epoch(
       data.y_train[rows],
       jax.random.fold_in(dropout_key, index),
       steps,
+      checked=checked,
     )
 
   trial, losses = lax.scan(step, trial, (jnp.arange(steps), batches))
@@ -207,22 +221,46 @@ def train_epoch(
 
 
 def train_epochs(
-  config: TrainConfig, hp: dict, trial: TrialState, data: TrainData, epochs: int
+  config: TrainConfig,
+  hp: dict,
+  trial: TrialState,
+  data: TrainData,
+  epochs: int,
+  *,
+  checked: bool = True,
 ) -> tuple[TrialState, dict]:
   """`epochs` epochs in one `lax.scan`; metrics gain a leading `[epochs]` axis.
 
   With `config.eval_every = k > 1`, the dev split is evaluated after epochs
   k, 2k, ... of these `epochs` and after the last (so `k` segments of `e`
-  epochs equal one run of `k * e` when `e` is a multiple of `k`).
+  epochs equal one run of `k * e` when `e` is a multiple of `k`). `checked`:
+  as `train_step` takes it.
   """
+  epoch = functools.partial(train_epoch, config, hp, checked=checked)
   if config.eval_every == 1:
-    return lax.scan(lambda trial, _: train_epoch(config, hp, trial, data), trial, None, epochs)
+    return lax.scan(lambda trial, _: epoch(trial, data), trial, None, epochs)
   # A constant without a trial axis: `vmap` keeps the `lax.cond` in `train_epoch` a branch.
   evaluated = np.asarray([(i + 1) % config.eval_every == 0 for i in range(epochs)])
   evaluated[-1] = True
-  return lax.scan(
-    lambda trial, flag: train_epoch(config, hp, trial, data, flag), trial, jnp.asarray(evaluated)
-  )
+  return lax.scan(lambda trial, flag: epoch(trial, data, flag), trial, jnp.asarray(evaluated))
+
+
+def steps_were_finite(trial: TrialState, metrics: dict) -> jax.Array:
+  """Whether every unchecked step (`checked=False`) that led to `trial` kept everything finite.
+
+  `metrics` are those epochs' (`train_epochs`). True exactly when the same
+  steps checked would have rejected none, read from the last state and the
+  epochs' mean losses alone, because a non-finite value never leaves the
+  state: each step adds its update to the weights and scales the old BN
+  averages and moments (`0 * inf` is NaN too), and a non-finite gradient
+  makes the update non-finite under every optimizer (`inf / inf` is NaN).
+  So a non-finite gradient, weight, BN statistic or moment at any step is
+  still there at the end, and a non-finite loss makes its epoch's mean
+  non-finite. (False may also be a finite loss's mean that overflowed: the
+  steps run checked then simply reject none.)
+  """
+  state = (trial.params, trial.model_state, trial.opt_state)
+  return divergence.all_finite(state) & jnp.all(jnp.isfinite(metrics['train_loss']))
 
 
 def finish(config: TrainConfig, trial: TrialState, metrics: dict) -> TrainResult:

@@ -81,6 +81,34 @@ def test_segments_equal_one_long_run_bitwise(data, runs):
   chex.assert_trees_all_equal(comparable(four), comparable(two))
 
 
+# Learning rates from sane to the float32 maximum, under every optimizer: the
+# steps fail in every way the check knows (a NaN loss, a gradient or an
+# update that overflows, weights that overflow from a finite loss), or never.
+EXTREMES = np.asarray([1e-2, 1e4, 1e20, 1e36, 3.4e38], np.float32)
+FAMILIES = np.asarray(['sgd', 'momentum', 'rmsprop', 'adam'])
+
+
+def test_unchecked_steps_equal_checked_ones_where_every_step_was_finite_and_say_where_not(data):
+  lr = np.tile(EXTREMES, len(FAMILIES))
+  hp = bnjax.hparams(learning_rate=lr, optimizer=np.repeat(FAMILIES, len(EXTREMES)))
+  hp = {name: np.broadcast_to(value, lr.shape) for name, value in hp.items()}
+  keys = trial_keys(0, np.arange(len(lr)), np.zeros(len(lr), np.int64))
+  start = pop.init_population(CONFIG, hp, keys, data)
+  checked = pop.run_segment(CONFIG, hp, start, data, 2)
+  state, metrics = pop.run_segment(CONFIG, hp, start, data, 2, checked=False)
+  finite = np.asarray(jax.vmap(bnjax.training.steps_were_finite)(state, metrics))
+  clean = np.asarray(checked[0].diverged_step) < 0
+  # The checked steps rejected one somewhere in most runs; the verdict names
+  # exactly those (never missing one, which would keep a non-finite state).
+  assert 0 < clean.sum() < len(lr) - 4
+  np.testing.assert_array_equal(finite, clean)
+  # Where it holds, both programs computed the same numbers, bit for bit.
+  same = lambda tree: jax.tree.map(lambda leaf: np.asarray(leaf)[clean], tree)
+  chex.assert_trees_all_equal(
+    same((comparable(state), metrics)), same((comparable(checked[0]), checked[1]))
+  )
+
+
 def test_epoch_and_step_travel_with_the_state(runs):
   state, metrics = runs[(2, 2)]
   steps_per_epoch = 128 // CONFIG.batch_size

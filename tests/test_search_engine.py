@@ -554,6 +554,46 @@ def test_segments_equal_the_one_call_program_and_compile_once(splits):
     jax.tree.map(np.testing.assert_array_equal, candidate.params, kept)
 
 
+def test_a_chunk_whose_run_diverges_runs_that_segment_again_checked_and_agrees_bitwise(splits):
+  # Segments run their steps unchecked and ask at the end whether every step
+  # stayed finite. Trial 0 (momentum at 3e3) diverges after its first
+  # one-epoch segment (6 steps): that segment runs again checked, as do
+  # those after it, and the whole chunk still equals the one-call program,
+  # which checks every step: every curve, row, divergence step and kept
+  # param bit for bit, the other three trials' too. Compiled as the library
+  # runs, with XLA's optimizations on: with them off (this module's fixture)
+  # the two programs' dev losses differed in the last bit, the rest equal.
+  table = {**SELECT_TABLE, 'learning_rate': [3e3, 1.0, 3e-2, 1e-2]}
+  table['optimizer'] = ['momentum', 'sgd', 'adam', 'adam']
+  one = jax.devices()[:1]
+  options = dict(epochs=4, devices=one, chunk_size=4, select='best', test=False)
+  jax.config.update('jax_disable_most_optimizations', False)
+  try:
+    segments.programs.cache_clear()  # none compiled unoptimized may serve, and count afresh
+    results = run(table, splits, segment_epochs=1, **options)
+    config = bnjax.TrainConfig(
+      epochs=4, batch_size=32, hidden_sizes=(12,), num_classes=3, dropout=False, select='best'
+    )
+    _, device = by_hand(table, splits, config, trials=range(4))
+  finally:
+    jax.config.update('jax_disable_most_optimizations', True)
+    segments.programs.cache_clear()
+    hand_program.cache_clear()
+    jax.clear_caches()  # no optimized executable serves the tests after this one
+  steps = results.column('diverged_step')
+  assert steps[0] >= 6 and list(steps[1:]) == [-1, -1, -1]
+  assert results.info['compiles'] == 2  # unchecked, then checked from that segment on
+  device = jax.device_get(device)
+  for name in CURVES:
+    np.testing.assert_array_equal(results.curves[name], device.metrics[name])
+  np.testing.assert_array_equal(results.column('best_epoch'), device.best_epoch)
+  np.testing.assert_array_equal(results.column('diverged_step'), device.diverged_step)
+  for candidate in results.candidates:
+    trial = candidate.row['trial_id']
+    kept = jax.tree.map(lambda leaf, trial=trial: leaf[trial : trial + 1], device.params)
+    jax.tree.map(np.testing.assert_array_equal, candidate.params, kept)
+
+
 @pytest.mark.slow
 def test_segments_on_four_devices_equal_one_segment(splits):
   options = dict(epochs=4, chunk_size=4, test=False)

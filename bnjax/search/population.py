@@ -78,11 +78,16 @@ def _init(config: TrainConfig, hp: dict, keys: jax.Array, data: TrainData) -> Tr
   return jax.vmap(init)(hp, keys)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
 def _segment(
-  config: TrainConfig, hp: dict, population: TrialState, data: TrainData, epochs: int
+  config: TrainConfig,
+  hp: dict,
+  population: TrialState,
+  data: TrainData,
+  epochs: int,
+  checked: bool,
 ) -> tuple[TrialState, dict]:
-  segment = lambda hp, trial: train_epochs(config, hp, trial, data, epochs)
+  segment = lambda hp, trial: train_epochs(config, hp, trial, data, epochs, checked=checked)
   return vmap_chunk(segment)(hp, population)
 
 
@@ -110,7 +115,13 @@ def init_population(config: TrainConfig, hp: dict, keys: jax.Array, data: TrainD
 
 
 def run_segment(
-  config: TrainConfig, hp: dict, population: TrialState, data: TrainData, epochs: int
+  config: TrainConfig,
+  hp: dict,
+  population: TrialState,
+  data: TrainData,
+  epochs: int,
+  *,
+  checked: bool = True,
 ) -> tuple[TrialState, dict]:
   """`epochs` more epochs of every trial, from where each stopped.
 
@@ -121,6 +132,11 @@ def run_segment(
     population: from `init_population` or an earlier `run_segment`.
     data: train and dev splits.
     epochs: the segment's length (static: each length is one program).
+    checked: False leaves every step's divergence check out
+      (`bnjax.training.train_step`): only for a population none of whose
+      trials has diverged, and whose result the caller keeps only where
+      `steps_were_finite` holds for every trial (else it runs the segment
+      again checked).
 
   Returns:
     The population after the segment, and its metrics: 'train_loss',
@@ -128,7 +144,7 @@ def run_segment(
   """
   if epochs < 1:
     raise ValueError(f'a segment needs epochs >= 1; got {epochs}.')
-  return _segment(config, hp, population, data, int(epochs))
+  return _segment(config, hp, population, data, int(epochs), bool(checked))
 
 
 @functools.partial(jax.jit, static_argnums=0)

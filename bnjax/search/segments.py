@@ -16,6 +16,19 @@ removed once its trials are told. A rerun of the same chunk (same program,
 hyperparameters, keys, data, devices and segments: the file's name is a hash
 of them) starts from the file instead of from scratch.
 
+A segment runs its steps unchecked (`bnjax.training.train_step`'s
+`checked=False`): no step tests its result for NaN and infinity and keeps
+the old state where it finds one, a test and a select over every
+parameter and moment that cost 15 to 18% of the default search's training
+with two chunks side by side (README, "Segments checked once"). Instead the
+segment ends by asking whether every step stayed finite
+(`training.steps_were_finite`). Where some trial's did not, the segment
+runs again from its start with every step checked, which is what makes a
+diverged trial keep its last finite state, and so does every later segment
+of that chunk. Both programs do the same arithmetic; where no step fails
+they agree bit for bit with XLA's optimizations on
+(`tests/test_search_engine.py`; docs/design.md, "Divergent trials").
+
 `SEGMENT_EPOCHS` bounds the work a crash can lose while keeping the saves
 cheap (`benchmarks/checkpoint_overhead.py`). Measured on this project's
 2-core CPU under a load average of 17 to 20: a chunk of 8 runs of the default
@@ -41,7 +54,7 @@ from bnjax.model import vmap_chunk
 from bnjax.search import population as pop
 from bnjax.search.folds import fold_data
 from bnjax.search.overlap import Stopped
-from bnjax.training import TrainConfig, TrainResult, init_trial, train_epochs
+from bnjax.training import TrainConfig, TrainResult, init_trial, steps_were_finite, train_epochs
 
 # Epochs per segment by default (see `segment_lengths`).
 SEGMENT_EPOCHS = 10
@@ -72,7 +85,9 @@ class Programs(NamedTuple):
 
   config: TrainConfig
   init: Callable  # (hp, keys, data, fold) -> population
-  segment: Callable  # (hp, population, data, fold, epochs) -> (population, metrics [runs, epochs])
+  # (hp, population, data, fold, epochs, checked) -> (population, metrics [runs, epochs],
+  # finite [runs] where not checked: `training.steps_were_finite`, else None)
+  segment: Callable
   finish: Callable  # (population, metrics [runs, all epochs]) -> TrainResult
 
 
@@ -97,14 +112,19 @@ def programs(
     init_run = lambda hp, key, fold: init_trial(config, hp, key, fold_data(data, fold))
     return jax.vmap(init_run)(hp, keys, fold)
 
-  def segment(hp, population, data, fold, epochs):
+  def segment(hp, population, data, fold, epochs, checked):
     global _segment_traces
     with _traces_lock:
       _segment_traces += 1
     if not folds:
-      return pop.run_segment(config, hp, population, data, epochs)
-    run = lambda hp, trial, fold: train_epochs(config, hp, trial, fold_data(data, fold), epochs)
-    return vmap_chunk(run)(hp, population, fold)
+      population, metrics = pop.run_segment(config, hp, population, data, epochs, checked=checked)
+    else:
+      run = lambda hp, trial, fold: train_epochs(
+        config, hp, trial, fold_data(data, fold), epochs, checked=checked
+      )
+      population, metrics = vmap_chunk(run)(hp, population, fold)
+    finite = None if checked else jax.vmap(steps_were_finite)(population, metrics)
+    return population, metrics, finite
 
   def finish(population, metrics):
     return pop.finish_population(config, population, metrics)
@@ -112,7 +132,7 @@ def programs(
   return Programs(
     config,
     jax.jit(init, out_shardings=sharding),
-    jax.jit(segment, static_argnums=4, out_shardings=sharding),
+    jax.jit(segment, static_argnums=(4, 5), out_shardings=sharding),
     jax.jit(finish),
   )
 
@@ -147,18 +167,26 @@ def train(
   population = programs.init(hp, keys, data, fold)
   curves = {name: np.zeros((len(keys), 0), np.float32) for name in CURVES}
   done = 0
+  checked = False  # every step checked: from the first segment in which a run diverged
   if in_flight is not None:
     restored = in_flight.restore(identity, (population, curves), sum(lengths), keys.sharding)
     if restored is not None:
       (population, curves), done = restored
+      checked = bool(np.any(distributed.fetch(population.diverged_step) >= 0))
   boundaries = np.cumsum(lengths)
   for index, length in enumerate(lengths):
     if boundaries[index] <= done:
       continue
     if stopping is not None and stopping():
       raise Stopped(f'stopped before segment {index} of {len(lengths)}')
-    population, metrics = programs.segment(hp, population, data, fold, length)
-    metrics = distributed.fetch(metrics)
+    if not checked:
+      after, metrics, finite = programs.segment(hp, population, data, fold, length, False)
+      metrics, finite = distributed.fetch((metrics, finite))
+      checked = not np.all(finite)  # then run it again: some run diverged in it
+    if checked:
+      after, metrics, _ = programs.segment(hp, population, data, fold, length, True)
+      metrics = distributed.fetch(metrics)
+    population = after
     curves = {name: np.concatenate([curves[name], metrics[name]], axis=1) for name in CURVES}
     if in_flight is not None and index < len(lengths) - 1:
       in_flight.save(identity, (population, curves), int(boundaries[index]), number, index)
