@@ -134,7 +134,7 @@ def test_one_program_and_training_goes_on_without_a_new_one(cohort, data):
     state, hp, _ = exploit.exploit_and_explore(
       jax.random.key(5), cohort.state, cohort.hp, ACCURACY[::-1].copy(), SPACE, generation=4
     )
-    state, metrics = pop.run_segment(cohort.config, hp, state, data, 1)
+    state, metrics = pop.run_segment_checked_at_end(cohort.config, hp, state, data, 1)
   assert lowered.value == 0
   assert np.asarray(state.epoch).tolist() == [2] * N
 

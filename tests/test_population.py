@@ -109,6 +109,21 @@ def test_unchecked_steps_equal_checked_ones_where_every_step_was_finite_and_say_
   )
 
 
+def test_segments_checked_at_end_equal_segments_checked_every_step(data, runs):
+  # The fourth trial diverges in the first segment: it runs again checked,
+  # and so does the second (a trial has diverged by then).
+  hp = mixed_hparams()
+  state = pop.init_population(CONFIG, hp, KEYS, data)
+  curves = []
+  for _ in range(2):
+    state, metrics = pop.run_segment_checked_at_end(CONFIG, hp, state, data, 2)
+    curves.append(metrics)
+  metrics = {name: np.concatenate([c[name] for c in curves], axis=1) for name in curves[0]}
+  checked, checked_metrics = runs[(2, 2)]
+  assert int(np.asarray(state.diverged_step)[3]) >= 0
+  chex.assert_trees_all_equal((comparable(state), metrics), (comparable(checked), checked_metrics))
+
+
 def test_epoch_and_step_travel_with_the_state(runs):
   state, metrics = runs[(2, 2)]
   steps_per_epoch = 128 // CONFIG.batch_size

@@ -187,6 +187,8 @@ def test_missing_json_file_is_reported_not_parsed_as_spec(tmp_path):
     ('optimizer=choice:adam|sgdd', "'optimizer=choice:adam|sgdd'", "did you mean 'sgd'"),
     ('learnig_rate=log:1e-4:1', "'learnig_rate=log:1e-4:1'", "did you mean 'learning_rate'"),
     ('hidden_units=int:2.5:4', "'hidden_units=int:2.5:4'", 'integer'),
+    # An int past the float range (found by tests/test_fuzz_inputs.py).
+    ('keep_prob=uniform:0:' + '9' * 400, "'keep_prob=uniform:0:999", 'finite number'),
   ],
 )
 def test_malformed_specs_quote_the_item_and_the_expected_form(spec, quoted, expected):

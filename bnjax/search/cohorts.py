@@ -210,8 +210,9 @@ def train_to(
         'make every rung a multiple of the segment length.'
       )
     for _ in range((epochs - done) // segment_epochs):
-      state, metrics = pop.run_segment(cohort.config, cohort.hp, cohort.state, data, segment_epochs)
-      metrics = distributed.fetch(metrics)
+      state, metrics = pop.run_segment_checked_at_end(
+        cohort.config, cohort.hp, cohort.state, data, segment_epochs
+      )
       curves = {
         name: np.concatenate([cohort.curves[name], metrics[name]], axis=1) for name in CURVES
       }

@@ -44,7 +44,7 @@ restoring 0.07 to 0.26 s, against 2.4 to 8 s for one epoch of the 24 trials
 import contextlib
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -60,6 +60,7 @@ from bnjax.training import (
   TrialState,
   finish,
   init_trial,
+  steps_were_finite,
   train_epochs,
 )
 
@@ -86,9 +87,15 @@ def _segment(
   data: TrainData,
   epochs: int,
   checked: bool,
-) -> tuple[TrialState, dict]:
+) -> tuple[TrialState, dict, jax.Array | None]:
   segment = lambda hp, trial: train_epochs(config, hp, trial, data, epochs, checked=checked)
-  return vmap_chunk(segment)(hp, population)
+  population, metrics = vmap_chunk(segment)(hp, population)
+  return population, metrics, finite_unless(checked, population, metrics)
+
+
+def finite_unless(checked: bool, population: TrialState, metrics: dict) -> jax.Array | None:
+  """None after checked steps; else each trial's `steps_were_finite`, `[trials]`."""
+  return None if checked else jax.vmap(steps_were_finite)(population, metrics)
 
 
 def init_population(config: TrainConfig, hp: dict, keys: jax.Array, data: TrainData) -> TrialState:
@@ -135,8 +142,8 @@ def run_segment(
     checked: False leaves every step's divergence check out
       (`bnjax.training.train_step`): only for a population none of whose
       trials has diverged, and whose result the caller keeps only where
-      `steps_were_finite` holds for every trial (else it runs the segment
-      again checked).
+      `steps_were_finite` holds for every trial, else it runs the segment
+      again checked. `checked_at_end` does both.
 
   Returns:
     The population after the segment, and its metrics: 'train_loss',
@@ -144,7 +151,42 @@ def run_segment(
   """
   if epochs < 1:
     raise ValueError(f'a segment needs epochs >= 1; got {epochs}.')
-  return _segment(config, hp, population, data, int(epochs), bool(checked))
+  population, metrics, _ = _segment(config, hp, population, data, int(epochs), bool(checked))
+  return population, metrics
+
+
+def run_segment_checked_at_end(
+  config: TrainConfig, hp: dict, population: TrialState, data: TrainData, epochs: int
+) -> tuple[TrialState, dict]:
+  """`run_segment`'s result, its steps checked only where a trial diverges; metrics on the host."""
+  if epochs < 1:
+    raise ValueError(f'a segment needs epochs >= 1; got {epochs}.')
+  segment = lambda checked: _segment(config, hp, population, data, int(epochs), checked)
+  return checked_at_end(segment, population)
+
+
+def checked_at_end(
+  segment: Callable[[bool], tuple[TrialState, dict, jax.Array | None]], population: TrialState
+) -> tuple[TrialState, dict]:
+  """A segment from `population` that checks its steps only where it must; metrics on the host.
+
+  `segment(checked)` runs it (`run_segment`'s `checked`) and returns the
+  population after it, its metrics and, unchecked, each trial's
+  `steps_were_finite` (`finite_unless`). Where no trial has diverged yet,
+  the segment runs unchecked (a check and a select over the whole state
+  fewer per step) and is kept if every trial's steps stayed finite; else,
+  and wherever a trial had diverged before, it runs with every step
+  checked, which freezes a diverging trial at its last finite state. Both
+  do the same arithmetic: where no step fails they agree bit for bit with
+  XLA's optimizations on (docs/design.md, "Divergent trials").
+  """
+  if not np.any(distributed.fetch(population.diverged_step) >= 0):
+    after, metrics, finite = segment(False)
+    metrics, finite = distributed.fetch((metrics, finite))
+    if np.all(finite):
+      return after, metrics
+  after, metrics, _ = segment(True)
+  return after, distributed.fetch(metrics)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -79,8 +79,8 @@ def replay(winner: dict, splits: Splits, *, devices: Sequence[jax.Device] | None
     # The member that trained these epochs kept its own loop key (init's second half).
     loop = jax.vmap(lambda key: jax.random.split(key)[1])(keys_of(step))
     state = state._replace(key=put(loop))
-    state, metrics = pop.run_segment(config, hp_of(step), state, data, ready)
-    parts.append(jax.device_get(metrics))
+    state, metrics = pop.run_segment_checked_at_end(config, hp_of(step), state, data, ready)
+    parts.append(metrics)
   curves = {name: np.concatenate([p[name] for p in parts], axis=1)[0] for name in CURVES}
   hp = {name: np.asarray(jax.device_get(v))[0] for name, v in hp_of(steps[-1]).items()}
   params, model_state = jax.device_get(

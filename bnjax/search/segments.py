@@ -25,7 +25,8 @@ segment ends by asking whether every step stayed finite
 (`training.steps_were_finite`). Where some trial's did not, the segment
 runs again from its start with every step checked, which is what makes a
 diverged trial keep its last finite state, and so does every later segment
-of that chunk. Both programs do the same arithmetic; where no step fails
+of that chunk (`population.checked_at_end`, which the adaptive searches'
+cohorts use too). Both programs do the same arithmetic; where no step fails
 they agree bit for bit with XLA's optimizations on
 (`tests/test_search_engine.py`; docs/design.md, "Divergent trials").
 
@@ -49,12 +50,11 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from bnjax import distributed
 from bnjax.model import vmap_chunk
 from bnjax.search import population as pop
 from bnjax.search.folds import fold_data
 from bnjax.search.overlap import Stopped
-from bnjax.training import TrainConfig, TrainResult, init_trial, steps_were_finite, train_epochs
+from bnjax.training import TrainConfig, TrainResult, init_trial, train_epochs
 
 # Epochs per segment by default (see `segment_lengths`).
 SEGMENT_EPOCHS = 10
@@ -123,8 +123,7 @@ def programs(
         config, hp, trial, fold_data(data, fold), epochs, checked=checked
       )
       population, metrics = vmap_chunk(run)(hp, population, fold)
-    finite = None if checked else jax.vmap(steps_were_finite)(population, metrics)
-    return population, metrics, finite
+    return population, metrics, pop.finite_unless(checked, population, metrics)
 
   def finish(population, metrics):
     return pop.finish_population(config, population, metrics)
@@ -167,26 +166,18 @@ def train(
   population = programs.init(hp, keys, data, fold)
   curves = {name: np.zeros((len(keys), 0), np.float32) for name in CURVES}
   done = 0
-  checked = False  # every step checked: from the first segment in which a run diverged
   if in_flight is not None:
     restored = in_flight.restore(identity, (population, curves), sum(lengths), keys.sharding)
     if restored is not None:
       (population, curves), done = restored
-      checked = bool(np.any(distributed.fetch(population.diverged_step) >= 0))
   boundaries = np.cumsum(lengths)
   for index, length in enumerate(lengths):
     if boundaries[index] <= done:
       continue
     if stopping is not None and stopping():
       raise Stopped(f'stopped before segment {index} of {len(lengths)}')
-    if not checked:
-      after, metrics, finite = programs.segment(hp, population, data, fold, length, False)
-      metrics, finite = distributed.fetch((metrics, finite))
-      checked = not np.all(finite)  # then run it again: some run diverged in it
-    if checked:
-      after, metrics, _ = programs.segment(hp, population, data, fold, length, True)
-      metrics = distributed.fetch(metrics)
-    population = after
+    segment = functools.partial(programs.segment, hp, population, data, fold, length)
+    population, metrics = pop.checked_at_end(segment, population)
     curves = {name: np.concatenate([curves[name], metrics[name]], axis=1) for name in CURVES}
     if in_flight is not None and index < len(lengths) - 1:
       in_flight.save(identity, (population, curves), int(boundaries[index]), number, index)

@@ -20,7 +20,11 @@ class SpaceError(registry.HyperparameterError):
 def real(x: Any, what: str) -> float:
   """`x` as a finite float, or a `SpaceError` naming `what`."""
   x = registry.to_python(x)
-  if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+  try:
+    finite = not isinstance(x, bool) and isinstance(x, int | float) and math.isfinite(x)
+  except OverflowError:  # an int past the float range
+    finite = False
+  if not finite:
     raise SpaceError(f'{what} must be a finite number; got {x!r}')
   return float(x)
 
