@@ -8,6 +8,9 @@ schedule), the loop key, the epochs done (`epoch`: each epoch draws its
 permutation and dropout from `fold_in(key, epoch)`), divergence and the
 best-epoch snapshot. So a segment starts exactly where the last one stopped.
 
+A search runs each segment through `checked_at_end`: its steps unchecked,
+then once checked where some trial's were not all finite (see there).
+
 `init_population` and `run_segment` are `jit(vmap(...))` programs, compiled
 once per bucket config, chunk shape (and sharding) and segment length, however
 many segments run: jit's cache holds them, keyed on those static values.
@@ -185,6 +188,7 @@ def checked_at_end(
     metrics, finite = distributed.fetch((metrics, finite))
     if np.all(finite):
       return after, metrics
+    del after  # its memory, before the checked run needs its own
   after, metrics, _ = segment(True)
   return after, distributed.fetch(metrics)
 
