@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import bnjax
+from bnjax.search import checkpoints
 from bnjax.search import population as pop
 from bnjax.search.chunks import trial_keys
 
@@ -157,9 +158,9 @@ def test_checkpoint_restores_bitwise_and_training_goes_on_the_same(data, runs, t
   state, _ = segments(data, hp, 2, 1)
   path = tmp_path / 'population.msgpack'
   meta = {'epochs_done': 2, 'trial_ids': np.arange(4), 'rung': 'r0'}
-  pop.save_population(path, (state, hp), meta)
+  checkpoints.save_population(path, (state, hp), meta)
   fresh = pop.init_population(CONFIG, hp, KEYS, data)
-  (restored, restored_hp), restored_meta = pop.restore_population(path, like=(fresh, hp))
+  (restored, restored_hp), restored_meta = checkpoints.restore_population(path, like=(fresh, hp))
   assert jax.dtypes.issubdtype(restored.key.dtype, jax.dtypes.prng_key)
   chex.assert_trees_all_equal((comparable(restored), restored_hp), (comparable(state), hp))
   assert restored_meta['epochs_done'] == 2 and restored_meta['rung'] == 'r0'
@@ -174,15 +175,15 @@ def test_checkpoint_restores_bitwise_and_training_goes_on_the_same(data, runs, t
 def test_checkpoint_keeps_only_the_latest_and_refuses_other_files(tmp_path):
   path = tmp_path / 'population.msgpack'
   for epochs_done in (1, 2):
-    pop.save_population(path, {'x': np.full(3, epochs_done)}, {'epochs_done': epochs_done})
+    checkpoints.save_population(path, {'x': np.full(3, epochs_done)}, {'epochs_done': epochs_done})
   assert os.listdir(tmp_path) == ['population.msgpack']  # no temporary left behind
-  tree, meta = pop.restore_population(path, like={'x': np.zeros(3, np.int64)})
+  tree, meta = checkpoints.restore_population(path, like={'x': np.zeros(3, np.int64)})
   assert meta == {'epochs_done': 2}
   np.testing.assert_array_equal(tree['x'], [2, 2, 2])
   other = tmp_path / 'other.msgpack'
   other.write_bytes(b'\x81\xa1a\x01')  # msgpack {'a': 1}: not ours
   with pytest.raises(ValueError, match='not a bnjax population checkpoint'):
-    pop.restore_population(other, like={'x': np.zeros(3)})
+    checkpoints.restore_population(other, like={'x': np.zeros(3)})
 
 
 def test_take_gathers_rows_bitwise_keys_included(runs):
@@ -217,8 +218,9 @@ def test_sharded_population_continues_without_new_programs(data, tmp_path):
     hp = jax.device_put(pop.take(hp, [1, 0, 2, 3]), sharding)
     state, _ = pop.run_segment(CONFIG, hp, state, data, 1)
     # So does a population restored from its checkpoint onto the trial axis.
-    pop.save_population(tmp_path / 'sharded.msgpack', state)
-    state, _ = pop.restore_population(tmp_path / 'sharded.msgpack', state, sharding=sharding)
+    path = tmp_path / 'sharded.msgpack'
+    checkpoints.save_population(path, state)
+    state, _ = checkpoints.restore_population(path, state, sharding=sharding)
     state, metrics = pop.run_segment(CONFIG, hp, state, data, 1)
   assert lowered.value == 0
   assert jax.tree.leaves(state)[0].sharding == sharding

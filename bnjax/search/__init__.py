@@ -21,6 +21,7 @@ This module only re-exports. Behind it, in the order data flows:
 """
 
 from bnjax.search.bayes import bayes_search
+from bnjax.search.checkpoints import CheckpointError
 from bnjax.search.checks import SearchError
 from bnjax.search.chunks import seed_key, trial_keys
 from bnjax.search.engine import run_trials
@@ -28,7 +29,6 @@ from bnjax.search.ledger import LedgerError
 
 # Not `pbt`: that name is the module `bnjax.search.pbt`.
 from bnjax.search.pbt import pbt as population_based_training
-from bnjax.search.population import CheckpointError
 from bnjax.search.results import Results, concatenate
 from bnjax.search.schedule_replay import replay as pbt_replay
 from bnjax.search.sizing import chunk_runs

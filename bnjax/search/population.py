@@ -29,32 +29,17 @@ the trial axis sharded over four devices (4 x 1 against 2 x 2 epochs,
 measured), but a sharded population (one trial per device) and an unsharded
 one (four trials on one device) differ in the last bits; so may another chunk
 shape or backend (docs/design.md, "Reproducibility").
-
-Checkpoints (`save_population`, `restore_population`) hold any pytree of a
-population's arrays (its state, hyperparameters, curves) and a small `meta`
-dict, in msgpack (`flax.serialization`), written atomically: one file per
-chunk in flight, replaced at each segment boundary, so only the latest
-survives a crash. Their cost, measured on this 2-core CPU under a load of 4
-to 6: 24 trials of a 3 x 384 BN-MLP on MNIST-1D's shapes (40 features, 10
-classes, 316,426 params a trial) with Adam hold 87 MB (params and two
-moments; 116 MB with the best-epoch snapshot of select 'best'). Saving takes 0.3 to 0.7 s
-(msgpack packing copies most of it; the write and fsync about 0.08 s) and
-restoring 0.07 to 0.26 s, against 2.4 to 8 s for one epoch of the 24 trials
-(3,600 examples, batch 128): 5 to 15% of an epoch, under 5% from segments of
-3 epochs on. Save every few segments where segments are shorter.
 """
 
 import contextlib
 import functools
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import numpy as np
-from flax import serialization
 
-from bnjax import distributed, files
+from bnjax import distributed
 from bnjax.model import vmap_chunk
 from bnjax.training import (
   TrainConfig,
@@ -67,13 +52,8 @@ from bnjax.training import (
   train_epochs,
 )
 
-CHECKPOINT_FORMAT = 1
 # XLA programs lowered (built for compilation), counted by `count_lowerings`.
 _LOWERING_EVENT = '/jax/core/compile/jaxpr_to_mlir_module_duration'
-
-
-class CheckpointError(ValueError):
-  """A file that is not a bnjax population checkpoint (of this format)."""
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -223,110 +203,32 @@ def take(tree: Any, indices: np.ndarray) -> Any:
 
 
 def _take_leaf(leaf: Any, indices: np.ndarray) -> Any:
-  if _is_key(leaf):
-    data = _host(jax.random.key_data(leaf))[indices]
+  if is_key(leaf):
+    data = on_host(jax.random.key_data(leaf))[indices]
     return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
-  return _host(leaf)[indices]
+  return on_host(leaf)[indices]
 
 
 def concatenate(trees: list) -> Any:
   """Trees of equal structure joined along the trial axis, on the host (compiles nothing)."""
 
   def join(*leaves):
-    if _is_key(leaves[0]):
-      data = np.concatenate([_host(jax.random.key_data(leaf)) for leaf in leaves])
+    if is_key(leaves[0]):
+      data = np.concatenate([on_host(jax.random.key_data(leaf)) for leaf in leaves])
       return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaves[0]))
-    return np.concatenate([_host(leaf) for leaf in leaves])
+    return np.concatenate([on_host(leaf) for leaf in leaves])
 
   return jax.tree.map(join, *trees)
 
 
-def _is_key(leaf: Any) -> bool:
+def is_key(leaf: Any) -> bool:
+  """Whether `leaf` is an array of typed PRNG keys."""
   return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
-def _host(leaf: Any) -> np.ndarray:
+def on_host(leaf: Any) -> np.ndarray:
   """`leaf` whole on the host, on every process (a collective where it spans processes)."""
   return np.asarray(distributed.fetch(leaf))
-
-
-def _storable(tree: Any) -> Any:
-  """`tree` on the host, typed PRNG keys as their raw uint32 data (msgpack stores arrays)."""
-  return jax.tree.map(
-    lambda leaf: _host(jax.random.key_data(leaf) if _is_key(leaf) else leaf), tree
-  )
-
-
-def population_bytes(population: Any, meta: dict | None = None) -> bytes:
-  """What `save_population` writes (on every process alike: it gathers the arrays)."""
-  payload = {
-    'format': CHECKPOINT_FORMAT,
-    'population': serialization.to_state_dict(_storable(population)),
-    'meta': meta or {},
-  }
-  return serialization.msgpack_serialize(payload)
-
-
-def save_population(path: str | os.PathLike, population: Any, meta: dict | None = None) -> str:
-  """Writes `population` and `meta` to `path` atomically; returns the path.
-
-  Args:
-    path: the checkpoint file; an existing one is replaced whole (a reader or
-      a crash sees the old file or the new one, never a mix).
-    population: any pytree of arrays: a population's `TrialState`, or a tuple
-      of it, its hyperparameters and its curves. Typed PRNG keys are stored as
-      their raw data and come back as keys.
-    meta: a dict of what a resume needs beside the arrays (epochs done, trial
-      ids, the rung...): str, int, float, bool, lists, dicts, numpy arrays.
-  """
-  blob = population_bytes(population, meta)
-  with files.atomic_open(path, 'wb') as f:
-    f.write(blob)
-  return os.fspath(path)
-
-
-def restore_population(
-  path: str | os.PathLike, like: Any, *, sharding: jax.sharding.Sharding | None = None
-) -> tuple[Any, dict]:
-  """The population and meta that `save_population` wrote to `path`.
-
-  Args:
-    path: the checkpoint file.
-    like: a pytree of the structure saved (e.g. the freshly initialized
-      population): it gives the tree's structure and which leaves are keys.
-    sharding: where to put the arrays (e.g. the trial-axis sharding); None
-      leaves them on the host as numpy arrays.
-
-  Returns:
-    `(population, meta)`, the arrays bitwise as saved.
-  """
-  with open(path, 'rb') as f:
-    return read_population(f.read(), like, sharding=sharding, name=os.fspath(path))
-
-
-def read_population(
-  blob: bytes, like: Any, *, sharding: jax.sharding.Sharding | None = None, name: str = 'checkpoint'
-) -> tuple[Any, dict]:
-  """`restore_population` from the file's bytes (`blob`), e.g. process 0's sent to every process."""
-  payload = serialization.msgpack_restore(blob)
-  if payload.get('format') != CHECKPOINT_FORMAT:
-    raise CheckpointError(
-      f'{name!r} is not a bnjax population checkpoint (format '
-      f'{payload.get("format")!r}, expected {CHECKPOINT_FORMAT}).'
-    )
-  raw = serialization.from_state_dict(_storable(like), payload['population'])
-  population = jax.tree.map(
-    lambda template, leaf: (
-      jax.random.wrap_key_data(leaf, impl=jax.random.key_impl(template))
-      if _is_key(template)
-      else leaf
-    ),
-    like,
-    raw,
-  )
-  if sharding is not None:
-    population = distributed.put(population, sharding)
-  return population, payload['meta']
 
 
 class LoweringCount:

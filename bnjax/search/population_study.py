@@ -54,8 +54,7 @@ from optuna.trial import TrialState
 
 from bnjax import distributed, files
 from bnjax.data import Splits
-from bnjax.search import hosts, ledger
-from bnjax.search import population as pop
+from bnjax.search import checkpoints, hosts, ledger
 from bnjax.search.candidates import CandidateStore
 from bnjax.search.cohorts import Cohort
 from bnjax.search.results import Results
@@ -204,7 +203,7 @@ class PopulationStudy:
       for c in cohorts
     ]
     meta = {**meta, 'buckets': [int(c.bucket) for c in cohorts]}
-    blob = pop.population_bytes(tree, meta)  # every process gathers; process 0 writes
+    blob = checkpoints.population_bytes(tree, meta)  # every process gathers; process 0 writes
     if distributed.is_writer():
       with files.atomic_open(self.checkpoint_path, 'wb') as f:
         f.write(blob)
@@ -223,7 +222,7 @@ class PopulationStudy:
       {'ids': c.trial_ids, 'filler': c.filler, 'hp': c.hp, 'state': c.state, 'curves': c.curves}
       for c in (by_bucket[b] for b in self.resumed['buckets'])
     ]
-    tree, _ = pop.read_population(self._checkpoint_bytes(), like, name=self.checkpoint_path)
+    tree, _ = checkpoints.read_population(self._checkpoint_bytes(), like, name=self.checkpoint_path)
     out = []
     for bucket, saved in zip(self.resumed['buckets'], tree, strict=True):
       hp, state = saved['hp'], saved['state']

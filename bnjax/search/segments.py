@@ -51,6 +51,7 @@ import jax
 import numpy as np
 
 from bnjax.model import vmap_chunk
+from bnjax.search import checkpoints
 from bnjax.search import population as pop
 from bnjax.search.folds import fold_data
 from bnjax.search.overlap import Stopped
@@ -244,7 +245,7 @@ class InFlight:
     path = self.path(identity)
     if not os.path.exists(path):
       return None
-    (population, curves), meta = pop.restore_population(path, like)
+    (population, curves), meta = checkpoints.restore_population(path, like)
     population = jax.device_put(population, sharding)
     if self.on_restore is not None:
       self.on_restore(meta['epochs'], epochs)
@@ -252,7 +253,8 @@ class InFlight:
 
   def save(self, identity: str, state: Any, epochs: int, chunk: int, segment: int) -> None:
     os.makedirs(self.directory, exist_ok=True)  # made at the first save: none, no folder
-    pop.save_population(self.path(identity), state, {'epochs': epochs, 'identity': identity})
+    meta = {'epochs': epochs, 'identity': identity}
+    checkpoints.save_population(self.path(identity), state, meta)
     if self.on_save is not None:
       self.on_save(chunk, segment)
 
