@@ -248,9 +248,9 @@ def train_epochs(
 def steps_were_finite(trial: TrialState, metrics: dict) -> jax.Array:
   """Whether every unchecked step (`checked=False`) that led to `trial` kept everything finite.
 
-  `metrics` are those epochs' (`train_epochs`). True exactly when the same
-  steps checked would have rejected none, read from the last state and the
-  epochs' mean losses alone, because a non-finite value never leaves the
+  `metrics` are those epochs' (`train_epochs`). Never True where the same
+  steps checked would have rejected one, though read from the last state
+  and the epochs' mean losses alone, because a non-finite value never leaves the
   state: each step adds its update to the weights and scales the old BN
   averages and moments (`0 * inf` is NaN too), and a non-finite gradient
   makes the update non-finite under every optimizer (`inf / inf` is NaN).
