@@ -87,7 +87,7 @@ def one_chunk(splits, directory: str) -> None:
   curves = {name: np.asarray(metrics[name]) for name in segments.CURVES}
   in_flight = segments.InFlight(directory)
   tree = (population, curves)
-  saves = timing.repeat(lambda: in_flight.save('benchmark', tree, epochs, 0), REPEATS.value)
+  saves = timing.repeat(lambda: in_flight.save('benchmark', tree, epochs, 0, 0), REPEATS.value)
   restored = lambda: in_flight.restore('benchmark', tree, epochs, sharding)[0][0]
   restores = timing.repeat(lambda: jax.block_until_ready(restored()), REPEATS.value)
   size_mb = os.path.getsize(in_flight.path('benchmark')) / 1e6
