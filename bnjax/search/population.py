@@ -63,7 +63,7 @@ def _init(config: TrainConfig, hp: dict, keys: jax.Array, data: TrainData) -> Tr
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
-def _segment(
+def segment_program(
   config: TrainConfig,
   hp: dict,
   population: TrialState,
@@ -71,6 +71,10 @@ def _segment(
   epochs: int,
   checked: bool,
 ) -> tuple[TrialState, dict, jax.Array | None]:
+  """The jitted segment behind `run_segment`: its result and, unchecked, `finite_unless`'s.
+
+  `epochs` and `checked` are static; `segment(checked)` for `checked_at_end`.
+  """
   segment = lambda hp, trial: train_epochs(config, hp, trial, data, epochs, checked=checked)
   population, metrics = vmap_chunk(segment)(hp, population)
   return population, metrics, finite_unless(checked, population, metrics)
@@ -132,19 +136,22 @@ def run_segment(
     The population after the segment, and its metrics: 'train_loss',
     'dev_loss', 'dev_accuracy', each `[trials, epochs]` (NaN once diverged).
   """
+  epochs = _length(epochs)
+  population, metrics, _ = segment_program(config, hp, population, data, epochs, bool(checked))
+  return population, metrics
+
+
+def _length(epochs: int) -> int:
   if epochs < 1:
     raise ValueError(f'a segment needs epochs >= 1; got {epochs}.')
-  population, metrics, _ = _segment(config, hp, population, data, int(epochs), bool(checked))
-  return population, metrics
+  return int(epochs)
 
 
 def run_segment_checked_at_end(
   config: TrainConfig, hp: dict, population: TrialState, data: TrainData, epochs: int
 ) -> tuple[TrialState, dict]:
   """`run_segment`'s result, its steps checked only where a trial diverges; metrics on the host."""
-  if epochs < 1:
-    raise ValueError(f'a segment needs epochs >= 1; got {epochs}.')
-  segment = lambda checked: _segment(config, hp, population, data, int(epochs), checked)
+  segment = functools.partial(segment_program, config, hp, population, data, _length(epochs))
   return checked_at_end(segment, population)
 
 
