@@ -232,5 +232,5 @@ def test_hyperband_compiles_one_segment_program_per_bucket_across_brackets(blob_
   assert {row['bracket'] for row in results.rows} == {0, 1}
   assert {row['bucket'] for row in results.rows} == {0}
   compiled = [r.getMessage().split(' with ')[0] for r in caplog.records]
-  assert compiled.count('Compiling jit(_segment)') == 1
+  assert compiled.count('Compiling jit(segment_program)') == 1
   assert compiled.count('Compiling jit(_init)') == 1
