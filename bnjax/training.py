@@ -129,30 +129,35 @@ def train_step(
       key=key if config.dropout else None,
       keep_prob=hp['keep_prob'],
     )
-    data_loss = jnp.mean(softmax_cross_entropy(logits, y))
-    return data_loss + l2_penalty(params, hp['l2'], x.shape[0]), (data_loss, new_model_state)
+    with jax.named_scope('loss'):
+      data_loss = jnp.mean(softmax_cross_entropy(logits, y))
+      return data_loss + l2_penalty(params, hp['l2'], x.shape[0]), (data_loss, new_model_state)
 
   (_, (loss, new_model_state)), grads = jax.value_and_grad(cost, has_aux=True)(trial.params)
-  updates, new_opt_state = _optimizer(config, hp, steps_per_epoch).update(
-    grads, trial.opt_state, trial.params
-  )
-  new_params = jax.tree.map(jnp.add, trial.params, updates)
+  # Named scopes (here, in `train_epoch` and around BN and dropout) name the
+  # ops of a profile by what they do (`benchmarks/profile_step.py`).
+  with jax.named_scope('optimizer'):
+    updates, new_opt_state = _optimizer(config, hp, steps_per_epoch).update(
+      grads, trial.opt_state, trial.params
+    )
+    new_params = jax.tree.map(jnp.add, trial.params, updates)
   if not checked:
     new = dict(params=new_params, model_state=new_model_state, opt_state=new_opt_state)
     return trial._replace(**new, step=trial.step + 1), loss
-  # Every leaf of what the step produces, not only the loss and gradients:
-  # otherwise the update that overflows the weights would be kept.
-  finite = divergence.all_finite((loss, grads, new_params, new_model_state, new_opt_state))
-  ok = finite & (trial.diverged_step < 0)
-  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-  diverged_step = jnp.where((trial.diverged_step < 0) & ~finite, trial.step, trial.diverged_step)
-  return trial._replace(
-    params=keep(new_params, trial.params),
-    model_state=keep(new_model_state, trial.model_state),
-    opt_state=keep(new_opt_state, trial.opt_state),
-    step=trial.step + 1,
-    diverged_step=diverged_step,
-  ), loss
+  with jax.named_scope('divergence_check'):
+    # Every leaf of what the step produces, not only the loss and gradients:
+    # otherwise the update that overflows the weights would be kept.
+    finite = divergence.all_finite((loss, grads, new_params, new_model_state, new_opt_state))
+    ok = finite & (trial.diverged_step < 0)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+    diverged_step = jnp.where((trial.diverged_step < 0) & ~finite, trial.step, trial.diverged_step)
+    return trial._replace(
+      params=keep(new_params, trial.params),
+      model_state=keep(new_model_state, trial.model_state),
+      opt_state=keep(new_opt_state, trial.opt_state),
+      step=trial.step + 1,
+      diverged_step=diverged_step,
+    ), loss
 
 
 def train_epoch(
@@ -177,25 +182,32 @@ def train_epoch(
   n_train = data.x_train.shape[0]
   steps = steps_per_epoch(config, data)
   epoch_key = jax.random.fold_in(trial.key, trial.epoch)
-  order = jax.random.permutation(jax.random.fold_in(epoch_key, 0), n_train)
+  with jax.named_scope('shuffle'):
+    order = jax.random.permutation(jax.random.fold_in(epoch_key, 0), n_train)
   batches = order[: steps * config.batch_size].reshape(steps, config.batch_size)
   dropout_key = jax.random.fold_in(epoch_key, 1)
 
   def step(trial, args):
     index, rows = args
+    with jax.named_scope('batch'):
+      x, y = data.x_train[rows], data.y_train[rows]
     return train_step(
       config,
       hp,
       trial,
-      data.x_train[rows],
-      data.y_train[rows],
+      x,
+      y,
       jax.random.fold_in(dropout_key, index),
       steps,
       checked=checked,
     )
 
   trial, losses = lax.scan(step, trial, (jnp.arange(steps), batches))
-  dev = lambda: evaluate(config, hp, trial.params, trial.model_state, data.x_dev, data.y_dev)
+
+  def dev():
+    with jax.named_scope('dev_evaluation'):
+      return evaluate(config, hp, trial.params, trial.model_state, data.x_dev, data.y_dev)
+
   if evaluate_dev is True:
     dev_loss, dev_accuracy = dev()
   else:

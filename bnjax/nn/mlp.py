@@ -200,8 +200,9 @@ def dropout(key: jax.Array, x: jax.Array, keep_prob: jax.typing.ArrayLike) -> ja
   time needs no rescaling. `keep_prob = 1` returns `x` exactly. The keep
   probability is `keep_prob` to 2^-16 (`stable_random.bernoulli`).
   """
-  keep = stable_random.bernoulli(key, keep_prob, x.shape)
-  return jnp.where(keep, x / keep_prob, 0.0).astype(x.dtype)
+  with jax.named_scope('dropout'):  # names its ops in profiles (`benchmarks/profile_step.py`)
+    keep = stable_random.bernoulli(key, keep_prob, x.shape)
+    return jnp.where(keep, x / keep_prob, 0.0).astype(x.dtype)
 
 
 def mlp_apply(
