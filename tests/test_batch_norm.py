@@ -268,6 +268,110 @@ def test_matches_flax_batch_norm(training, shape):
     assert np.abs(np.asarray(new_state['mean']) - np.asarray(state['mean'])).min() > 1e-2
 
 
+def _formula_bn(params, state, x, momentum, eps):
+  """Training-mode BN as the notes write it, whose derivative JAX takes term by term."""
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x, axis=axes)
+  var = jnp.mean(jnp.square(x - mean), axis=axes)
+  y = params['scale'] * (x - mean) / jnp.sqrt(var + eps) + params['offset']
+  new_state = {
+    'mean': momentum * state['mean'] + (1 - momentum) * mean,
+    'var': momentum * state['var'] + (1 - momentum) * var,
+  }
+  return y, new_state
+
+
+def _objective(bn, weights):
+  """A loss of everything BN gives: its output and the running statistics it updates."""
+
+  def loss(params, x, eps, state):
+    y, new_state = bn(params, state, x, 0.9, eps)
+    terms = [jnp.sum(jnp.sin(y) * weights['y'])]
+    terms += [jnp.sum(new_state[name] * weights[name]) for name in ('mean', 'var')]
+    return sum(terms)
+
+  return loss
+
+
+def _derivatives(bn):
+  """Reverse (gradients of the loss), forward (its jvp) and forward over reverse (an hvp)."""
+
+  @jax.jit
+  def run(params, x, eps, state, weights, tangents):
+    loss = _objective(bn, weights)
+    primals = (params, x, eps)
+    grads = jax.grad(loss, argnums=(0, 1, 2))(*primals, state)
+    _, jvp = jax.jvp(lambda *p: loss(*p, state), primals, tangents)
+    grad_x = lambda *p: jax.grad(loss, argnums=1)(*p, state)
+    _, hvp = jax.jvp(grad_x, primals, tangents)
+    return grads, jvp, hvp
+
+  return run
+
+
+_fused_derivatives = _derivatives(
+  lambda p, s, x, m, e: batch_norm(p, s, x, training=True, momentum=m, eps=e)
+)
+_formula_derivatives = _derivatives(_formula_bn)
+
+
+@FAST
+@given(shape=st.sampled_from([(16, 3), (4, 2, 2, 3)]), seed=st.integers(0, 2**31 - 1))
+def test_derivatives_equal_those_of_the_notes_formula(shape, seed):
+  # batch_norm's training mode has a derivative of its own, in closed form
+  # (`_normalize_batch_jvp`); here it must equal JAX's derivative of the
+  # formula, in every input, with the running statistics in the loss, in
+  # reverse mode, forward mode and forward over reverse.
+  rng = np.random.default_rng(seed)
+  params, state = _random_bn(3, seed)
+  x = jnp.asarray(rng.normal(rng.uniform(-5, 5), rng.uniform(0.5, 5), shape), jnp.float32)
+  eps = jnp.float32(rng.uniform(1e-3, 1.0))
+  weights = {
+    'y': jnp.asarray(rng.normal(size=shape), jnp.float32),
+    'mean': jnp.asarray(rng.normal(size=3), jnp.float32),
+    'var': jnp.asarray(rng.normal(size=3), jnp.float32),
+  }
+  tangents = (
+    jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), jnp.float32), params),
+    jnp.asarray(rng.normal(size=shape), jnp.float32),
+    jnp.float32(rng.normal()),
+  )
+  got = _fused_derivatives(params, x, eps, state, weights, tangents)
+  want = _formula_derivatives(params, x, eps, state, weights, tangents)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    scale = float(np.max(np.abs(b)))
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(scale, 1.0))
+
+
+def test_gradients_match_flax_batch_norm_under_vmap():
+  # An independent implementation (flax differentiated by JAX), over a
+  # `vmap` of trials with their own eps, as a search trains them.
+  shape, trials = (7, 4), 3
+  params, state = _random_bn(shape[-1], seed=20)
+  rng = np.random.default_rng(21)
+  xs = jnp.asarray(rng.normal(1.5, 2.5, size=(trials, *shape)), jnp.float32)
+  weights = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  epsilons = jnp.asarray([1e-5, 1e-2, 0.5], jnp.float32)
+
+  def grads(bn):
+    loss = lambda p, x, e: jnp.sum(jnp.sin(bn(p, state, x, e)[0]) * weights)
+    return jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1)), in_axes=(None, 0, 0)))
+
+  ours = grads(lambda p, s, x, e: batch_norm(p, s, x, training=True, momentum=0.9, eps=e))
+  # flax takes epsilon as a static attribute: one trial at a time, stacked.
+  flax = [
+    jax.grad(
+      lambda p, x, e=float(e): jnp.sum(
+        jnp.sin(_flax_bn(p, state, x, training=True, momentum=0.9, eps=e)[0]) * weights
+      ),
+      argnums=(0, 1),
+    )(params, x)
+    for x, e in zip(xs, epsilons, strict=True)
+  ]
+  want = jax.tree.map(lambda *a: jnp.stack(a), *flax)
+  chex.assert_trees_all_close(ours(params, xs, epsilons), want, rtol=1e-4, atol=1e-5)
+
+
 @FAST
 @given(
   a=st.lists(st.floats(0.1, 10.0), min_size=3, max_size=3),

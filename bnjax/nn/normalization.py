@@ -10,6 +10,13 @@ At test time mu and sigma^2 come from exponentially weighted averages kept
 during training: `running = momentum * running + (1 - momentum) * batch`
 (flax's convention; PyTorch's `momentum=0.1` is our 0.9).
 
+Training mode's derivative is written out in closed form
+(`_normalize_batch_jvp`), as PyTorch's and cuDNN's BN backward kernels are,
+rather than JAX's term-by-term derivative of the formulas above: the same
+gradients in fewer passes over the batch. Forward mode, reverse mode and
+their compositions all work. Masked or pooled statistics (`mask`,
+`axis_name`) keep JAX's own derivative.
+
 Mistakes fail at trace time with the shapes in the message: an `x` whose last
 axis is not the features (no silent broadcasting), a 1-D or integer `x`, a
 `mask` that is not `[batch]`, a `training` that is not a Python bool. Values
@@ -220,23 +227,87 @@ def batch_norm(
   _check_features(params, state, x)
   _check_concrete('momentum', momentum, registry.REGISTRY['bn_momentum'].admits, 'in [0, 1)')
   _check_concrete('eps', eps, lambda v: np.isfinite(v) & (v > 0), 'a finite number > 0')
-  if training:
-    mean, var = batch_statistics(x, mask=mask, axis_name=axis_name)
-    if mask is not None:  # A batch with no real rows leaves the averages alone.
-      rows = jnp.sum(jnp.asarray(mask, jnp.float32))
-      rows = rows if axis_name is None else lax.psum(rows, axis_name)
-      momentum = jnp.where(rows > 0, momentum, 1.0)
+  with jax.named_scope('batch_norm'):  # names its ops in profiles (`benchmarks/profile_step.py`)
+    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    scale, offset = params['scale'], params['offset']
+    if not training:
+      y = scale * _standardize(x32, state['mean'], lax.rsqrt(state['var'] + eps)) + offset
+      return y.astype(x.dtype), state
+    if mask is None and axis_name is None:  # with a derivative of its own, in closed form
+      y, mean, var = _normalize_batch(x32, scale, offset, eps)
+    else:
+      mean, var = batch_statistics(x, mask=mask, axis_name=axis_name)
+      if mask is not None:  # A batch with no real rows leaves the averages alone.
+        rows = jnp.sum(jnp.asarray(mask, jnp.float32))
+        rows = rows if axis_name is None else lax.psum(rows, axis_name)
+        momentum = jnp.where(rows > 0, momentum, 1.0)
+      y = scale * _standardize(x32, mean, lax.rsqrt(var + eps)) + offset
     new_state = {
       'mean': (momentum * state['mean'] + (1 - momentum) * mean).astype(state['mean'].dtype),
       'var': (momentum * state['var'] + (1 - momentum) * var).astype(state['var'].dtype),
     }
-  else:
-    mean, var = state['mean'], state['var']
-    new_state = state
-  x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  x_norm = (x32 - mean) * lax.rsqrt(var + eps)
-  y = params['scale'] * x_norm + params['offset']
-  return y.astype(x.dtype), new_state
+    return y.astype(x.dtype), new_state
+
+
+def _standardize(x: jax.Array, mean: jax.Array, inv_std: jax.Array) -> jax.Array:
+  return (x - mean) * inv_std
+
+
+@jax.custom_jvp
+def _normalize_batch(x, scale, offset, eps):
+  """Training-mode BN of float32 `x [batch, ..., F]` over all but its last axis.
+
+  Returns `(y, mean, var)`: the output and the batch statistics for the
+  running averages. The values are `batch_norm`'s own; only the derivative
+  is written out (`_normalize_batch_jvp`).
+  """
+  mean, var = batch_statistics(x)
+  return scale * _standardize(x, mean, lax.rsqrt(var + eps)) + offset, mean, var
+
+
+@_normalize_batch.defjvp
+def _normalize_batch_jvp(primals, tangents):
+  """The derivative in closed form, arranged so that its transpose is cheap.
+
+  With `x_norm = (x - mean) * inv_std` and per-feature sums over the batch,
+
+      dy = scale * inv_std * (dx - sum(dx) / m - x_norm * sum(x_norm * dx) / m)
+           - scale * inv_std**2 / 2 * x_norm * deps + dscale * x_norm + doffset,
+      dmean = sum(dx) / m,    dvar = 2 / inv_std * sum(x_norm * dx) / m.
+
+  Reverse mode transposes this (JAX does), and every per-feature factor
+  multiplies a sum after it is taken, so the transpose's only passes over
+  the batch are `sum(ct)` and `sum(x_norm * ct)`: the same two sums that are
+  the offset's and the scale's gradients, which XLA computes once. JAX's
+  derivative of the plain formula (the two-pass variance differentiated term
+  by term) took about a dozen passes per layer instead; this made a 3 x 256
+  chunk's step 5 to 10% faster on the 2-core CPU (README, "Where the time
+  goes"). It is checked against that derivative, forward and reverse, in
+  `tests/test_batch_norm.py`.
+  """
+  x, scale, offset, eps = primals
+  dx, dscale, doffset, deps = tangents
+  mean, var = batch_statistics(x)
+  inv_std = lax.rsqrt(var + eps)
+  x_norm = _standardize(x, mean, inv_std)
+  y = scale * x_norm + offset
+  axes, count = _batch_axes(x)
+  dx_sum = jnp.sum(dx, axes)
+  projection = jnp.sum(x_norm * dx, axes)
+  gain = scale * inv_std  # [F]: multiplies the sums only after they are taken
+  dy = (
+    gain * dx
+    - (gain / count) * dx_sum
+    - x_norm * ((gain / count) * projection + (0.5 * gain * inv_std) * deps)
+    + dscale * x_norm
+    + doffset
+  )
+  return (y, mean, var), (dy, dx_sum / count, (2 / (count * inv_std)) * projection)
+
+
+def _batch_axes(x: jax.Array) -> tuple[tuple[int, ...], int]:
+  """The axes statistics sum over (all but the features) and how many values each sum holds."""
+  return tuple(range(x.ndim - 1)), x.size // x.shape[-1]
 
 
 def debiased_statistics(
