@@ -63,6 +63,7 @@ def trial_setup(row: dict, num_classes: int, epochs: int) -> tuple[bnjax.TrainCo
     batch_norm=bool(row['batch_norm']),
     bn_placement=row['bn_placement'],
     dropout=row['keep_prob'] < 1,
+    l2_penalty=row['l2'] != 0,
   )
   traced = bnjax.hparams()  # every traced name, with its default
   hp = bnjax.hparams(**{name: row[name] for name in traced if name in row})

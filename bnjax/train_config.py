@@ -33,6 +33,10 @@ class TrainConfig(NamedTuple):
   # False skips dropout's random numbers (about a fifth of a CPU step) when
   # every trial has keep_prob = 1; `keep_prob` is then ignored.
   dropout: bool = True
+  # False leaves the L2 term out of the cost when every trial has l2 = 0
+  # (`l2` is then ignored): its gradient is one more pass over every weight
+  # each step, 3 to 4% of a 3 x 256 step on a CPU (`benchmarks/profile_step.py`).
+  l2_penalty: bool = True
   # Evaluate the dev split after every `eval_every`-th epoch of a run (or a
   # segment) and after its last; the dev curves hold NaN at the epochs between.
   # Selection reads the last epoch, so it is unchanged; needs select='final'.

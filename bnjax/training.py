@@ -131,7 +131,8 @@ def train_step(
     )
     with jax.named_scope('loss'):
       data_loss = jnp.mean(softmax_cross_entropy(logits, y))
-      return data_loss + l2_penalty(params, hp['l2'], x.shape[0]), (data_loss, new_model_state)
+      penalty = l2_penalty(params, hp['l2'], x.shape[0]) if config.l2_penalty else 0.0
+      return data_loss + penalty, (data_loss, new_model_state)
 
   (_, (loss, new_model_state)), grads = jax.value_and_grad(cost, has_aux=True)(trial.params)
   # Named scopes (here, in `train_epoch` and around BN and dropout) name the

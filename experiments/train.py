@@ -95,6 +95,7 @@ def configure() -> tuple[bnjax.TrainConfig, dict, jax.Array]:
     batch_norm=values['batch_norm'],
     bn_placement=values['bn_placement'],
     dropout=values['keep_prob'] < 1,
+    l2_penalty=values['l2'] != 0,
     matmul_dtype=values['matmul_dtype'],
     model=values['model'],
     kernel_size=values['kernel_size'],

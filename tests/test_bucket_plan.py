@@ -334,6 +334,17 @@ def test_cnn_groups_split_by_the_default_ratio_under_cost():
   assert [b.trial_ids.tolist() for b in by_cost] == [[0, 1], [2], [3]]
 
 
+@pytest.mark.parametrize(
+  'name, values, flag',
+  [('keep_prob', [1.0, 1.0], False), ('keep_prob', [1.0, 0.9], True)]
+  + [('l2', [0.0, 0.0], False), ('l2', [0.0, 1e-3], True)],
+)
+def test_a_bucket_leaves_out_dropout_and_the_l2_term_where_no_trial_uses_them(name, values, flag):
+  table = with_defaults({'hidden_units': [16, 16], name: values}, 2)
+  (bucket,) = buckets.make_buckets(table, epochs=1, num_classes=3, width_ratio=None)
+  assert getattr(bucket.config, {'keep_prob': 'dropout', 'l2': 'l2_penalty'}[name]) is flag
+
+
 def test_a_bucket_lists_its_trials_shallowest_first_so_chunks_hold_one_depth():
   depth = [3, 2, 3, 2, 2, 3, 2, 3]
   table = with_defaults({'hidden_units': [16] * 8, 'num_layers': depth}, 8)

@@ -14,7 +14,7 @@ from bnjax.search import population as pop
 from bnjax.search.checks import SearchError
 from bnjax.space import Choice, IntUniform, LogUniform, OneMinusLogUniform, Space, Uniform
 from bnjax.space import with_defaults as filled
-from bnjax.training import TrainData
+from bnjax.training import TrainConfig, TrainData
 
 pytestmark = pytest.mark.usefixtures('search_compile_cache')
 
@@ -126,6 +126,19 @@ def test_resampling_draws_from_each_distribution_on_its_scale():
     t = dist.to_scale(new)
     quartile = axis.scale_low + 0.25 * (axis.scale_high - axis.scale_low)
     assert abs(np.mean(t < quartile) - 0.25) < 0.03, axis.name
+
+
+def test_explored_keep_prob_and_l2_keep_dropout_and_the_l2_term_in_the_program():
+  # A bucket leaves them out where every first value is keep_prob 1 or l2 0;
+  # explore could move them off those later.
+  config = TrainConfig(epochs=1, batch_size=32, hidden_sizes=(8,), num_classes=3)
+  off = config._replace(dropout=False, l2_penalty=False)
+  space = Space({**SPACE, 'l2': LogUniform(1e-5, 1e-2)})
+  axes = exploit.explorable(space, {name: None for name in space})
+  on = pbt.with_explored_terms(off, axes)
+  assert on.dropout and on.l2_penalty and on._replace(dropout=False, l2_penalty=False) == off
+  unexplored = exploit.explorable(space, {'learning_rate': None})
+  assert pbt.with_explored_terms(off, unexplored) == off
 
 
 def test_one_program_and_training_goes_on_without_a_new_one(cohort, data):

@@ -250,6 +250,23 @@ def test_skipping_dropout_equals_keep_prob_one(data):
   assert not np.allclose(dropped.metrics['train_loss'], with_rng.metrics['train_loss'])
 
 
+def test_leaving_the_l2_term_out_equals_l2_zero_and_ignores_l2(data):
+  """`l2_penalty=False` saves a pass over the weights: l2 = 0 trains the same."""
+  hp = bnjax.hparams(learning_rate=1e-2, l2=0.0)
+  train = lambda config, hp: jax.jit(bnjax.make_train(config))(hp, jax.random.key(5), data)
+  with_term = train(CONFIG, hp)
+  without = train(CONFIG._replace(l2_penalty=False), hp)
+  # The gradient gains 0 * w (exact for finite weights); the tolerance only
+  # leaves room for a compiler that fuses the two programs differently.
+  chex.assert_trees_all_close(with_term, without, rtol=1e-6, atol=1e-7)
+  # The flag means it: a large l2 changes training with the term, not without it.
+  heavy = bnjax.hparams(learning_rate=1e-2, l2=50.0)
+  assert not np.allclose(
+    train(CONFIG, heavy).params['layers'][0]['w'], with_term.params['layers'][0]['w']
+  )
+  chex.assert_trees_all_close(train(CONFIG._replace(l2_penalty=False), heavy), without)
+
+
 def test_fit_epoch_by_epoch_equals_make_train(data):
   """The launchers' path (one jitted epoch per call, a callback each) trains what `train` does."""
   hp = bnjax.hparams(learning_rate=1e-2, keep_prob=0.8, lr_schedule='inverse_time', lr_decay=0.1)

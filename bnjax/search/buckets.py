@@ -147,6 +147,7 @@ def make_buckets(
   real = np.where(np.arange(widths.shape[1]) < depth[:, None], widths, 0)
   trial_width = real.max(axis=1)
   keep_prob = np.asarray(table['keep_prob'], np.float64)
+  l2 = np.asarray(table['l2'], np.float64)
 
   def config_of(values: dict, group: np.ndarray) -> TrainConfig:
     return TrainConfig(
@@ -160,6 +161,7 @@ def make_buckets(
       eval_batch_size=eval_batch_size,
       select=select,
       dropout=bool(np.any(keep_prob[group] < 1)),
+      l2_penalty=bool(np.any(l2[group] != 0)),
       matmul_dtype=values['matmul_dtype'],
       model=values['model'],
       input_shape=tuple(int(d) for d in input_shape),

@@ -34,6 +34,7 @@ from bnjax.search.exploit import exploit_and_explore, explorable
 from bnjax.search.population_study import PopulationStudy
 from bnjax.search.results import Results
 from bnjax.space import as_space, with_defaults
+from bnjax.training import TrainConfig
 
 READY = 4  # epochs between exploits, by default
 
@@ -208,11 +209,26 @@ def pbt(
   return results
 
 
+def with_explored_terms(config: TrainConfig, axes) -> TrainConfig:
+  """`config` with dropout and the L2 term on wherever explore moves keep_prob or l2.
+
+  A bucket's flags follow its trials' first values (`buckets.make_buckets`:
+  off where every keep_prob is 1, or every l2 is 0), and explore may move
+  them there later.
+  """
+  names = {axis.name for axis in axes}
+  return config._replace(
+    dropout=config.dropout or 'keep_prob' in names,
+    l2_penalty=config.l2_penalty or 'l2' in names,
+  )
+
+
 def _evolve(keeper, cohort, table, data, space, seed, options, sharding, progress) -> None:
   """Trains the population generation by generation from its checkpoint, then tells every member."""
   ready, generations = options['ready'], options['generations']
   n = len(cohort.trial_ids)
   axes = explorable(space, cohort.hp)
+  cohort = cohort._replace(config=with_explored_terms(cohort.config, axes))
   first, source, parents, scores, history = 0, np.arange(n), [], [], []
   if keeper.resumed:
     (cohort,) = keeper.restore([cohort], sharding)
