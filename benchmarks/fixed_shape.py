@@ -6,12 +6,15 @@ every epoch ends with), GFLOP/s from the matmul work that takes, and the
 share of the machine's matmul peak measured in the same run.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 import bnjax
 from benchmarks import timing
-from bnjax import model
+from bnjax import distributed, model
+from bnjax.search import chunks, overlap, segments
 
 HIDDEN = (256, 256, 256)
 BATCH_SIZE = 128
@@ -99,6 +102,49 @@ def vectorized(
   run()
   measured = timing.repeat(run, repeats)
   return dict(measured, trial_epochs=num_trials * epochs, compile_seconds=compile_seconds)
+
+
+def engine(splits, num_trials: int, epochs: int, repeats: int, hp_values=None, **options) -> dict:
+  """Chunks of `num_trials` Adam runs trained the way `bnjax.search.run_trials` trains them.
+
+  The engine's own code: its data placement (`chunks.data_on`), its
+  programs (`segments.programs`) and `segments.train` of one segment of
+  `epochs`, whose steps run unchecked and are checked once at its end, with
+  `overlap.default_workers` chunks at once (two on one CPU device, where the
+  second fills the cores the first leaves idle; one elsewhere). One timed
+  call trains every worker's chunk, each with its own keys, so
+  `trial_epochs` counts them all. The first call compiles, and
+  `compile_seconds` is its excess over the median call. `hp_values` and
+  `options` as `vectorized` takes them; as in a search's bucket, the trials
+  carry their widths and depth as traced masks (`buckets.traced_hparams`).
+  """
+  devices = distributed.devices()
+  data, sharding = chunks.data_on(devices, splits)
+  hidden = list(options.get('hidden_sizes', HIDDEN))
+  hp = bnjax.hparams(**{'widths': hidden, 'depth': len(hidden), **(hp_values or {})})
+  # As a bucket of these trials would be: without the L2 term where l2 = 0.
+  options = {'l2_penalty': bool(jnp.any(hp['l2'] != 0)), **options}
+  programs = segments.programs(config(epochs, splits.num_classes, **options), sharding)
+  workers = overlap.default_workers(devices)
+  hp = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_trials, *jnp.shape(v))), hp)
+  keys = [jax.random.split(jax.random.key(i), num_trials) for i in range(workers)]
+  hp, keys = distributed.put((hp, keys), sharding)
+
+  def chunk(keys, stopping=None):
+    return segments.train(programs, hp, keys, data, (epochs,), stopping=stopping)
+
+  def run():
+    tasks = [functools.partial(chunk, chunk_keys) for chunk_keys in keys]
+    jax.block_until_ready(list(overlap.in_order(tasks, workers)))
+
+  _, first = timing.timed(run)
+  measured = timing.repeat(run, repeats)
+  return dict(
+    measured,
+    trial_epochs=workers * num_trials * epochs,
+    compile_seconds=max(0.0, first - measured['median']),
+    workers=workers,
+  )
 
 
 def loop(splits, num_trials: int, epochs: int, repeats: int, **options) -> dict:

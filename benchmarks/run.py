@@ -8,8 +8,9 @@ Sections:
   fixed_shape  ms per trial-epoch, GFLOP/s and the share of the matmul peak
                (measured in the same run) of the BN-MLP 3 x 256, batch 128,
                Adam: bnjax `jit(vmap(train))` for several N, the jitted single
-               trial in a loop, PyTorch eager and `torch.compile`; compile
-               times apart.
+               trial in a loop, the search engine's own chunks (its chunk
+               size, segments checked at their end, two chunks at once on a
+               CPU), PyTorch eager and `torch.compile`; compile times apart.
   end_to_end   the default search (`experiments/random_search.py`) against
                Optuna TPE + PyTorch eager (`benchmarks/optuna_peer.py`): wall
                time and the winner's test accuracy over several seeds.
@@ -39,6 +40,8 @@ from absl import app, flags
 
 import bnjax.data
 from benchmarks import end_to_end, fixed_shape, report, scaling, timing
+from bnjax import distributed
+from bnjax.search import sizing
 
 SECTIONS = ('fixed_shape', 'end_to_end', 'scaling')
 QUICK = flags.DEFINE_boolean('quick', False, 'Every section, small: a smoke run of the suite.')
@@ -136,6 +139,17 @@ def fixed_shape_section(quick: bool, repeats: int) -> dict:
     levers['no YNNPACK'] = dict(compiler_options={'xla_cpu_experimental_ynn_fusion_type': ''})
   for name, options in levers.items():
     keep(f'bnjax vmap N={n}, {name}', fixed_shape.vectorized(splits, n, epochs, repeats, **options))
+  # The way a search trains: the engine's own chunk size, segments checked
+  # once at their end, two chunks at once on a CPU (the target is read here).
+  for dtype in ('float32', 'bfloat16'):
+    config = fixed_shape.config(1, splits.num_classes, matmul_dtype=dtype)
+    chunk = sizing.chunk_runs(config, splits, distributed.devices())
+    epochs = max(1, trial_epochs // chunk)
+    row = fixed_shape.engine(splits, chunk, epochs, repeats, matmul_dtype=dtype)
+    at_once = (
+      f'{row["workers"]} chunks of N={chunk} at once' if row['workers'] > 1 else f'N={chunk}'
+    )
+    keep(f'bnjax search engine, {at_once}, {dtype} matmuls', row)
   if _torch_version():
     import torch
 
