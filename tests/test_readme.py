@@ -28,7 +28,9 @@ def test_snippet_runs_as_written(index, tmp_path, monkeypatch):
     assert len(rows) > 1, f'{path} has no trial rows'
 
 
-@pytest.mark.parametrize('document', ['README.md', 'BUILD.md', 'docs/design.md'])
+@pytest.mark.parametrize(
+  'document', ['README.md', 'BUILD.md', 'docs/design.md', 'docs/performance.md']
+)
 def test_links_stay_inside_the_repository(document):
   text = (ROOT / document).read_text()
   assert '../shared' not in text

@@ -4,7 +4,7 @@ bfloat16 rounds both inputs of a matmul and sums the products in float32;
 parameters, BN, the optimizer and the loss stay float32. The backward pass
 is written out (`jax.custom_vjp`) so that its two matmuls run in bfloat16
 too: on a CPU with AMX all three then take XLA's fast bfloat16 kernel
-(README, "bfloat16 matmuls on a CPU with AMX").
+(docs/performance.md, "bfloat16 matmuls on a CPU with AMX").
 """
 
 import functools

@@ -20,7 +20,7 @@ A segment runs its steps unchecked (`bnjax.training.train_step`'s
 `checked=False`): no step tests its result for NaN and infinity and keeps
 the old state where it finds one, a test and a select over every
 parameter and moment that cost 15 to 18% of a 3 x 448 chunk's time with
-two chunks side by side, and 13 to 14% of the default search's (README,
+two chunks side by side, and 13 to 14% of the default search's (docs/performance.md,
 "Segments checked once"). Instead the
 segment ends by asking whether every step stayed finite
 (`training.steps_were_finite`). Where some trial's did not, the segment

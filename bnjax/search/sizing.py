@@ -49,7 +49,7 @@ CACHE_BYTES_MAX = 32 << 20
 # What one compile costs, in multiply-adds of training, so that `bucket_cost`
 # can set it against padding: one of the default search's buckets compiles
 # in about 6 s on the 2-core CPU, which trains at about 47 GMAC/s (its
-# 3 x 448 chunks: 9.5 GFLOP per run-epoch in about 100 ms, README "Speed").
+# 3 x 448 chunks: 9.5 GFLOP per run-epoch in about 100 ms, docs/performance.md).
 COMPILE_MACS = 3e11
 # Runs per chunk and device at most elsewhere: enough to keep an accelerator
 # busy with small networks, few enough that a small search pads no more.
