@@ -5,6 +5,17 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
+# The end-to-end searches as the figure names them (results.json keeps the short keys).
+SEARCH_LABELS = {
+  'bnjax_cold': 'bnjax, first run',
+  'bnjax_warm': 'bnjax, cache warm',
+  'bnjax_bfloat16_cold': 'bnjax, bfloat16, first run',
+  'optuna_torch': 'Optuna + PyTorch',
+}
+# The targets, drawn on the figure: a share of the matmul peak, and a speed-up.
+PEAK_TARGET = 0.6
+SPEEDUP_TARGET = 3.0
+
 
 def _range(row: dict, key='ms') -> str:
   return f'{row[f"{key}_per_trial_epoch"]:.1f} ({row["ms_min"]:.1f}-{row["ms_max"]:.1f})'
@@ -74,15 +85,17 @@ def markdown(figures: dict) -> str:
 
 def figure(figures: dict, path: str) -> None:
   panels = [name for name in ('fixed_shape', 'end_to_end', 'scaling') if figures.get(name)]
-  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
   for ax, name in zip(axes[0], panels, strict=True):
     if name == 'fixed_shape':
       runners = figures[name]['runners']
       names = list(runners)
       ax.barh(names, [100 * runners[n]['peak_fraction'] for n in names])
+      ax.axvline(100 * PEAK_TARGET, color='gray', linestyle='--', label='target')
       ax.set_xlabel('% of the measured matmul peak')
       ax.set_title('3 x 256, batch 128, Adam')
       ax.invert_yaxis()
+      ax.legend(loc='lower right')
     elif name == 'end_to_end':
       runs = figures[name]['runs']
       names = list(runs)
@@ -91,9 +104,14 @@ def figure(figures: dict, path: str) -> None:
         [m - runs[n]['min'] for n, m in zip(names, medians, strict=True)],
         [runs[n]['max'] - m for n, m in zip(names, medians, strict=True)],
       ]
-      ax.bar(names, medians, yerr=errors)
-      ax.set_ylabel('seconds per search')
+      ax.barh([SEARCH_LABELS.get(n, n) for n in names], medians, xerr=errors)
+      if 'optuna_torch' in runs:
+        target = runs['optuna_torch']['median'] / SPEEDUP_TARGET
+        ax.axvline(target, color='gray', linestyle='--', label=f'{SPEEDUP_TARGET:g}x the peer')
+        ax.legend(loc='upper right')
+      ax.set_xlabel('seconds per search (median, range over seeds)')
       ax.set_title('default search, end to end')
+      ax.invert_yaxis()
     else:
       rows = figures[name]
       ax.plot([r['num_trials'] for r in rows], [r['trials_per_second'] for r in rows], 'o-')
