@@ -1,5 +1,6 @@
 """The benchmark suite's own measurements (`benchmarks/`), where they can be wrong silently."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,6 +8,8 @@ import textwrap
 
 import numpy as np
 import pytest
+
+from benchmarks import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,3 +40,21 @@ def test_scaling_peak_memory_is_the_childs_own_not_its_large_parents():
   before, after = map(float, done.stdout.split())
   assert before < 500, f'the child reports {before:.0f} MB: its parent holds 600 MB of them'
   assert after - before > 190, "the high water does not follow the child's own allocations"
+
+
+def test_report_renders_the_kept_record(tmp_path):
+  # The README's table and figure come from `benchmarks/report.py`; the record
+  # kept in docs/ was written by it, so rendering its JSON again must give its
+  # markdown back, and a PNG.
+  record = os.path.join(ROOT, 'docs', 'figures', 'benchmarks')
+  with open(os.path.join(record, 'results.json')) as f:
+    figures = json.load(f)
+  with open(os.path.join(record, 'results.md')) as f:
+    kept = f.read()
+  assert report.markdown(figures) == kept, (
+    'the kept results.md is not report.markdown of its results.json: a format change must '
+    'render the record again'
+  )
+  report.figure(figures, str(tmp_path / 'results.png'))
+  with open(tmp_path / 'results.png', 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
