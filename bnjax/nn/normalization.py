@@ -281,7 +281,7 @@ def _normalize_batch_jvp(primals, tangents):
   the offset's and the scale's gradients, which XLA computes once. JAX's
   derivative of the plain formula (the two-pass variance differentiated term
   by term) took about a dozen passes per layer instead; this made a 3 x 256
-  chunk's step 6 to 8% faster on the 2-core CPU, two chunks at once
+  chunk's step 6 to 8% faster on the 2-core Intel Xeon, two chunks at once
   (docs/performance.md, "BN's derivative in closed form"). It is checked
   against that derivative, forward and reverse, in `tests/test_batch_norm.py`.
   """

@@ -18,17 +18,16 @@ of them) starts from the file instead of from scratch.
 
 A segment runs its steps unchecked (`bnjax.training.train_step`'s
 `checked=False`): no step tests its result for NaN and infinity and keeps
-the old state where it finds one, a test and a select over every
-parameter and moment that cost 15 to 18% of a 3 x 448 chunk's time with
-two chunks side by side, and 13 to 14% of the default search's (docs/performance.md,
-"Segments checked once"). Instead the
-segment ends by asking whether every step stayed finite
-(`training.steps_were_finite`). Where some trial's did not, the segment
-runs again from its start with every step checked, which is what makes a
-diverged trial keep its last finite state, and so does every later segment
-of that chunk (`population.checked_at_end`, which the adaptive searches'
-cohorts use too). Both programs do the same arithmetic; where no step fails
-they agree bit for bit with XLA's optimizations on
+the old state where it finds one, a test and a select over every parameter
+and moment that cost 15 to 18% of a 3 x 448 chunk's time with two chunks
+side by side, and 13 to 14% of the default search's (docs/performance.md,
+"Segments checked once"). Instead the segment ends by asking whether every
+step stayed finite (`training.steps_were_finite`). Where some trial's did
+not, the segment runs again from its start with every step checked, which
+is what makes a diverged trial keep its last finite state, and so does
+every later segment of that chunk (`population.checked_at_end`, which the
+adaptive searches' cohorts use too). Both programs do the same arithmetic;
+where no step fails they agree bit for bit with XLA's optimizations on
 (`tests/test_search_engine.py`; docs/design.md, "Divergent trials").
 
 `SEGMENT_EPOCHS` bounds the work a crash can lose while keeping the saves
