@@ -22,6 +22,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WINNER = re.compile(r'winner: trial (\d+)\s+dev_accuracy ([\d.]+)\s+test_accuracy ([\d.]+)')
 SEARCH = re.compile(r'(\d+) trials in ([\d.]+) s \((\d+) bucket\(s\), (\d+) compile\(s\)')
 
+# The searches compared, by the key results.json keeps, and as a figure names them.
+SEARCH_LABELS = {
+  'bnjax_cold': 'bnjax, first run',
+  'bnjax_warm': 'bnjax, cache warm',
+  'bnjax_bfloat16_cold': 'bnjax, bfloat16, first run',
+  'optuna_torch': 'Optuna + PyTorch',
+}
+
 
 def _run(command: list[str]) -> tuple[str, float]:
   env = dict(os.environ, PYTHONPATH=ROOT)
@@ -103,7 +111,7 @@ def compare(
   its own cache): what the option buys in time, and what it costs in the
   winner's accuracy, on the same seeds.
   """
-  runs = {'bnjax_cold': [], 'bnjax_warm': [], 'bnjax_bfloat16_cold': [], 'optuna_torch': []}
+  runs = {name: [] for name in SEARCH_LABELS}
   bfloat16 = ('--matmul_dtype=bfloat16',)
   with tempfile.TemporaryDirectory(prefix='bnjax-bench-') as work:
     for seed in seeds:

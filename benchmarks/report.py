@@ -5,13 +5,8 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-# The end-to-end searches as the figure names them (results.json keeps the short keys).
-SEARCH_LABELS = {
-  'bnjax_cold': 'bnjax, first run',
-  'bnjax_warm': 'bnjax, cache warm',
-  'bnjax_bfloat16_cold': 'bnjax, bfloat16, first run',
-  'optuna_torch': 'Optuna + PyTorch',
-}
+from benchmarks.end_to_end import SEARCH_LABELS  # noqa: E402
+
 # The targets, drawn on the figure: a share of the matmul peak, and a speed-up.
 PEAK_TARGET = 0.6
 SPEEDUP_TARGET = 3.0
